@@ -1,0 +1,51 @@
+"""Engine options shared by every command: declared once, defaults and help taken from EngineConfig."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Optional
+
+import typer
+
+from ..config import EngineConfig
+
+_DEFAULTS = EngineConfig()
+
+# (config field, flag, type, help). Every default is None: "not given", so a --config preset can fill it.
+ENGINE_OPTIONS: list[tuple[str, str, type, str]] = [
+    ("model", "--model", str, "Alias (tiny.en, small, large-v3, distil-large-v3 …), hub id, transformers dir or CTranslate2 dir."),
+    ("attention", "--attn", str, "auto | eager | sdpa | sdpa:flash|efficient|math|cudnn | flash_attention_2 (fa2) | flex_attention."),
+    ("dtype", "--dtype", str, "auto | fp32 | fp16 | bf16."),
+    ("device", "--device", str, "auto | cpu | cuda | cuda:N | mps."),
+    ("quantization", "--quantize", str, "none | int8 | int4."),
+    ("batch_size", "--batch-size", int, "Windows decoded together, across chunks and files."),
+    ("chunking", "--chunking", str, "batched (overlapping windows) | sequential (transformers long-form)."),
+    ("chunk_length_s", "--chunk-length", float, "Window length in seconds for batched chunking, (0, 30]."),
+    ("chunk_overlap_s", "--chunk-overlap", float, "Overlap between windows in seconds (default: chunk length / 6)."),
+    ("language", "--language", str, "Spoken language (en, de, french …); default: detect (English for .en models)."),
+    ("task", "--task", str, "transcribe | translate (to English; multilingual models only)."),
+    ("timestamps", "--timestamps", str, "none | segment | word (word adds an eager-attention alignment pass)."),
+    ("beam_size", "--beam-size", int, "1 = greedy."),
+    ("temperature", "--temperature", str, "One value, or a comma list for fallback (e.g. 0,0.2,0.4)."),
+    ("initial_prompt", "--initial-prompt", str, "Text that conditions decoding (names, spelling)."),
+    ("threads", "--threads", int, "CPU threads for torch."),
+    ("max_new_tokens", "--max-new-tokens", int, "Cap on generated tokens per window."),
+]
+
+
+def engine_options(fn: Callable) -> Callable:
+    """Give ``fn`` (which takes ``**engine``) one Typer option per engine setting."""
+    sig = inspect.signature(fn)
+    params = [p for p in sig.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+    for field, flag, typ, help_text in ENGINE_OPTIONS:
+        default = getattr(_DEFAULTS, field)
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else getattr(default, "value", default)
+        option = typer.Option(None, flag, help=help_text, show_default=f"{shown}" if shown is not None else False)
+        params.append(inspect.Parameter(field, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[typ]))
+    fn.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    return fn
+
+
+def engine_overrides(values: dict[str, Any]) -> dict[str, Any]:
+    """The engine options the user actually gave."""
+    return {k: v for k, v in values.items() if v is not None and k in {f for f, *_ in ENGINE_OPTIONS}}

@@ -1,0 +1,209 @@
+"""``whisperctl transcribe``: files, directories, globs or ``-`` → txt/srt/vtt/tsv/json."""
+
+from __future__ import annotations
+
+import glob
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from ..config import EngineConfig, OutputFormat, load_config_file, parse_choice
+from ..errors import OutputError, UsageError, WhisperctlError
+from . import app
+from .options import engine_overrides, engine_options
+
+DEFAULTS = EngineConfig()
+
+
+def expand_inputs(args: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Files, directories (recursive, audio extensions), globs and ``-`` → (inputs, problems)."""
+    from ..audio import AUDIO_EXTENSIONS
+
+    inputs: list[str] = []
+    problems: list[tuple[str, str]] = []
+    for arg in args:
+        path = Path(arg)
+        if arg == "-":
+            inputs.append(arg)
+        elif path.is_dir():
+            found = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+            if not found:
+                problems.append((arg, f"directory has no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})."))
+            inputs.extend(found)
+        elif not path.exists() and any(ch in arg for ch in "*?["):
+            found = sorted(p for p in glob.glob(arg, recursive=True) if Path(p).is_file())
+            if not found:
+                problems.append((arg, "the pattern matches no file."))
+            inputs.extend(found)
+        else:
+            inputs.append(arg)  # missing files are reported per file by the engine
+    return inputs, problems
+
+
+class _Outputs:
+    """Decides the output paths of each input; no silent overwrite; names never escape the directory."""
+
+    def __init__(self, out_dir: Optional[Path], formats: list[OutputFormat], overwrite: bool, skip_existing: bool):
+        from ..writers import WRITERS
+
+        self.dir, self.formats, self.overwrite, self.skip_existing = out_dir, formats, overwrite, skip_existing
+        self.exts = [WRITERS[f][0] for f in formats]
+        self.used: set[str] = set()
+
+    def paths(self, input_name: str) -> list[Path]:
+        from ..writers import safe_stem
+
+        stem = safe_stem("stdin" if input_name == "-" else Path(input_name).stem)
+        candidate, n = stem, 2
+        while candidate in self.used:
+            candidate, n = f"{stem}-{n}", n + 1
+        self.used.add(candidate)
+        assert self.dir is not None
+        return [self.dir / f"{candidate}.{ext}" for ext in self.exts]
+
+
+@app.command()
+@engine_options
+def transcribe(
+    inputs: list[str] = typer.Argument(..., help="Audio files, directories (recursive), globs, or - for stdin."),
+    output_format: str = typer.Option("txt", "--output-format", "-f", help="txt | srt | vtt | tsv | json | all."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Write files here (name from the input); default: stdout."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip inputs whose outputs all exist (resume a run)."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="TOML preset (see configs/); flags override it."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display or summary."),
+    **engine: Any,
+) -> None:
+    """Transcribe audio with Whisper / Distil-Whisper."""
+    fmt = parse_choice(OutputFormat, output_format, "--output-format")
+    from ..writers import WRITERS, expand_formats, write_atomic
+
+    formats = expand_formats(fmt)
+    if overwrite and skip_existing:
+        raise UsageError("--overwrite and --skip-existing contradict each other; pick one.")
+    if output_dir is None and len(formats) > 1:
+        raise UsageError("--output-format all writes five files per input; add --output-dir DIR.")
+    preset: dict[str, Any] = {}
+    if config_file is not None:
+        data = load_config_file(config_file)
+        preset = dict(data.get("engine", {k: v for k, v in data.items() if not isinstance(v, dict)}))
+    config = EngineConfig.from_mapping({**preset, **engine_overrides(engine)})
+    if output_dir is not None:
+        try:
+            output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--output-dir {output_dir}: cannot create it: {exc.strerror or exc}.") from None
+
+    files, problems = expand_inputs(inputs)
+    if not files and problems:
+        for name, why in problems:
+            typer.echo(f"whisperctl: error: {name}: {why}", err=True)
+        raise typer.Exit(1)
+
+    from ..engine import Transcriber
+
+    transcriber = Transcriber(config)  # validates and plans: bad flags fail here, before the model loads
+    outputs = _Outputs(output_dir, formats, overwrite, skip_existing) if output_dir else None
+    todo: list[str] = []
+    planned: dict[str, list[Path]] = {}
+    skipped = 0
+    for name in files:
+        if outputs is None:
+            todo.append(name)
+            continue
+        paths = outputs.paths(name)
+        existing = [p for p in paths if p.exists()]
+        if existing and skip_existing and len(existing) == len(paths):
+            skipped += 1
+            continue
+        if existing and not (overwrite or skip_existing):
+            problems.append((name, f"{existing[0]} exists; pass --overwrite to replace it or --skip-existing to keep it."))
+            continue
+        planned[name] = paths
+        todo.append(name)
+
+    show_progress = not quiet and sys.stderr.isatty()
+    interactive_note = not quiet
+    if interactive_note:
+        typer.echo(f"whisperctl: {transcriber.plan.attention_reason}", err=True)
+    failures = list(problems)
+    for name, why in problems:
+        typer.echo(f"whisperctl: error: {name}: {why}", err=True)
+    done = 0
+    audio_seconds = 0.0
+    started = time.perf_counter()
+    progress_ctx = _progress(len(todo)) if show_progress and todo else None
+    try:
+        if progress_ctx:
+            progress_ctx.__enter__()
+        for inp, result in transcriber.transcribe_many(todo, progress=progress_ctx.advance if progress_ctx else None):
+            if isinstance(result, WhisperctlError):
+                failures.append((inp.name, str(result)))
+                typer.echo(f"whisperctl: error: {result}" if str(result).startswith(inp.name) else f"whisperctl: error: {inp.name}: {result}", err=True)
+                continue
+            try:
+                if outputs is None:
+                    sys.stdout.write(WRITERS[formats[0]][1](result))
+                    sys.stdout.flush()
+                else:
+                    for f, path in zip(formats, planned[inp.name]):
+                        write_atomic(path, WRITERS[f][1](result))
+            except OutputError as exc:
+                failures.append((inp.name, str(exc)))
+                typer.echo(f"whisperctl: error: {exc}", err=True)
+                continue
+            done += 1
+            audio_seconds += result.duration
+            if progress_ctx:
+                progress_ctx.file_done()
+    finally:
+        if progress_ctx:
+            progress_ctx.__exit__(None, None, None)
+    if not quiet and (len(files) > 1 or failures or skipped):
+        wall = time.perf_counter() - started
+        rtfx = f", RTFx {audio_seconds / wall:.1f}" if wall > 0 and audio_seconds else ""
+        typer.echo(
+            f"whisperctl: {done} transcribed, {len(failures)} failed, {skipped} skipped; "
+            f"{audio_seconds:.1f} s of audio in {wall:.1f} s{rtfx}",
+            err=True,
+        )
+    if failures:
+        raise typer.Exit(1)
+
+
+class _progress:
+    """A rich progress bar on stderr: files, audio seconds, running RTFx. Only on a terminal."""
+
+    def __init__(self, total_files: int):
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.total = total_files
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} files"),
+            TextColumn("{task.fields[audio]:.0f} s audio"), TextColumn("RTFx {task.fields[rtfx]}"), TimeElapsedColumn(),
+            console=Console(stderr=True), transient=False,
+        )
+        self.audio = 0.0
+        self.t0 = time.perf_counter()
+
+    def __enter__(self):
+        self.progress.__enter__()
+        self.task = self.progress.add_task("transcribing", total=self.total, audio=0.0, rtfx="-")
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+
+    def advance(self, name: str, seconds: float) -> None:
+        self.audio += max(seconds, 0.0)
+        wall = time.perf_counter() - self.t0
+        self.progress.update(self.task, audio=self.audio, rtfx=f"{self.audio / wall:.1f}" if wall else "-")
+
+    def file_done(self) -> None:
+        self.progress.advance(self.task)
+

@@ -1,0 +1,284 @@
+"""The one frozen configuration shared by ``transcribe``, ``bench`` and ``doctor``.
+
+Closed choices are ``str`` Enums; user spellings resolve to them in :func:`parse_choice`. All validation
+that does not need hardware facts lives in :class:`EngineConfig.__post_init__`, so a bad option fails
+before any model is loaded. Hardware-dependent checks (can FA2 run here?) live in
+:mod:`whisperctl.eligibility`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import re
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+from .errors import UsageError
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+
+class Attention(str, enum.Enum):
+    AUTO = "auto"
+    EAGER = "eager"
+    SDPA = "sdpa"
+    SDPA_FLASH = "sdpa:flash"
+    SDPA_EFFICIENT = "sdpa:efficient"
+    SDPA_MATH = "sdpa:math"
+    SDPA_CUDNN = "sdpa:cudnn"
+    FLASH_ATTENTION_2 = "flash_attention_2"
+    FLEX_ATTENTION = "flex_attention"
+
+    @property
+    def hf_name(self) -> str:
+        """The ``attn_implementation`` value transformers understands."""
+        return "sdpa" if self.value.startswith("sdpa") else self.value
+
+    @property
+    def sdpa_backend(self) -> str | None:
+        """The pinned PyTorch SDPA backend (``flash``, ``math`` …), or None when PyTorch chooses."""
+        return self.value.split(":", 1)[1] if ":" in self.value else None
+
+
+class DType(str, enum.Enum):
+    AUTO = "auto"
+    FP32 = "fp32"
+    FP16 = "fp16"
+    BF16 = "bf16"
+
+
+class Quantization(str, enum.Enum):
+    NONE = "none"
+    INT8 = "int8"
+    INT4 = "int4"
+
+
+class Chunking(str, enum.Enum):
+    BATCHED = "batched"
+    SEQUENTIAL = "sequential"
+
+
+class Task(str, enum.Enum):
+    TRANSCRIBE = "transcribe"
+    TRANSLATE = "translate"
+
+
+class Timestamps(str, enum.Enum):
+    NONE = "none"
+    SEGMENT = "segment"
+    WORD = "word"
+
+
+class OutputFormat(str, enum.Enum):
+    TXT = "txt"
+    SRT = "srt"
+    VTT = "vtt"
+    TSV = "tsv"
+    JSON = "json"
+    ALL = "all"
+
+
+# Spellings people actually type. Keys are compared after lower-casing.
+_ALIASES: dict[type[enum.Enum], dict[str, str]] = {
+    Attention: {
+        "fa2": "flash_attention_2",
+        "flash_attn_2": "flash_attention_2",
+        "flash-attn-2": "flash_attention_2",
+        "flash_attn2": "flash_attention_2",
+        "flash-attention-2": "flash_attention_2",
+        "flash_attention2": "flash_attention_2",
+        "flashattention2": "flash_attention_2",
+        "flex": "flex_attention",
+        "flex-attention": "flex_attention",
+        "sdpa:mem_efficient": "sdpa:efficient",
+        "sdpa:mem-efficient": "sdpa:efficient",
+        "sdpa:memory_efficient": "sdpa:efficient",
+        "sdpa:flash_attention": "sdpa:flash",
+        "sdpa:cudnn_attention": "sdpa:cudnn",
+    },
+    DType: {
+        "float32": "fp32",
+        "f32": "fp32",
+        "float16": "fp16",
+        "half": "fp16",
+        "f16": "fp16",
+        "bfloat16": "bf16",
+    },
+    Quantization: {"no": "none", "off": "none", "8bit": "int8", "4bit": "int4"},
+    Timestamps: {"words": "word", "segments": "segment", "false": "none", "off": "none"},
+}
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+def parse_choice(enum_type: type[E], value: str | E, option: str) -> E:
+    """Resolve a user spelling (case-insensitive, aliases included) to a member of ``enum_type``.
+
+    An unknown name is a :class:`UsageError` that lists the valid names and suggests the closest one.
+    """
+    if isinstance(value, enum_type):
+        return value
+    key = str(value).strip().lower()
+    key = _ALIASES.get(enum_type, {}).get(key, key)
+    for member in enum_type:
+        if member.value == key:
+            return member
+    valid = [m.value for m in enum_type]
+    close = difflib.get_close_matches(key, valid + list(_ALIASES.get(enum_type, {})), n=1, cutoff=0.5)
+    hint = ""
+    if close:
+        target = _ALIASES.get(enum_type, {}).get(close[0], close[0])
+        hint = f" Did you mean '{target}'?"
+    raise UsageError(f"{option}: unknown value '{value}'. Valid: {', '.join(valid)}.{hint}")
+
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_LANGUAGE_RE = re.compile(r"^[a-z]{2,3}$|^[a-z ]{4,}$")
+
+#: Whisper's fixed window: the encoder sees at most 30 s of audio.
+MAX_CHUNK_SECONDS = 30.0
+
+#: Temperatures tried in order when a decode looks degenerate (openai-whisper's default fallback).
+DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineConfig:
+    """Everything that decides what the engine computes and how fast. Validated on construction."""
+
+    model: str = "tiny.en"  # alias, hub repo id, transformers dir or CTranslate2 dir; tiny.en is bundled
+    attention: Attention = Attention.AUTO  # attention kernel; auto picks fa2 > sdpa > eager by eligibility
+    dtype: DType = DType.AUTO  # auto: fp16 on CUDA, fp32 on CPU/MPS
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    quantization: Quantization = Quantization.NONE  # int8 on CPU: dynamic int8 Linear; CUDA: bitsandbytes
+    batch_size: int = 8  # windows decoded together (across chunks and files)
+    chunking: Chunking = Chunking.BATCHED  # batched windows, or transformers' sequential long-form
+    chunk_length_s: float = 30.0  # window length for batched chunking, (0, 30]
+    chunk_overlap_s: float | None = None  # overlap between windows; None = chunk_length_s / 6
+    language: str | None = None  # ISO code or name; None = English for .en models, detect otherwise
+    task: Task = Task.TRANSCRIBE
+    timestamps: Timestamps = Timestamps.SEGMENT  # word timestamps add an eager-attention alignment pass
+    beam_size: int = 1  # 1 = greedy
+    temperature: tuple[float, ...] = (0.0,)  # several values = fallback when a decode looks degenerate
+    initial_prompt: str | None = None  # text conditioning the first window (names, spelling)
+    threads: int | None = None  # torch intra-op threads on CPU; None = torch's default
+    max_new_tokens: int | None = None  # cap per window; None = model maximum
+    weights: str = "pretrained"  # "pretrained", or "random" (architecture only; bench speed runs)
+
+    def __post_init__(self) -> None:
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
+        set_("attention", parse_choice(Attention, self.attention, "--attn"))
+        set_("dtype", parse_choice(DType, self.dtype, "--dtype"))
+        set_("quantization", parse_choice(Quantization, self.quantization, "--quantize"))
+        set_("chunking", parse_choice(Chunking, self.chunking, "--chunking"))
+        set_("task", parse_choice(Task, self.task, "--task"))
+        set_("timestamps", parse_choice(Timestamps, self.timestamps, "--timestamps"))
+
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise UsageError("--model: empty model name. Use an alias such as 'tiny.en', a hub id or a path.")
+        device = str(self.device).strip().lower()
+        if not _DEVICE_RE.match(device):
+            raise UsageError(f"--device: unknown device '{self.device}'. Valid: auto, cpu, cuda, cuda:N, mps.")
+        set_("device", device)
+
+        _require_int(self.batch_size, "--batch-size", minimum=1)
+        _require_int(self.beam_size, "--beam-size", minimum=1)
+        if self.threads is not None:
+            _require_int(self.threads, "--threads", minimum=1)
+        if self.max_new_tokens is not None:
+            _require_int(self.max_new_tokens, "--max-new-tokens", minimum=1)
+        chunk = _require_float(self.chunk_length_s, "--chunk-length")
+        if not 0 < chunk <= MAX_CHUNK_SECONDS:
+            raise UsageError(f"--chunk-length: {chunk:g} s is outside (0, 30]. Whisper windows are at most 30 s.")
+        if self.chunk_overlap_s is not None:
+            overlap = _require_float(self.chunk_overlap_s, "--chunk-overlap")
+            if not 0 <= overlap < chunk / 2:
+                raise UsageError(
+                    f"--chunk-overlap: {overlap:g} s must be ≥ 0 and less than half the chunk length ({chunk:g} s)."
+                )
+
+        temps = self.temperature
+        if isinstance(temps, (int, float)):
+            temps = (temps,)
+        elif isinstance(temps, str):
+            temps = tuple(t for t in temps.split(",") if t.strip())
+        temps = tuple(_require_float(t, "--temperature") for t in temps)
+        if not temps or any(not 0.0 <= t <= 1.0 for t in temps):
+            raise UsageError("--temperature: give one or more values in [0, 1], e.g. 0 or 0,0.2,0.4.")
+        set_("temperature", temps)
+
+        if self.language is not None:
+            lang = str(self.language).strip().lower()
+            if lang in ("", "auto"):
+                lang = None
+            elif not _LANGUAGE_RE.match(lang):
+                raise UsageError(f"--language: '{self.language}' is not a language code or name (e.g. en, de, french).")
+            set_("language", lang)
+        if self.weights not in ("pretrained", "random"):
+            raise UsageError(f"--weights: unknown value '{self.weights}'. Valid: pretrained, random.")
+
+    @property
+    def overlap_s(self) -> float:
+        """Overlap between consecutive batched windows, in seconds."""
+        return self.chunk_length_s / 6 if self.chunk_overlap_s is None else float(self.chunk_overlap_s)
+
+    def replace(self, **changes: Any) -> "EngineConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready view: enums as their values, tuples as lists."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, enum.Enum):
+                value = value.value
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], base: "EngineConfig | None" = None) -> "EngineConfig":
+        """Build from a mapping (a TOML table, CLI flags); unknown keys are a usage error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        normalised = {str(k).replace("-", "_"): v for k, v in data.items()}
+        unknown = sorted(set(normalised) - names)
+        if unknown:
+            raise UsageError(f"unknown config key(s): {', '.join(unknown)}. Valid: {', '.join(sorted(names))}.")
+        if "temperature" in normalised and isinstance(normalised["temperature"], list):
+            normalised["temperature"] = tuple(normalised["temperature"])
+        return dataclasses.replace(base, **normalised) if base else cls(**normalised)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML preset. Engine keys sit at the top level or under ``[engine]``; other tables are returned."""
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise UsageError(f"--config: {p} does not exist. Presets ship in configs/.") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"--config: cannot read {p} as TOML: {exc}") from None
+    return data
+
+
+def _require_int(value: Any, option: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UsageError(f"{option}: must be an integer ≥ {minimum}, got {value!r}.")
+    return value
+
+
+def _require_float(value: Any, option: str) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{option}: '{value}' is not a number.") from None
+    if out != out or out in (float("inf"), float("-inf")):
+        raise UsageError(f"{option}: must be a finite number, got {value!r}.")
+    return out

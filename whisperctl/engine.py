@@ -1,0 +1,490 @@
+"""The transcription engine: one loaded model, configured by one :class:`EngineConfig`.
+
+    >>> from whisperctl import EngineConfig, Transcriber
+    >>> t = Transcriber(EngineConfig(attention="sdpa"))   # options validated here, nothing loaded yet
+    >>> result = t.transcribe("speech.wav")               # loads on first use
+    >>> result.text, result.runtime["attention"]
+
+``Transcriber.transcribe_many`` batches windows across chunks *and* files (``batch_size`` windows per
+forward pass) and streams each file, so memory does not grow with audio length.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import time
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from . import __version__, audio as audio_mod, longform, models
+from .config import Attention, Chunking, DType, EngineConfig, Quantization, Task, Timestamps
+from .eligibility import Environment, Plan, make_plan, probe
+from .errors import ModelError, UsageError, WhisperctlError
+from .results import Segment, Transcript
+
+log = logging.getLogger(__name__)
+
+_TORCH_DTYPES = {DType.FP32: "float32", DType.FP16: "float16", DType.BF16: "bfloat16"}
+# openai-whisper's fallback thresholds (compression ratio on tokens as transformers computes it).
+_FALLBACK = {"compression_ratio_threshold": 1.35, "logprob_threshold": -1.0, "no_speech_threshold": 0.6}
+
+ProgressFn = Callable[[str, float], None]  # (input name, seconds of audio just finished)
+
+
+@dataclasses.dataclass
+class _FileState:
+    source: audio_mod.AudioInput
+    windows: dict[int, tuple[float, float]] = dataclasses.field(default_factory=dict)  # index -> (start, dur)
+    tokens: dict[int, list[longform.TimedToken]] = dataclasses.field(default_factory=dict)
+    pending: int = 0
+    exhausted: bool = False
+    language: str | None = None
+    error: WhisperctlError | None = None
+    started: float = dataclasses.field(default_factory=time.perf_counter)
+    decode_s: float = 0.0
+    align_s: float = 0.0
+
+
+class Transcriber:
+    """Validates the config and plans the run on construction; loads the model on first use."""
+
+    def __init__(self, config: EngineConfig | None = None, env: Environment | None = None):
+        self.config = config or EngineConfig()
+        self.source = models.resolve(self.config.model)
+        self._check_language_options()
+        self.env = env or probe()
+        self.plan: Plan = make_plan(self.config, self.env)
+        self.model: Any = None
+        self.load_seconds: float | None = None
+
+    # ------------------------------------------------------------------ setup
+    def _check_language_options(self) -> None:
+        cfg = self.config
+        if self.source.english_only:
+            if cfg.task == Task.TRANSLATE:
+                raise UsageError(
+                    f"--task translate: model '{cfg.model}' is English-only and cannot translate. "
+                    "Use a multilingual model such as 'small' or 'large-v3'."
+                )
+            if cfg.language not in (None, "en", "english"):
+                raise UsageError(
+                    f"--language {cfg.language}: model '{cfg.model}' is English-only. Drop --language or use a "
+                    "multilingual model such as 'small' or 'large-v3'."
+                )
+        if cfg.language is not None:
+            from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+
+            if cfg.language not in LANGUAGES and cfg.language not in TO_LANGUAGE_CODE:
+                raise UsageError(
+                    f"--language {cfg.language}: not a Whisper language. Use a code such as en, de, fr, ja, or a name "
+                    "such as german."
+                )
+
+    def load(self) -> "Transcriber":
+        if self.model is not None:
+            return self
+        import torch
+        from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
+
+        t0 = time.perf_counter()
+        plan, cfg = self.plan, self.config
+        _quiet_transformers()
+        if plan.device == "cpu":
+            torch.set_flush_denormal(True)  # fp16-converted weights make fp32 CPU matmuls hit denormals
+            if cfg.threads:
+                torch.set_num_threads(cfg.threads)
+        location = models.checkpoint(self.source)
+        kwargs: dict[str, Any] = {
+            "attn_implementation": plan.attention.hf_name,
+            "dtype": getattr(torch, _TORCH_DTYPES[plan.dtype]),
+            "use_safetensors": True,
+        }
+        if plan.quantization != Quantization.NONE and plan.device.startswith("cuda"):
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = (
+                BitsAndBytesConfig(load_in_8bit=True)
+                if plan.quantization == Quantization.INT8
+                else BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=kwargs["dtype"])
+            )
+            kwargs["device_map"] = {"": plan.device}
+        try:
+            self.tokenizer = models.from_pretrained(WhisperTokenizer, self.source, location)
+            self.feature_extractor = models.from_pretrained(WhisperFeatureExtractor, self.source, location)
+            model = models.from_pretrained(WhisperForConditionalGeneration, self.source, location, **kwargs)
+        except WhisperctlError:
+            raise
+        except (OSError, ValueError, RuntimeError, ImportError) as exc:
+            raise models.load_error(self.source, exc) from exc
+        if "device_map" not in kwargs:
+            model = model.to(plan.device)
+        if plan.quantization == Quantization.INT8 and plan.device == "cpu":
+            from torch.ao.quantization import quantize_dynamic
+
+            model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        model.eval()
+        self.model = model
+        gen = model.generation_config
+        self.eos_id = int(self.tokenizer.eos_token_id)
+        self.timestamp_begin = int(gen.no_timestamps_token_id) + 1
+        self.multilingual = bool(getattr(gen, "is_multilingual", False))
+        if self.source.english_only is None and not self.multilingual:
+            self.source = dataclasses.replace(self.source, english_only=True)
+            self._check_language_options()
+        self._token_text: dict[int, str] = {}
+        self.load_seconds = time.perf_counter() - t0
+        log.info("loaded %s in %.2fs (%s)", self.source.describe(), self.load_seconds, plan.attention_reason)
+        return self
+
+    # --------------------------------------------------------------- helpers
+    def runtime_info(self) -> dict[str, Any]:
+        import torch
+
+        plan = self.plan
+        return {
+            "model": self.source.describe(),
+            "device": plan.device,
+            "dtype": plan.dtype.value,
+            "attention": plan.attention.value,
+            "attention_reason": plan.attention_reason,
+            "word_alignment_attention": "eager" if self.config.timestamps == Timestamps.WORD else None,
+            "quantization": plan.quantization.value,
+            "threads": torch.get_num_threads() if plan.device == "cpu" else None,
+            "load_seconds": self.load_seconds,
+            "versions": {"whisperctl": __version__, "torch": self.env.torch, "transformers": self.env.transformers},
+        }
+
+    def _token_str(self, tok: int) -> str:
+        text = self._token_text.get(tok)
+        if text is None:
+            text = self.tokenizer.convert_ids_to_tokens(int(tok)) or ""
+            self._token_text[tok] = text
+        return text
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _is_word_start(self, tok: int) -> bool:
+        return self._token_str(tok).startswith("Ġ")
+
+    @contextlib.contextmanager
+    def _attention_context(self) -> Iterator[None]:
+        import torch
+
+        backend = self.plan.attention.sdpa_backend
+        with torch.inference_mode():
+            if backend is None:
+                yield
+                return
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            names = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "math": "MATH", "cudnn": "CUDNN_ATTENTION"}
+            with sdpa_kernel(getattr(SDPBackend, names[backend])):
+                yield
+
+    def _features(self, chunks: list[np.ndarray]):
+        import torch
+
+        feats = self.feature_extractor(chunks, sampling_rate=audio_mod.SAMPLE_RATE, return_tensors="pt").input_features
+        return feats.to(self.plan.device, dtype=getattr(torch, _TORCH_DTYPES[self.plan.dtype]))
+
+    def _generate_kwargs(self, want_timestamps: bool) -> dict[str, Any]:
+        cfg = self.config
+        kw: dict[str, Any] = {"return_timestamps": want_timestamps, "num_beams": cfg.beam_size}
+        if cfg.max_new_tokens:
+            kw["max_new_tokens"] = cfg.max_new_tokens
+        temps = cfg.temperature
+        if len(temps) > 1:
+            kw.update(temperature=temps, do_sample=False, **_FALLBACK)
+        elif temps[0] > 0:
+            kw.update(temperature=temps[0], do_sample=True)
+        else:
+            kw["do_sample"] = False
+        if self.multilingual:
+            kw["task"] = cfg.task.value
+        if cfg.initial_prompt:
+            kw["prompt_ids"] = self.tokenizer.get_prompt_ids(cfg.initial_prompt, return_tensors="pt").to(self.plan.device)
+        return kw
+
+    def _detect_languages(self, features) -> list[str]:
+        from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+
+        if not self.multilingual:
+            return ["en"] * len(features)
+        if self.config.language:
+            code = TO_LANGUAGE_CODE.get(self.config.language, self.config.language)
+            return [code] * len(features)
+        lang_ids = self.model.detect_language(input_features=features)
+        out = []
+        for tok in lang_ids.reshape(-1).tolist():
+            code = self._token_str(int(tok)).strip("<|>")
+            out.append(code if code in LANGUAGES else "en")
+        return out
+
+    # ------------------------------------------------------------ alignment
+    def _align(self, samples: np.ndarray, tokens: list[int], language: str) -> list[tuple[float, float]]:
+        """Word-level timing for ``tokens`` spoken in ``samples`` (≤ 30 s): DTW over alignment-head attention.
+
+        Runs with eager attention because SDPA and flash kernels never materialise attention weights.
+        """
+        import torch
+        from librosa.sequence import dtw
+        from scipy.ndimage import median_filter
+
+        if not tokens:
+            return []
+        gen = self.model.generation_config
+        heads = getattr(gen, "alignment_heads", None) or []
+        prefix = [int(gen.decoder_start_token_id)]
+        if self.multilingual:
+            prefix += [int(gen.lang_to_id[f"<|{language}|>"]), int(gen.task_to_id[self.config.task.value])]
+        prefix.append(int(gen.no_timestamps_token_id))
+        seq = torch.tensor([prefix + tokens + [self.eos_id]], device=self.plan.device)
+        feats = self._features([samples])
+        switch = self.plan.attention != Attention.EAGER and hasattr(self.model, "set_attn_implementation")
+        if switch:
+            self.model.set_attn_implementation("eager")
+        try:
+            with torch.inference_mode():
+                out = self.model(input_features=feats, decoder_input_ids=seq, output_attentions=True)
+        finally:
+            if switch:
+                self.model.set_attn_implementation(self.plan.attention.hf_name)
+        n_frames = max(1, min(1500, int(round(len(samples) / audio_mod.SAMPLE_RATE / longform.TIME_PRECISION))))
+        weights = torch.stack([out.cross_attentions[layer][0, head] for layer, head in heads]).float()
+        weights = weights[:, :, :n_frames].cpu().numpy()
+        std = weights.std(axis=-2, keepdims=True) + 1e-10
+        weights = (weights - weights.mean(axis=-2, keepdims=True)) / std
+        weights = median_filter(weights, size=(1, 1, 7), mode="nearest")
+        matrix = weights.mean(axis=0)[len(prefix) - 1 : -1]  # the no-timestamps row + one row per text token
+        _, path = dtw(C=-matrix.astype(np.float64), backtrack=True)
+        path = path[::-1]
+        text_idx, time_idx = path[:, 0], path[:, 1]
+        jumps = np.pad(np.diff(text_idx), (1, 0), constant_values=1).astype(bool)
+        jump_times = time_idx[jumps] * longform.TIME_PRECISION
+        jump_times = np.append(jump_times, n_frames * longform.TIME_PRECISION)
+        return [(float(jump_times[i]), float(jump_times[i + 1])) for i in range(len(tokens))]
+
+    # ------------------------------------------------------------- batched
+    def transcribe(self, source: str | audio_mod.AudioInput | np.ndarray, name: str | None = None) -> Transcript:
+        """Transcribe one input (a path, ``-``, an AudioInput, or a 16 kHz mono float32 array)."""
+        if isinstance(source, np.ndarray):
+            inp = audio_mod.AudioInput(name or "<array>", None)
+            results = list(self._run([inp], arrays={inp.name: source}))
+        else:
+            inp = source if isinstance(source, audio_mod.AudioInput) else audio_mod.AudioInput.from_arg(source)
+            results = list(self._run([inp]))
+        _, result = results[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def transcribe_many(
+        self, sources: Iterable[str | audio_mod.AudioInput], progress: ProgressFn | None = None
+    ) -> Iterator[tuple[audio_mod.AudioInput, Transcript | WhisperctlError]]:
+        """Yield (input, transcript or error) in input order; one bad file never stops the others."""
+        inputs = [s if isinstance(s, audio_mod.AudioInput) else audio_mod.AudioInput.from_arg(s) for s in sources]
+        yield from self._run(inputs, progress=progress)
+
+    def _blocks(self, inp: audio_mod.AudioInput, arrays: dict[str, np.ndarray] | None) -> Iterator[np.ndarray]:
+        if arrays and inp.name in arrays:
+            data = np.asarray(arrays[inp.name], dtype=np.float32)
+            if data.ndim != 1:
+                raise UsageError(f"{inp.name}: expected a 1-D 16 kHz mono array, got shape {data.shape}.")
+            if not np.isfinite(data).all():
+                raise UsageError(f"{inp.name}: the array contains NaN or infinite samples.")
+            yield data
+            return
+        yield from audio_mod.stream(inp)
+
+    def _run(self, inputs, arrays=None, progress: ProgressFn | None = None):
+        self.load()
+        if self.config.chunking == Chunking.SEQUENTIAL:
+            for inp in inputs:
+                try:
+                    yield inp, self._sequential(inp, arrays)
+                except WhisperctlError as exc:
+                    yield inp, exc
+            return
+        yield from self._batched(inputs, arrays, progress)
+
+    def _batched(self, inputs, arrays, progress):
+        cfg = self.config
+        states = [_FileState(inp) for inp in inputs]
+        next_to_yield = 0
+        batch: list[tuple[_FileState, longform.Window]] = []
+
+        def finished(state: _FileState) -> bool:
+            return state.error is not None or (state.exhausted and state.pending == 0)
+
+        def drain():
+            nonlocal next_to_yield
+            while next_to_yield < len(states) and finished(states[next_to_yield]):
+                state = states[next_to_yield]
+                next_to_yield += 1
+                yield state.source, (state.error if state.error else self._finish(state))
+                state.tokens.clear()
+
+        for state in states:
+            try:
+                for window in longform.windows(self._blocks(state.source, arrays), cfg.chunk_length_s, cfg.overlap_s):
+                    state.windows[window.index] = (window.start, window.duration)
+                    state.pending += 1
+                    batch.append((state, window))
+                    if len(batch) >= cfg.batch_size:
+                        self._decode_batch(batch, progress)
+                        batch = []
+                        yield from drain()
+            except WhisperctlError as exc:
+                state.error = exc
+                batch = [(s, w) for s, w in batch if s is not state]
+            state.exhausted = True
+            yield from drain()
+        if batch:
+            self._decode_batch(batch, progress)
+        yield from drain()
+
+    def _decode_batch(self, batch: list[tuple[_FileState, longform.Window]], progress: ProgressFn | None) -> None:
+        cfg = self.config
+        t0 = time.perf_counter()
+        want_ts = cfg.timestamps != Timestamps.NONE
+        feats = self._features([w.samples for _, w in batch])
+        with self._attention_context():
+            first = [i for i, (s, w) in enumerate(batch) if s.language is None]
+            if first:
+                langs = self._detect_languages(feats[first])
+                for i, lang in zip(first, langs):
+                    batch[i][0].language = lang
+            kw = self._generate_kwargs(want_ts)
+            if self.multilingual:
+                kw["language"] = [s.language for s, _ in batch]
+            try:
+                out = self.model.generate(input_features=feats, **kw)
+            except RuntimeError as exc:
+                raise ModelError(f"decoding failed on {self.plan.device}: {str(exc).splitlines()[0]}") from exc
+        sequences = out["sequences"] if isinstance(out, dict) else out
+        elapsed = time.perf_counter() - t0
+        for (state, window), ids in zip(batch, sequences.tolist()):
+            timed = longform.parse_window(
+                ids, window.index, window.start, window.duration, self.eos_id, self.timestamp_begin,
+                lambda t: len(self._token_str(t)),
+            )
+            state.decode_s += elapsed / len(batch)
+            if cfg.timestamps == Timestamps.WORD and timed:
+                ta = time.perf_counter()
+                times = self._align(window.samples, [t.id for t in timed], state.language or "en")
+                for tok, (s, e) in zip(timed, times):
+                    tok.start, tok.end = window.start + s, window.start + e
+                state.align_s += time.perf_counter() - ta
+            state.tokens[window.index] = timed
+            state.pending -= 1
+            if progress:
+                progress(state.source.name, window.duration if window.index == 0 else window.duration - cfg.overlap_s)
+
+    def _finish(self, state: _FileState) -> Transcript:
+        merged: list[longform.TimedToken] = []
+        duration = 0.0
+        prev_end = None
+        for index in sorted(state.windows):
+            start, dur = state.windows[index]
+            if prev_end is None:
+                merged = list(state.tokens.get(index, []))
+            else:
+                merged = longform.merge(merged, state.tokens.get(index, []), start, prev_end)
+            prev_end = start + dur
+            duration = max(duration, start + dur)
+        return self._transcript(state, merged, duration)
+
+    def _transcript(self, state: _FileState, merged: list[longform.TimedToken], duration: float) -> Transcript:
+        cfg = self.config
+        segments = longform.build_segments(
+            merged, self._decode, duration, with_words=cfg.timestamps == Timestamps.WORD, is_word_start=self._is_word_start
+        )
+        text = self._decode([t.id for t in merged]).strip()
+        total = time.perf_counter() - state.started
+        return Transcript(
+            source=state.source.name,
+            text=text,
+            segments=segments,
+            language=state.language,
+            duration=round(duration, 3),
+            config=cfg.to_dict(),
+            runtime=self.runtime_info(),
+            timings={
+                "decode_s": round(state.decode_s, 4),
+                "align_s": round(state.align_s, 4),
+                "total_s": round(total, 4),
+                "rtfx": round(duration / total, 2) if total > 0 else None,
+            },
+        )
+
+    # ----------------------------------------------------------- sequential
+    def _sequential(self, inp: audio_mod.AudioInput, arrays) -> Transcript:
+        """transformers' own long-form loop: timestamps, temperature fallback, conditioning on previous text."""
+        cfg = self.config
+        state = _FileState(inp)
+        samples = np.concatenate(list(self._blocks(inp, arrays)) or [np.zeros(0, np.float32)])
+        duration = len(samples) / audio_mod.SAMPLE_RATE
+        if duration <= longform.TIME_PRECISION * 1500:  # fits one window: identical to the batched path
+            state.windows[0] = (0.0, duration)
+            state.pending = 1
+            self._decode_batch([(state, longform.Window(0, 0.0, samples))], None)
+            state.exhausted = True
+            return self._finish(state)
+        t0 = time.perf_counter()
+        import torch
+
+        inputs = self.feature_extractor(
+            samples, sampling_rate=audio_mod.SAMPLE_RATE, return_tensors="pt", truncation=False,
+            padding="longest", return_attention_mask=True,
+        )
+        feats = inputs.input_features.to(self.plan.device, dtype=getattr(torch, _TORCH_DTYPES[self.plan.dtype]))
+        with self._attention_context():
+            state.language = self._detect_languages(feats[:, :, :3000])[0]
+            kw = self._generate_kwargs(True)
+            if self.multilingual:
+                kw["language"] = state.language
+            kw.update(return_segments=True, condition_on_prev_tokens=True, attention_mask=inputs.attention_mask.to(self.plan.device))
+            if len(cfg.temperature) == 1:
+                kw.update(no_speech_threshold=None, logprob_threshold=None, compression_ratio_threshold=None)
+            out = self.model.generate(input_features=feats, **kw)
+        state.decode_s = time.perf_counter() - t0
+        merged: list[longform.TimedToken] = []
+        for k, seg in enumerate(out["segments"][0]):
+            start, end = float(seg["start"]), min(float(seg["end"]), duration)
+            ids = [int(t) for t in seg["tokens"].tolist()]
+            span = max(end - start, 0.0)
+            ids_text = [t for t in ids if t < self.eos_id]
+            timed = longform.parse_window(
+                ids_text, k, start, span, self.eos_id, self.timestamp_begin, lambda t: len(self._token_str(t))
+            )
+            if cfg.timestamps == Timestamps.WORD and timed:
+                ta = time.perf_counter()
+                lo = int(start * audio_mod.SAMPLE_RATE)
+                chunk = samples[lo : lo + int(30 * audio_mod.SAMPLE_RATE)]
+                for tok, (s, e) in zip(timed, self._align(chunk, [t.id for t in timed], state.language or "en")):
+                    tok.start, tok.end = start + s, start + e
+                state.align_s += time.perf_counter() - ta
+            merged.extend(timed)
+        return self._transcript(state, merged, duration)
+
+
+def _quiet_transformers() -> None:
+    """transformers' deprecation chatter and weight-loading bars are noise in a CLI (kept with WHISPERCTL_DEBUG)."""
+    import os
+
+    if os.environ.get("WHISPERCTL_DEBUG", "") not in ("", "0"):
+        return
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def transcribe(source: str | np.ndarray, config: EngineConfig | None = None, **options: Any) -> Transcript:
+    """One-call convenience: ``transcribe("a.wav", attention="sdpa")``."""
+    cfg = EngineConfig.from_mapping(options, base=config or EngineConfig()) if options else (config or EngineConfig())
+    return Transcriber(cfg).transcribe(source)

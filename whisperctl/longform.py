@@ -1,0 +1,219 @@
+"""Long-form audio for batched decoding: overlapping windows, token timing, and seam-free merging.
+
+Pure functions over numpy arrays and token ids (no torch), so the merge rules are unit-tested directly.
+
+Merging two neighbouring windows: the tokens that fall in their shared region are compared, and the
+longest run of identical tokens found in both is the seam. The earlier window keeps the tokens up to the
+middle of that run, the later window contributes the rest, so no word is dropped or doubled. When the
+two windows share no run of two or more tokens (silence, or disagreement), the cut falls at the middle of
+the shared region by time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .results import Segment, Word
+
+TIME_PRECISION = 0.02  # seconds per Whisper timestamp token
+
+
+@dataclasses.dataclass
+class Window:
+    index: int
+    start: float  # absolute start, seconds
+    samples: np.ndarray  # 16 kHz mono float32, at most chunk length
+    sample_rate: int = 16_000
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+@dataclasses.dataclass
+class TimedToken:
+    id: int
+    start: float  # absolute seconds
+    end: float
+    segment: tuple[int, int]  # (window index, segment index in that window)
+    segment_start: float  # the segment's own timestamps, absolute
+    segment_end: float
+
+
+def windows(blocks: Iterable[np.ndarray], chunk_s: float, overlap_s: float, sample_rate: int = 16_000) -> Iterator[Window]:
+    """Cut a stream of sample blocks into windows of ``chunk_s`` that overlap by ``overlap_s``.
+
+    Holds at most one window plus one block in memory, whatever the length of the stream.
+    """
+    size = int(round(chunk_s * sample_rate))
+    step = size - int(round(overlap_s * sample_rate))
+    if step <= 0:
+        raise ValueError("overlap must be shorter than the window")
+    buffer = np.zeros(0, dtype=np.float32)
+    consumed = 0  # samples dropped from the front of the buffer so far
+    index = 0
+    emitted_end = 0  # absolute sample index up to which audio has been covered
+    for block in blocks:
+        buffer = np.concatenate([buffer, block]) if len(buffer) else np.asarray(block, dtype=np.float32)
+        while len(buffer) >= size:
+            yield Window(index, consumed / sample_rate, buffer[:size].copy(), sample_rate)
+            index += 1
+            emitted_end = consumed + size
+            buffer = buffer[step:]
+            consumed += step
+    if len(buffer) and (index == 0 or consumed + len(buffer) > emitted_end):
+        yield Window(index, consumed / sample_rate, buffer.copy(), sample_rate)
+
+
+def parse_window(
+    ids: Sequence[int],
+    window_index: int,
+    window_start: float,
+    window_duration: float,
+    eos_id: int,
+    timestamp_begin: int,
+    token_weight: Callable[[int], int],
+) -> list[TimedToken]:
+    """Turn one window's generated ids (timestamp tokens included or not) into absolutely timed text tokens.
+
+    Within a segment, token times are spread in proportion to each token's text length; the word
+    alignment pass replaces them with measured times when word timestamps are requested.
+    """
+    segments: list[tuple[float, float, list[int]]] = []
+    current: list[int] = []
+    seg_start: float | None = None
+    last_time = 0.0
+    for tok in ids:
+        tok = int(tok)
+        if tok >= timestamp_begin:
+            t = min((tok - timestamp_begin) * TIME_PRECISION, window_duration)
+            if current:
+                segments.append((seg_start if seg_start is not None else last_time, max(t, last_time), current))
+                current, seg_start = [], None
+            else:
+                seg_start = t
+            last_time = t
+        elif tok < eos_id:
+            if seg_start is None and not current:
+                seg_start = last_time
+            current.append(tok)
+    if current:
+        segments.append((seg_start if seg_start is not None else last_time, window_duration, current))
+
+    out: list[TimedToken] = []
+    for s_idx, (start, end, toks) in enumerate(segments):
+        start = min(max(start, 0.0), window_duration)
+        end = min(max(end, start), window_duration)
+        weights = np.array([max(1, token_weight(t)) for t in toks], dtype=np.float64)
+        edges = start + (end - start) * np.concatenate([[0.0], np.cumsum(weights) / weights.sum()])
+        for i, tok in enumerate(toks):
+            out.append(
+                TimedToken(
+                    tok,
+                    window_start + float(edges[i]),
+                    window_start + float(edges[i + 1]),
+                    (window_index, s_idx),
+                    window_start + start,
+                    window_start + end,
+                )
+            )
+    return out
+
+
+def _longest_common_run(a: Sequence[int], b: Sequence[int]) -> tuple[int, int, int]:
+    """(start in a, start in b, length) of the longest contiguous run present in both."""
+    best = (0, 0, 0)
+    if not a or not b:
+        return best
+    prev = [0] * (len(b) + 1)
+    for i in range(1, len(a) + 1):
+        cur = [0] * (len(b) + 1)
+        ai = a[i - 1]
+        for j in range(1, len(b) + 1):
+            if ai == b[j - 1]:
+                cur[j] = prev[j - 1] + 1
+                if cur[j] > best[2]:
+                    best = (i - cur[j], j - cur[j], cur[j])
+        prev = cur
+    return best
+
+
+def merge(
+    merged: list[TimedToken], nxt: list[TimedToken], overlap_start: float, overlap_end: float, slack: float = 1.5
+) -> list[TimedToken]:
+    """Append window tokens ``nxt`` to ``merged``; the two windows share audio in [overlap_start, overlap_end]."""
+    if not merged:
+        return list(nxt)
+    if not nxt or overlap_end <= overlap_start:
+        return merged + list(nxt)
+    a_from = next((i for i, t in enumerate(merged) if t.end >= overlap_start - slack), len(merged))
+    b_to = next((i for i, t in enumerate(nxt) if t.start > overlap_end + slack), len(nxt))
+    a_tail = [t.id for t in merged[a_from:]]
+    b_head = [t.id for t in nxt[:b_to]]
+    ia, ib, length = _longest_common_run(a_tail, b_head)
+    if length >= 2 or (length == 1 and len(a_tail) == 1 and len(b_head) == 1):
+        keep = (length + 1) // 2
+        return merged[: a_from + ia + keep] + list(nxt[ib + keep :])
+    middle = (overlap_start + overlap_end) / 2
+    left = [t for t in merged if (t.start + t.end) / 2 < middle]
+    right = [t for t in nxt if (t.start + t.end) / 2 >= middle]
+    return left + right
+
+
+def build_segments(
+    tokens: list[TimedToken],
+    decode: Callable[[list[int]], str],
+    duration: float,
+    with_words: bool = False,
+    is_word_start: Callable[[int], bool] | None = None,
+) -> list[Segment]:
+    """Group merged tokens back into segments with monotonic timestamps inside [0, duration]."""
+    segments: list[Segment] = []
+    i = 0
+    prev_end = 0.0
+    while i < len(tokens):
+        j = i
+        while j < len(tokens) and tokens[j].segment == tokens[i].segment:
+            j += 1
+        group = tokens[i:j]
+        first, last = group[0], group[-1]
+        start = first.segment_start if abs(first.start - first.segment_start) < 1e-6 else first.start
+        end = last.segment_end if abs(last.end - last.segment_end) < 1e-6 else last.end
+        start = min(max(start, prev_end), duration)
+        end = min(max(end, start), duration)
+        ids = [t.id for t in group]
+        text = decode(ids)
+        if text.strip():
+            seg = Segment(round(start, 3), round(end, 3), text, ids)
+            if with_words and is_word_start is not None:
+                seg.words = _words(group, decode, is_word_start, start, end)
+            segments.append(seg)
+            prev_end = end
+        i = j
+    return segments
+
+
+def _words(
+    group: list[TimedToken], decode: Callable[[list[int]], str], is_word_start: Callable[[int], bool], lo: float, hi: float
+) -> list[Word]:
+    words: list[Word] = []
+    current: list[TimedToken] = []
+
+    def flush() -> None:
+        if current:
+            text = decode([t.id for t in current])
+            start = min(max(current[0].start, lo, words[-1].end if words else lo), hi)
+            end = min(max(current[-1].end, start), hi)
+            if text.strip():
+                words.append(Word(round(start, 3), round(end, 3), text))
+
+    for tok in group:
+        if current and is_word_start(tok.id):
+            flush()
+            current = []
+        current.append(tok)
+    flush()
+    return words

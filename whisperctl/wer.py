@@ -1,0 +1,29 @@
+"""Word error rate on Whisper's English normaliser, as the Open ASR Leaderboard computes it."""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+
+@functools.lru_cache(maxsize=1)
+def _normalizer():
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    return EnglishTextNormalizer({})  # no British→American spelling map ships with transformers
+
+
+def normalize(text: str) -> str:
+    return _normalizer()(text)
+
+
+def wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
+    """Corpus WER (0..1+) of hypotheses against references, both normalised first."""
+    import jiwer
+
+    refs = [normalize(r) for r in references]
+    hyps = [normalize(h) for h in hypotheses]
+    pairs = [(r, h) for r, h in zip(refs, hyps) if r.strip()]
+    if not pairs:
+        raise ValueError("no non-empty reference to score against")
+    return float(jiwer.wer([r for r, _ in pairs], [h for _, h in pairs]))

@@ -1,0 +1,104 @@
+"""One writer per output format, chosen by name; srt/vtt/tsv as openai-whisper writes them.
+
+:func:`write_atomic` puts a file in place with one rename, so an interrupted or failing run never
+leaves a half-written output behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from .config import OutputFormat
+from .errors import OutputError
+from .results import Transcript
+
+
+def format_timestamp(seconds: float, always_include_hours: bool = False, decimal_marker: str = ".") -> str:
+    ms = int(round(max(seconds, 0.0) * 1000))
+    hours, ms = divmod(ms, 3_600_000)
+    minutes, ms = divmod(ms, 60_000)
+    secs, ms = divmod(ms, 1000)
+    prefix = f"{hours:02d}:" if always_include_hours or hours > 0 else ""
+    return f"{prefix}{minutes:02d}:{secs:02d}{decimal_marker}{ms:03d}"
+
+
+def _cues(t: Transcript):
+    for seg in t.segments:
+        text = seg.text.strip().replace("-->", "->")
+        if text:
+            yield seg.start, seg.end, text
+
+
+def to_txt(t: Transcript) -> str:
+    if not t.segments:
+        return (t.text.strip() + "\n") if t.text.strip() else ""
+    return "".join(seg.text.strip() + "\n" for seg in t.segments if seg.text.strip())
+
+
+def to_srt(t: Transcript) -> str:
+    return "".join(
+        f"{i}\n{format_timestamp(s, True, ',')} --> {format_timestamp(e, True, ',')}\n{text}\n\n"
+        for i, (s, e, text) in enumerate(_cues(t), start=1)
+    )
+
+
+def to_vtt(t: Transcript) -> str:
+    return "WEBVTT\n\n" + "".join(f"{format_timestamp(s)} --> {format_timestamp(e)}\n{text}\n\n" for s, e, text in _cues(t))
+
+
+def to_tsv(t: Transcript) -> str:
+    rows = "".join(f"{int(round(s * 1000))}\t{int(round(e * 1000))}\t{text}\n" for s, e, text in _cues(t))
+    return "start\tend\ttext\n" + rows
+
+
+def to_json(t: Transcript) -> str:
+    return json.dumps(t.to_dict(), ensure_ascii=False, indent=2) + "\n"
+
+
+WRITERS: dict[OutputFormat, tuple[str, Callable[[Transcript], str]]] = {
+    OutputFormat.TXT: ("txt", to_txt),
+    OutputFormat.SRT: ("srt", to_srt),
+    OutputFormat.VTT: ("vtt", to_vtt),
+    OutputFormat.TSV: ("tsv", to_tsv),
+    OutputFormat.JSON: ("json", to_json),
+}
+
+
+def expand_formats(fmt: OutputFormat) -> list[OutputFormat]:
+    return list(WRITERS) if fmt == OutputFormat.ALL else [fmt]
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
+
+
+def safe_stem(stem: str) -> str:
+    """A file name stem that cannot leave the output directory or hide as a dotfile."""
+    cleaned = _UNSAFE.sub("_", stem).strip(" .") or "audio"
+    return cleaned[:200]
+
+
+def write_atomic(path: Path, content: str) -> None:
+    """Write ``content`` to ``path`` via a temporary file in the same directory and one rename."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"{path.parent}: cannot write outputs here: {exc.strerror or exc}.") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(content)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        hint = " (disk full)" if exc.errno == errno.ENOSPC else ""
+        raise OutputError(f"{path}: write failed{hint}: {exc.strerror or exc}.") from None
