@@ -122,9 +122,13 @@ class Transcriber:
         if "device_map" not in kwargs:
             model = model.to(plan.device)
         if plan.quantization == Quantization.INT8 and plan.device == "cpu":
+            import warnings
+
             from torch.ao.quantization import quantize_dynamic
 
-            model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+            with warnings.catch_warnings():  # torch marks its quantized tensor API deprecated; it still runs
+                warnings.simplefilter("ignore")
+                model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         model.eval()
         self.model = model
         gen = model.generation_config

@@ -1,0 +1,130 @@
+"""The real entry point: exact exit codes and error lines."""
+
+import json
+import shutil
+
+import pytest
+
+from conftest import EXAMPLES, run_cli
+
+
+def test_help_is_fast_and_lists_transcribe(capsys):
+    code, out, _ = run_cli(["--help"], capsys)
+    assert code == 0 and "transcribe" in out
+
+
+@pytest.mark.parametrize("spelling", ["fa2", "flash_attn_2", "flash-attention-2"])
+def test_fa2_on_cpu_exits_2_with_reason_and_fix(capsys, spelling):
+    code, out, err = run_cli(["transcribe", str(EXAMPLES / "short.wav"), "--attn", spelling], capsys)
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [
+        "whisperctl: error: --attn flash_attention_2: flash_attention_2 needs an NVIDIA CUDA GPU; this run uses cpu. Fix: use --attn sdpa."
+    ]
+
+
+def test_bogus_attention_lists_valid_names(capsys):
+    code, _, err = run_cli(["transcribe", "x.wav", "--attn", "bogus"], capsys)
+    assert code == 2
+    assert "--attn: unknown value 'bogus'. Valid: auto, eager, sdpa, sdpa:flash, sdpa:efficient, sdpa:math, sdpa:cudnn, flash_attention_2, flex_attention." in err
+
+
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
+        (["--batch-size", "0"], "--batch-size: must be an integer ≥ 1"),
+        (["--chunk-length", "31"], "--chunk-length: 31 s is outside (0, 30]"),
+        (["--chunk-length", "0"], "outside (0, 30]"),
+        (["--dtype", "fp8"], "--dtype: unknown value"),
+        (["--task", "translate"], "English-only and cannot translate"),
+        (["--language", "xx-bogus"], "--language"),
+        (["--model", "nonexistent-model"], "--model nonexistent-model: unknown model"),
+        (["--quantize", "int4"], "int4 needs CUDA"),
+        (["--output-format", "docx"], "--output-format: unknown value 'docx'"),
+        (["--output-format", "all"], "add --output-dir"),
+        (["--device", "cuda"], "CUDA is not available"),
+    ],
+)
+def test_bad_options_are_usage_errors_before_loading(capsys, flags, fragment, monkeypatch):
+    import whisperctl.engine as engine
+
+    monkeypatch.setattr(engine.Transcriber, "load", lambda self: pytest.fail("model loaded before validation"))
+    code, _, err = run_cli(["transcribe", str(EXAMPLES / "short.wav"), *flags], capsys)
+    assert code == 2, err
+    assert fragment in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_output_all_writes_five_well_formed_files(tmp_path, capsys):
+    code, _, err = run_cli(["transcribe", str(EXAMPLES / "short.wav"), "-f", "all", "-o", tmp_path, "-q"], capsys)
+    assert code == 0, err
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["short.json", "short.srt", "short.tsv", "short.txt", "short.vtt"]
+    data = json.loads((tmp_path / "short.json").read_text())
+    assert "synthesized" in data["text"] and data["runtime"]["attention"] == "sdpa"
+    srt = (tmp_path / "short.srt").read_text()
+    assert srt.startswith("1\n00:00:00,000 --> 00:00:") and srt.endswith("\n\n")
+    assert (tmp_path / "short.vtt").read_text().startswith("WEBVTT\n\n00:00.000 --> ")
+    rows = (tmp_path / "short.tsv").read_text().splitlines()
+    assert rows[0] == "start\tend\ttext"
+    times = [(int(r.split("\t")[0]), int(r.split("\t")[1])) for r in rows[1:]]
+    assert all(s <= e <= 7900 for s, e in times) and times == sorted(times)
+    assert not list(tmp_path.glob(".*")), "no temporary files left"
+
+
+def test_no_silent_overwrite_and_skip_existing(tmp_path, capsys):
+    args = ["transcribe", str(EXAMPLES / "short.wav"), "-o", tmp_path, "-q"]
+    assert run_cli(args, capsys)[0] == 0
+    (tmp_path / "short.txt").write_text("keep me")
+    code, _, err = run_cli(args, capsys)
+    assert code == 1 and "exists; pass --overwrite" in err
+    assert (tmp_path / "short.txt").read_text() == "keep me"
+    assert run_cli(args + ["--skip-existing"], capsys)[0] == 0
+    assert (tmp_path / "short.txt").read_text() == "keep me"
+    assert run_cli(args + ["--overwrite"], capsys)[0] == 0
+    assert "synthesized" in (tmp_path / "short.txt").read_text()
+
+
+def test_failing_file_reported_others_continue_exit_1(tmp_path, capsys):
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF\x00\x00garbage")
+    empty_dir = tmp_path / "empty"
+    empty_dir.mkdir()
+    out = tmp_path / "out"
+    code, _, err = run_cli(["transcribe", str(bad), str(EXAMPLES / "short.wav"), str(empty_dir), "missing.wav", "-o", out], capsys)
+    assert code == 1
+    assert (out / "short.txt").is_file() and not (out / "broken.txt").exists()
+    assert f"{bad}:" in err and "missing.wav: no such file." in err and "directory has no audio files" in err
+    assert "1 transcribed, 3 failed" in err and "Traceback" not in err
+
+
+def test_directory_and_glob_inputs(tmp_path, capsys):
+    d = tmp_path / "in" / "nested"
+    d.mkdir(parents=True)
+    shutil.copy(EXAMPLES / "short.wav", d / "a.wav")
+    shutil.copy(EXAMPLES / "short.wav", tmp_path / "in" / "b.wav")
+    code, out, err = run_cli(["transcribe", tmp_path / "in", "-q"], capsys)
+    assert code == 0 and out.count("synthesized") == 2
+    code, out, _ = run_cli(["transcribe", str(tmp_path / "in" / "*.wav"), "-q"], capsys)
+    assert code == 0 and out.count("synthesized") == 1
+
+
+def test_stdin_input(capsys, monkeypatch):
+    code, out, err = run_cli(["transcribe", "-", "-q"], capsys, stdin=(EXAMPLES / "short.wav").read_bytes(), monkeypatch=monkeypatch)
+    assert code == 0 and "synthesized" in out, err
+
+
+def test_config_file_with_flag_override(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[engine]\nattention = "eager"\nbatch_size = 2\n')
+    code, out, err = run_cli(["transcribe", str(EXAMPLES / "short.wav"), "--config", cfg, "-f", "json", "--attn", "sdpa:math"], capsys)
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["config"]["batch_size"] == 2 and data["runtime"]["attention"] == "sdpa:math"
+
+
+def test_debug_variable_shows_traceback(capsys, monkeypatch):
+    monkeypatch.setenv("WHISPERCTL_DEBUG", "1")
+    from whisperctl.errors import UsageError
+
+    with pytest.raises(UsageError):
+        run_cli(["transcribe", "x.wav", "--attn", "bogus"], capsys)

@@ -1,0 +1,93 @@
+import pytest
+
+from whisperctl.config import Attention, DType, EngineConfig, Quantization, Timestamps, load_config_file, parse_choice
+from whisperctl.errors import UsageError
+
+
+@pytest.mark.parametrize("spelling", ["fa2", "flash_attn_2", "flash-attention-2", "flash_attention2", "FA2", "Flash_Attention_2"])
+def test_fa2_aliases_resolve(spelling):
+    assert parse_choice(Attention, spelling, "--attn") is Attention.FLASH_ATTENTION_2
+
+
+def test_unknown_attention_lists_valid_names_and_suggests():
+    with pytest.raises(UsageError) as err:
+        parse_choice(Attention, "sdpa:efficent", "--attn")
+    msg = str(err.value)
+    assert "Valid: auto, eager, sdpa, sdpa:flash, sdpa:efficient, sdpa:math, sdpa:cudnn, flash_attention_2" in msg
+    assert "Did you mean 'sdpa:efficient'?" in msg
+
+
+def test_alias_suggestion_points_to_canonical_name():
+    with pytest.raises(UsageError, match="Did you mean 'flash_attention_2'"):
+        parse_choice(Attention, "flash_atn_2", "--attn")
+
+
+def test_sdpa_backend_and_hf_name():
+    assert Attention.SDPA_MATH.hf_name == "sdpa" and Attention.SDPA_MATH.sdpa_backend == "math"
+    assert Attention.SDPA.sdpa_backend is None
+    assert Attention.FLASH_ATTENTION_2.hf_name == "flash_attention_2"
+
+
+def test_defaults_are_validated_enums():
+    cfg = EngineConfig()
+    assert cfg.attention is Attention.AUTO and cfg.dtype is DType.AUTO and cfg.quantization is Quantization.NONE
+    assert cfg.overlap_s == pytest.approx(5.0)
+    with pytest.raises(Exception):
+        cfg.batch_size = 3  # frozen
+
+
+@pytest.mark.parametrize(
+    "changes, fragment",
+    [
+        ({"batch_size": 0}, "--batch-size: must be an integer ≥ 1"),
+        ({"batch_size": -4}, "--batch-size"),
+        ({"chunk_length_s": 0}, "--chunk-length: 0 s is outside (0, 30]"),
+        ({"chunk_length_s": 31}, "outside (0, 30]"),
+        ({"chunk_overlap_s": 20}, "--chunk-overlap"),
+        ({"dtype": "fp8"}, "--dtype: unknown value 'fp8'"),
+        ({"device": "tpu"}, "--device: unknown device 'tpu'"),
+        ({"temperature": "0,2"}, "--temperature"),
+        ({"temperature": "hot"}, "is not a number"),
+        ({"language": "12"}, "--language"),
+        ({"beam_size": 0}, "--beam-size"),
+        ({"model": " "}, "--model: empty"),
+    ],
+)
+def test_bad_values_are_usage_errors(changes, fragment):
+    with pytest.raises(UsageError) as err:
+        EngineConfig(**changes)
+    assert fragment in str(err.value)
+    assert err.value.exit_code == 2
+
+
+def test_temperature_list_and_dict_roundtrip():
+    cfg = EngineConfig(temperature="0, 0.2,0.4", timestamps="words", dtype="float16")
+    assert cfg.temperature == (0.0, 0.2, 0.4)
+    assert cfg.timestamps is Timestamps.WORD and cfg.dtype is DType.FP16
+    d = cfg.to_dict()
+    assert d["temperature"] == [0.0, 0.2, 0.4] and d["dtype"] == "fp16"
+    assert EngineConfig.from_mapping(d) == cfg
+
+
+def test_from_mapping_rejects_unknown_keys():
+    with pytest.raises(UsageError, match="unknown config key"):
+        EngineConfig.from_mapping({"atention": "sdpa"})
+
+
+def test_shipped_presets_parse(tmp_path):
+    from pathlib import Path
+
+    presets = sorted((Path(__file__).parents[1] / "configs").glob("*.toml"))
+    assert presets, "configs/ ships presets"
+    for p in presets:
+        data = load_config_file(p)
+        EngineConfig.from_mapping(data.get("engine", {}))
+
+
+def test_missing_and_broken_config_files(tmp_path):
+    with pytest.raises(UsageError, match="does not exist"):
+        load_config_file(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("engine = [")
+    with pytest.raises(UsageError, match="cannot read"):
+        load_config_file(bad)

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+
+from whisperctl import longform
+
+
+def test_windows_cover_the_stream_with_the_requested_overlap():
+    sr = 100
+    blocks = [np.arange(i, i + 37, dtype=np.float32) for i in range(0, 370, 37)]  # 3.7 s in odd blocks
+    wins = list(longform.windows(blocks, chunk_s=1.0, overlap_s=0.2, sample_rate=sr))
+    assert [w.start for w in wins] == pytest.approx([0.0, 0.8, 1.6, 2.4, 3.2])
+    assert all(len(w.samples) == 100 for w in wins[:-1])
+    covered = np.concatenate([w.samples[(0 if i == 0 else 20):] for i, w in enumerate(wins)])
+    np.testing.assert_array_equal(covered, np.arange(370, dtype=np.float32))
+
+
+def test_short_stream_is_one_window_and_exact_fit_adds_no_empty_tail():
+    assert len(list(longform.windows([np.zeros(50, np.float32)], 1.0, 0.2, 100))) == 1
+    wins = list(longform.windows([np.zeros(180, np.float32)], 1.0, 0.2, 100))
+    assert [len(w.samples) for w in wins] == [100, 100]
+
+
+def _tok(i, t, window=0, seg=0):
+    return longform.TimedToken(i, t, t + 0.1, (window, seg), t, t + 0.1)
+
+
+def test_merge_joins_on_common_run_without_doubling():
+    a = [_tok(i, 0.5 * i) for i in range(1, 11)]  # ids 1..10, times up to 5 s
+    b = [_tok(i, 3.0 + 0.5 * (i - 7), window=1) for i in range(7, 15)]  # starts mid-overlap with 7,8,9,10
+    merged = longform.merge(a, b, overlap_start=3.0, overlap_end=5.0)
+    assert [t.id for t in merged] == list(range(1, 15))
+
+
+def test_merge_tolerates_disagreeing_edges():
+    a = [_tok(i, t) for i, t in [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (5, 5.0), (99, 5.8)]]  # garbage at the end
+    b = [_tok(i, t, 1) for i, t in [(77, 3.5), (4, 4.0), (5, 5.0), (6, 6.0), (7, 7.0)]]  # garbage at the start
+    merged = longform.merge(a, b, overlap_start=3.5, overlap_end=6.0)
+    assert [t.id for t in merged] == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_merge_without_common_run_cuts_at_the_middle_by_time():
+    a = [_tok(1, 0.0), _tok(2, 1.0), _tok(3, 4.2)]
+    b = [_tok(8, 3.1, 1), _tok(9, 4.6, 1), _tok(10, 6.0, 1)]
+    merged = longform.merge(a, b, overlap_start=3.0, overlap_end=5.0)
+    assert [t.id for t in merged] == [1, 2, 9, 10]
+
+
+def test_parse_window_timestamps_and_proportional_times():
+    ts = 1000
+    ids = [ts + 0, 5, 6, ts + 100, ts + 100, 7, ts + 150, 50]  # two segments; 50 = eos; times in 0.02 s steps
+    toks = longform.parse_window(ids, 3, 10.0, 30.0, eos_id=50, timestamp_begin=ts, token_weight=lambda t: 1)
+    assert [t.id for t in toks] == [5, 6, 7]
+    assert toks[0].start == pytest.approx(10.0) and toks[1].end == pytest.approx(12.0)
+    assert toks[2].segment == (3, 1) and toks[2].start == pytest.approx(12.0) and toks[2].end == pytest.approx(13.0)
+
+
+def test_parse_window_without_timestamps_spans_the_window():
+    toks = longform.parse_window([5, 6, 50], 0, 0.0, 8.0, eos_id=50, timestamp_begin=1000, token_weight=lambda t: 1)
+    assert toks[-1].end == pytest.approx(8.0)
+
+
+def test_build_segments_monotonic_and_clamped():
+    toks = [_tok(1, 0.0, 0, 0), _tok(2, 0.1, 0, 0), _tok(3, 0.05, 1, 0), _tok(4, 9.9, 1, 0)]
+    segs = longform.build_segments(toks, lambda ids: " " + " ".join(map(str, ids)), duration=9.95)
+    assert [s.text for s in segs] == [" 1 2", " 3 4"]
+    for prev, cur in zip(segs, segs[1:]):
+        assert cur.start >= prev.end
+    assert all(0 <= s.start <= s.end <= 9.95 for s in segs)
