@@ -152,7 +152,7 @@ class Transcriber:
             "model": self.source.describe(),
             "device": plan.device,
             "dtype": plan.dtype.value,
-            "attention": plan.attention.value,
+            "attention": self._attention_in_effect(),
             "attention_reason": plan.attention_reason,
             "word_alignment_attention": "eager" if self.config.timestamps == Timestamps.WORD else None,
             "quantization": plan.quantization.value,
@@ -160,6 +160,12 @@ class Transcriber:
             "load_seconds": self.load_seconds,
             "versions": {"whisperctl": __version__, "torch": self.env.torch, "transformers": self.env.transformers},
         }
+
+    def _attention_in_effect(self) -> str:
+        """What the loaded model really runs (read back from transformers), with the pinned SDPA backend."""
+        actual = getattr(getattr(self.model, "config", None), "_attn_implementation", None) or self.plan.attention.hf_name
+        backend = self.plan.attention.sdpa_backend
+        return f"{actual}:{backend}" if backend and actual == "sdpa" else actual
 
     def _token_str(self, tok: int) -> str:
         text = self._token_text.get(tok)
@@ -229,8 +235,10 @@ class Transcriber:
         return out
 
     # ------------------------------------------------------------ alignment
-    def _align(self, samples: np.ndarray, tokens: list[int], language: str) -> list[tuple[float, float]]:
-        """Word-level timing for ``tokens`` spoken in ``samples`` (≤ 30 s): DTW over alignment-head attention.
+    def _align(self, samples: np.ndarray, tokens: list[int], language: str) -> list[tuple[float, float, float]]:
+        """(start, end, probability) per token of ``tokens`` spoken in ``samples`` (≤ 30 s).
+
+        Timing is DTW over the alignment heads' cross-attention, as openai-whisper does it.
 
         Runs with eager attention because SDPA and flash kernels never materialise attention weights.
         """
@@ -270,7 +278,9 @@ class Transcriber:
         jumps = np.pad(np.diff(text_idx), (1, 0), constant_values=1).astype(bool)
         jump_times = time_idx[jumps] * longform.TIME_PRECISION
         jump_times = np.append(jump_times, n_frames * longform.TIME_PRECISION)
-        return [(float(jump_times[i]), float(jump_times[i + 1])) for i in range(len(tokens))]
+        logits = out.logits[0, len(prefix) - 1 : len(prefix) - 1 + len(tokens)].float()
+        probs = torch.softmax(logits, dim=-1)[torch.arange(len(tokens)), torch.tensor(tokens)].cpu().numpy()
+        return [(float(jump_times[i]), float(jump_times[i + 1]), float(probs[i])) for i in range(len(tokens))]
 
     # ------------------------------------------------------------- batched
     def transcribe(self, source: str | audio_mod.AudioInput | np.ndarray, name: str | None = None) -> Transcript:
@@ -380,8 +390,8 @@ class Transcriber:
             if cfg.timestamps == Timestamps.WORD and timed:
                 ta = time.perf_counter()
                 times = self._align(window.samples, [t.id for t in timed], state.language or "en")
-                for tok, (s, e) in zip(timed, times):
-                    tok.start, tok.end = window.start + s, window.start + e
+                for tok, (s, e, p) in zip(timed, times):
+                    tok.start, tok.end, tok.probability = window.start + s, window.start + e, p
                 state.align_s += time.perf_counter() - ta
             state.tokens[window.index] = timed
             state.pending -= 1
@@ -469,8 +479,8 @@ class Transcriber:
                 ta = time.perf_counter()
                 lo = int(start * audio_mod.SAMPLE_RATE)
                 chunk = samples[lo : lo + int(30 * audio_mod.SAMPLE_RATE)]
-                for tok, (s, e) in zip(timed, self._align(chunk, [t.id for t in timed], state.language or "en")):
-                    tok.start, tok.end = start + s, start + e
+                for tok, (s, e, p) in zip(timed, self._align(chunk, [t.id for t in timed], state.language or "en")):
+                    tok.start, tok.end, tok.probability = start + s, start + e, p
                 state.align_s += time.perf_counter() - ta
             merged.extend(timed)
         return self._transcript(state, merged, duration)

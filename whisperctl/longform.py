@@ -41,6 +41,7 @@ class TimedToken:
     segment: tuple[int, int]  # (window index, segment index in that window)
     segment_start: float  # the segment's own timestamps, absolute
     segment_end: float
+    probability: float | None = None  # set by the word alignment pass
 
 
 def windows(blocks: Iterable[np.ndarray], chunk_s: float, overlap_s: float, sample_rate: int = 16_000) -> Iterator[Window]:
@@ -207,8 +208,9 @@ def _words(
             text = decode([t.id for t in current])
             start = min(max(current[0].start, lo, words[-1].end if words else lo), hi)
             end = min(max(current[-1].end, start), hi)
+            probs = [t.probability for t in current if t.probability is not None]
             if text.strip():
-                words.append(Word(round(start, 3), round(end, 3), text))
+                words.append(Word(round(start, 3), round(end, 3), text, round(float(np.mean(probs)), 4) if probs else None))
 
     for tok in group:
         if current and is_word_start(tok.id):
