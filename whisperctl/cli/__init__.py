@@ -33,7 +33,7 @@ def _root(
     """Transcribe, benchmark and diagnose Whisper / Distil-Whisper on transformers."""
 
 
-from . import transcribe as _transcribe  # noqa: E402,F401  (registers the command)
+from . import doctor as _doctor, transcribe as _transcribe  # noqa: E402,F401  (register the commands)
 
 
 def main() -> None:

