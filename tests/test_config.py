@@ -82,6 +82,7 @@ def test_shipped_presets_parse(tmp_path):
     for p in presets:
         data = load_config_file(p)
         EngineConfig.from_mapping(data.get("engine", {}))
+        assert set(data) <= {"engine", "bench"}
 
 
 def test_missing_and_broken_config_files(tmp_path):

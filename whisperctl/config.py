@@ -168,7 +168,8 @@ class EngineConfig:
     initial_prompt: str | None = None  # text conditioning the first window (names, spelling)
     threads: int | None = None  # torch intra-op threads on CPU; None = torch's default
     max_new_tokens: int | None = None  # cap per window; None = model maximum
-    weights: str = "pretrained"  # "pretrained", or "random" (architecture only; bench speed runs)
+    weights: str = "pretrained"  # "pretrained", or "random": the alias's architecture, offline (speed runs)
+    decode_tokens: int | None = None  # force exactly N generated tokens per window (fixed work for benchmarks)
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
@@ -219,6 +220,8 @@ class EngineConfig:
             elif not _LANGUAGE_RE.match(lang):
                 raise UsageError(f"--language: '{self.language}' is not a language code or name (e.g. en, de, french).")
             set_("language", lang)
+        if self.decode_tokens is not None:
+            _require_int(self.decode_tokens, "--decode-tokens", minimum=1)
         if self.weights not in ("pretrained", "random"):
             raise UsageError(f"--weights: unknown value '{self.weights}'. Valid: pretrained, random.")
 

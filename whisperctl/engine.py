@@ -22,7 +22,7 @@ import numpy as np
 from . import __version__, audio as audio_mod, longform, models
 from .config import Attention, Chunking, DType, EngineConfig, Quantization, Task, Timestamps
 from .eligibility import Environment, Plan, make_plan, probe
-from .errors import ModelError, UsageError, WhisperctlError
+from .errors import ModelError, OutOfMemoryError, UsageError, WhisperctlError
 from .results import Segment, Transcript
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,15 @@ class Transcriber:
         self.plan: Plan = make_plan(self.config, self.env)
         self.model: Any = None
         self.load_seconds: float | None = None
+        self.retry_oom = True  # halve the batch on CUDA OOM (bench turns this off to report OOM rows)
+        self.batch_observer: Callable[[dict[str, Any]], None] | None = None  # per-batch timings (bench)
+        self._batch_limit: int | None = None
+        self._encoder_s = 0.0
+        if self.config.weights == "random" and models.architecture(self.config.model) is None:
+            raise UsageError(
+                f"--weights random: no architecture on record for '{self.config.model}'. Use an alias: "
+                f"{', '.join(models.ARCHITECTURES)}."
+            )
 
     # ------------------------------------------------------------------ setup
     def _check_language_options(self) -> None:
@@ -96,7 +105,7 @@ class Transcriber:
             torch.set_flush_denormal(True)  # fp16-converted weights make fp32 CPU matmuls hit denormals
             if cfg.threads:
                 torch.set_num_threads(cfg.threads)
-        location = models.checkpoint(self.source)
+        location = models.checkpoint(self.source) if cfg.weights == "pretrained" else ""
         kwargs: dict[str, Any] = {
             "attn_implementation": plan.attention.hf_name,
             "dtype": getattr(torch, _TORCH_DTYPES[plan.dtype]),
@@ -112,9 +121,12 @@ class Transcriber:
             )
             kwargs["device_map"] = {"": plan.device}
         try:
-            self.tokenizer = models.from_pretrained(WhisperTokenizer, self.source, location)
-            self.feature_extractor = models.from_pretrained(WhisperFeatureExtractor, self.source, location)
-            model = models.from_pretrained(WhisperForConditionalGeneration, self.source, location, **kwargs)
+            if cfg.weights == "random":
+                model = self._random_model(kwargs)
+            else:
+                self.tokenizer = models.from_pretrained(WhisperTokenizer, self.source, location)
+                self.feature_extractor = models.from_pretrained(WhisperFeatureExtractor, self.source, location)
+                model = models.from_pretrained(WhisperForConditionalGeneration, self.source, location, **kwargs)
         except WhisperctlError:
             raise
         except (OSError, ValueError, RuntimeError, ImportError) as exc:
@@ -142,6 +154,44 @@ class Transcriber:
         self.load_seconds = time.perf_counter() - t0
         log.info("loaded %s in %.2fs (%s)", self.source.describe(), self.load_seconds, plan.attention_reason)
         return self
+
+    def _random_model(self, kwargs: dict[str, Any]):
+        """The alias's architecture with random weights; tokenizer and generation ids from the bundled model."""
+        import torch
+        from transformers import GenerationConfig, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
+
+        bundled = models.resolve(models.BUNDLED_ALIAS)
+        ref = models.checkpoint(bundled)
+        self.tokenizer = models.from_pretrained(WhisperTokenizer, bundled, ref)
+        arch = models.architecture(self.config.model)
+        assert arch is not None  # checked in __init__
+        self.feature_extractor = WhisperFeatureExtractor(feature_size=arch["num_mel_bins"])
+        gen = GenerationConfig.from_pretrained(ref)
+        gen.is_multilingual = False  # random weights: no language detection, fixed English prompt
+        gen.alignment_heads = [[arch["decoder_layers"] - 1, 0]]
+        config = WhisperConfig(
+            **arch, decoder_start_token_id=gen.decoder_start_token_id, bos_token_id=gen.bos_token_id,
+            eos_token_id=gen.eos_token_id, pad_token_id=gen.pad_token_id, begin_suppress_tokens=None, suppress_tokens=None,
+        )
+        config._attn_implementation = kwargs["attn_implementation"]
+        # Build on the meta device and fill in place: transformers' per-module init takes ~30 s for large-v3 on CPU.
+        with torch.device("meta"):
+            model = WhisperForConditionalGeneration(config)
+        model = model.to_empty(device=self.plan.device).to(kwargs["dtype"])
+        generator = torch.Generator(device=self.plan.device).manual_seed(0)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "layer_norm" in name:
+                    param.fill_(1.0 if name.endswith("weight") else 0.0)
+                else:
+                    param.uniform_(-0.0346, 0.0346, generator=generator)  # std 0.02; uniform_ is 5x faster than normal_
+            for name, buf in model.named_buffers():
+                buf.zero_()
+        model.tie_weights()
+        if hasattr(model, "set_attn_implementation"):
+            model.set_attn_implementation(kwargs["attn_implementation"])
+        model.generation_config = gen
+        return model
 
     # --------------------------------------------------------------- helpers
     def runtime_info(self) -> dict[str, Any]:
@@ -206,6 +256,8 @@ class Transcriber:
         kw: dict[str, Any] = {"return_timestamps": want_timestamps, "num_beams": cfg.beam_size}
         if cfg.max_new_tokens:
             kw["max_new_tokens"] = cfg.max_new_tokens
+        if cfg.decode_tokens:
+            kw["max_new_tokens"] = kw["min_new_tokens"] = cfg.decode_tokens
         temps = cfg.temperature
         if len(temps) > 1:
             kw.update(temperature=temps, do_sample=False, **_FALLBACK)
@@ -297,11 +349,18 @@ class Transcriber:
         return result
 
     def transcribe_many(
-        self, sources: Iterable[str | audio_mod.AudioInput], progress: ProgressFn | None = None
+        self, sources: Iterable[str | audio_mod.AudioInput | tuple[str, np.ndarray]], progress: ProgressFn | None = None
     ) -> Iterator[tuple[audio_mod.AudioInput, Transcript | WhisperctlError]]:
         """Yield (input, transcript or error) in input order; one bad file never stops the others."""
-        inputs = [s if isinstance(s, audio_mod.AudioInput) else audio_mod.AudioInput.from_arg(s) for s in sources]
-        yield from self._run(inputs, progress=progress)
+        inputs: list[audio_mod.AudioInput] = []
+        arrays: dict[str, np.ndarray] = {}
+        for s in sources:
+            if isinstance(s, tuple):  # (name, 16 kHz mono float32 array)
+                inputs.append(audio_mod.AudioInput(s[0], None))
+                arrays[s[0]] = s[1]
+            else:
+                inputs.append(s if isinstance(s, audio_mod.AudioInput) else audio_mod.AudioInput.from_arg(s))
+        yield from self._run(inputs, arrays=arrays, progress=progress)
 
     def _blocks(self, inp: audio_mod.AudioInput, arrays: dict[str, np.ndarray] | None) -> Iterator[np.ndarray]:
         if arrays and inp.name in arrays:
@@ -362,10 +421,66 @@ class Transcriber:
         yield from drain()
 
     def _decode_batch(self, batch: list[tuple[_FileState, longform.Window]], progress: ProgressFn | None) -> None:
+        """Decode windows together; on CUDA out-of-memory halve the batch and retry, down to one window."""
+        limit = self._batch_limit
+        if limit is not None and len(batch) > limit:
+            for i in range(0, len(batch), limit):
+                self._decode_batch(batch[i : i + limit], progress)
+            return
+        try:
+            self._decode_batch_once(batch, progress)
+        except OutOfMemoryError:
+            raise
+        except RuntimeError as exc:
+            if not _is_oom(exc):
+                raise ModelError(f"decoding failed on {self.plan.device}: {str(exc).splitlines()[0]}") from exc
+            _free_cuda_cache()
+            if not self.retry_oom or len(batch) == 1:
+                raise OutOfMemoryError(
+                    f"{self.plan.device} ran out of memory decoding {len(batch)} window(s) with model "
+                    f"'{self.config.model}' in {self.plan.dtype.value} at batch size {len(batch)}. Use a smaller or "
+                    "distil model, --dtype fp16, --quantize int8, or a smaller --batch-size."
+                ) from None
+            half = len(batch) // 2
+            log.warning("out of memory at batch size %d on %s: continuing with batch size %d", len(batch), self.plan.device, half)
+            self._batch_limit = half
+            self._decode_batch(batch[:half], progress)
+            self._decode_batch(batch[half:], progress)
+
+    def _install_encoder_timer(self) -> None:
+        """Forward hooks that time the encoder (synchronising CUDA), for bench's encoder/decoder split."""
+        if getattr(self, "_encoder_timer", False):
+            return
+        import torch
+
+        encoder = self.model.get_encoder()
+        cuda = self.plan.device.startswith("cuda")
+        started: list[float] = []
+
+        def pre(module, args, kwargs=None):
+            if cuda:
+                torch.cuda.synchronize()
+            started.append(time.perf_counter())
+
+        def post(module, args, output):
+            if cuda:
+                torch.cuda.synchronize()
+            if started:
+                self._encoder_s += time.perf_counter() - started.pop()
+
+        encoder.register_forward_pre_hook(pre)
+        encoder.register_forward_hook(post)
+        self._encoder_timer = True
+
+    def _decode_batch_once(self, batch: list[tuple[_FileState, longform.Window]], progress: ProgressFn | None) -> None:
         cfg = self.config
         t0 = time.perf_counter()
-        want_ts = cfg.timestamps != Timestamps.NONE
+        want_ts = cfg.timestamps != Timestamps.NONE and cfg.weights == "pretrained"
         feats = self._features([w.samples for _, w in batch])
+        features_s = time.perf_counter() - t0
+        self._encoder_s = 0.0
+        if self.batch_observer is not None:
+            self._install_encoder_timer()
         with self._attention_context():
             first = [i for i, (s, w) in enumerate(batch) if s.language is None]
             if first:
@@ -375,19 +490,22 @@ class Transcriber:
             kw = self._generate_kwargs(want_ts)
             if self.multilingual:
                 kw["language"] = [s.language for s, _ in batch]
-            try:
-                out = self.model.generate(input_features=feats, **kw)
-            except RuntimeError as exc:
-                raise ModelError(f"decoding failed on {self.plan.device}: {str(exc).splitlines()[0]}") from exc
+            out = self.model.generate(input_features=feats, **kw)
         sequences = out["sequences"] if isinstance(out, dict) else out
+        rows = sequences.tolist()  # copies to the host: the device is synchronised here
         elapsed = time.perf_counter() - t0
-        for (state, window), ids in zip(batch, sequences.tolist()):
+        if self.batch_observer is not None:
+            tokens = sum(sum(1 for t in r if t != self.eos_id) for r in rows)
+            self.batch_observer({"size": len(batch), "seconds": elapsed, "features_s": features_s,
+                                 "encoder_s": self._encoder_s, "tokens": tokens,
+                                 "audio_s": sum(w.duration for _, w in batch)})
+        for (state, window), ids in zip(batch, rows):
             timed = longform.parse_window(
                 ids, window.index, window.start, window.duration, self.eos_id, self.timestamp_begin,
                 lambda t: len(self._token_str(t)),
             )
             state.decode_s += elapsed / len(batch)
-            if cfg.timestamps == Timestamps.WORD and timed:
+            if cfg.timestamps == Timestamps.WORD and timed and cfg.weights == "pretrained":
                 ta = time.perf_counter()
                 times = self._align(window.samples, [t.id for t in timed], state.language or "en")
                 for tok, (s, e, p) in zip(timed, times):
@@ -484,6 +602,24 @@ class Transcriber:
                 state.align_s += time.perf_counter() - ta
             merged.extend(timed)
         return self._transcript(state, merged, duration)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    try:
+        import torch
+
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            return True
+    except ImportError:
+        pass
+    return "out of memory" in str(exc).lower()
+
+
+def _free_cuda_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _quiet_transformers() -> None:

@@ -36,6 +36,10 @@ class ConversionError(ModelError):
     """A CTranslate2 model file is malformed or uses a layout the converter does not support."""
 
 
+class OutOfMemoryError(ModelError):
+    """The device ran out of memory even at batch size 1."""
+
+
 class AudioError(WhisperctlError):
     """An input file cannot be read or decoded as audio."""
 

@@ -33,7 +33,7 @@ def _root(
     """Transcribe, benchmark and diagnose Whisper / Distil-Whisper on transformers."""
 
 
-from . import doctor as _doctor, transcribe as _transcribe  # noqa: E402,F401  (register the commands)
+from . import bench as _bench, doctor as _doctor, transcribe as _transcribe  # noqa: E402,F401  (register the commands)
 
 
 def main() -> None:

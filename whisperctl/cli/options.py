@@ -33,11 +33,15 @@ ENGINE_OPTIONS: list[tuple[str, str, type, str]] = [
 ]
 
 
-def engine_options(fn: Callable) -> Callable:
-    """Give ``fn`` (which takes ``**engine``) one Typer option per engine setting."""
+def engine_options(fn: Callable | None = None, *, exclude: frozenset[str] = frozenset()) -> Callable:
+    """Give ``fn`` (which takes ``**engine``) one Typer option per engine setting not in ``exclude``."""
+    if fn is None:
+        return lambda f: engine_options(f, exclude=exclude)
     sig = inspect.signature(fn)
     params = [p for p in sig.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
     for field, flag, typ, help_text in ENGINE_OPTIONS:
+        if field in exclude:
+            continue
         default = getattr(_DEFAULTS, field)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else getattr(default, "value", default)
         option = typer.Option(None, flag, help=help_text, show_default=f"{shown}" if shown is not None else False)

@@ -1,0 +1,1 @@
+"""Benchmarks: :mod:`.runner` measures the matrix, :mod:`.report` renders it."""

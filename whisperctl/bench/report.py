@@ -1,0 +1,160 @@
+"""Bench output: the terminal table, JSON (raw samples), CSV, Markdown, a PNG plot, and --compare-to."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+from ..writers import write_atomic
+
+#: (column title, row key, formatter). One list serves the terminal table, CSV and Markdown.
+COLUMNS: list[tuple[str, str]] = [
+    ("model", "model"), ("attn", "attention"), ("dtype", "dtype"), ("quant", "quantization"), ("batch", "batch_size"),
+    ("lat med s", "latency_median_s"), ("lat p90 s", "latency_p90_s"), ("RTFx", "rtfx_median"), ("tok/s", "tokens_per_s"),
+    ("enc %", "encoder_share"), ("mem MiB", "memory"), ("WER %", "wer"), ("speedup", "speedup"), ("same text", "same_text"),
+    ("vs prev", "vs_previous"), ("status", "status"),
+]
+
+
+def _memory(row: dict[str, Any]) -> float | None:
+    value = row.get("peak_vram_allocated_bytes", row.get("peak_rss_bytes"))
+    return value / 2**20 if value is not None else None
+
+
+def cell(row: dict[str, Any], key: str) -> str:
+    value = _memory(row) if key == "memory" else row.get(key)
+    if value is None:
+        return ""
+    if key in ("encoder_share",):
+        return f"{100 * value:.0f}"
+    if key == "wer":
+        return f"{100 * value:.2f}"
+    if key in ("latency_median_s", "latency_p90_s"):
+        return f"{value:.3f}"
+    if key in ("rtfx_median", "tokens_per_s", "memory"):
+        return f"{value:.1f}" if value < 100 else f"{value:.0f}"
+    if key in ("speedup", "vs_previous"):
+        return f"{value:.2f}x"
+    return str(value)
+
+
+def header(result: dict[str, Any]) -> str:
+    env = result["environment"]
+    gpu = env.get("cuda_device_name")
+    gpus = env.get("gpus") or []
+    cc = f" (sm {gpus[0]['capability'][0]}.{gpus[0]['capability'][1]})" if gpus else ""
+    device = f"GPU {gpu}{cc}, CUDA {env.get('torch_cuda')}" if gpu else f"CPU {env.get('cpu_model')}"
+    spec = result["spec"]
+    weights = spec["base"].get("weights", "pretrained")
+    audio = sum(i["duration_s"] for i in result["inputs"])
+    lines = [
+        f"{device}; torch {env.get('torch')}, transformers {env.get('transformers')}; threads {env.get('torch_threads')}",
+        f"{len(result['inputs'])} input(s), {audio:.1f} s of audio; warm-up {spec['warmup']}, repeats {spec['repeats']}; "
+        f"baseline {spec['baseline']}; weights {weights}"
+        + (" (text and WER blank: random weights)" if weights == "random" else ""),
+    ]
+    return "\n".join(lines)
+
+
+def add_previous(result: dict[str, Any], previous_path: str | Path) -> None:
+    """Add ``vs_previous``: this run's RTFx over the saved run's, for rows present in both."""
+    try:
+        previous = json.loads(Path(previous_path).read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--compare-to {previous_path}: cannot read a bench JSON: {exc}") from None
+    if previous.get("schema", "").split("/")[0] != "whisperctl.bench":
+        raise UsageError(f"--compare-to {previous_path}: not a whisperctl bench JSON.")
+    key = lambda r: (r["model"], r["attention"], r["dtype"], r["quantization"], r["batch_size"])  # noqa: E731
+    old = {key(r): r for r in previous.get("rows", []) if r.get("status") == "ok"}
+    for row in result["rows"]:
+        prev = old.get(key(row))
+        if prev and row.get("status") == "ok" and prev.get("rtfx_median"):
+            row["vs_previous"] = row["rtfx_median"] / prev["rtfx_median"]
+
+
+def visible_columns(result: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = result["rows"]
+    return [(title, key) for title, key in COLUMNS if key in ("model", "attention", "status") or any(cell(r, key) for r in rows)]
+
+
+def print_table(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="whisperctl bench", caption=escape(header(result)))
+    cols = visible_columns(result)
+    for title, key in cols:
+        table.add_column(title, justify="right" if key not in ("model", "attention", "status", "same_text", "dtype", "quantization") else "left", overflow="fold")
+    for row in result["rows"]:
+        cells = []
+        for _, key in cols:
+            text = escape(cell(row, key))
+            if key == "status" and text != "ok":
+                text = f"[yellow]{text}[/]"
+            if key == "same_text" and text.startswith("DIFFERS"):
+                text = f"[red]{text}[/]"
+            cells.append(text)
+        table.add_row(*cells)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)  # files and pipes: one line per row rather than folded columns
+    console.print(table)
+
+
+def write_json(result: dict[str, Any], path: str | Path) -> None:
+    write_atomic(Path(path), json.dumps(result, indent=2, default=str) + "\n")
+
+
+def write_csv(result: dict[str, Any], path: str | Path) -> None:
+    buf = io.StringIO()
+    keys = [k for _, k in COLUMNS if k != "memory"] + ["peak_vram_allocated_bytes", "peak_vram_reserved_bytes", "peak_rss_bytes", "load_s", "attention_in_effect", "weights"]
+    writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+    writer.writeheader()
+    for row in result["rows"]:
+        writer.writerow({k: row.get(k, "") for k in keys})
+    write_atomic(Path(path), buf.getvalue())
+
+
+def to_markdown(result: dict[str, Any], command: str | None = None) -> str:
+    cols = visible_columns(result)
+    lines = []
+    if command:
+        lines += ["```", command, "```", ""]
+    lines += [line + "  " for line in header(result).splitlines()] + [""]
+    lines.append("| " + " | ".join(t for t, _ in cols) + " |")
+    lines.append("|" + "|".join("---" for _ in cols) + "|")
+    for row in result["rows"]:
+        lines.append("| " + " | ".join(cell(row, k).replace("|", "/") for _, k in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def check_plot_available() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError("--plot needs matplotlib: pip install 'whisperctl[plot]'.") from None
+
+
+def write_plot(result: dict[str, Any], path: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result["rows"] if r.get("status") == "ok"]
+    labels = [f"{r['model']}\n{r['attention']} {r['dtype']} {r['quantization']} b{r['batch_size']}" for r in rows]
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(6, 1.2 * len(rows)), 7), sharex=True)
+    ax1.bar(range(len(rows)), [r["rtfx_median"] for r in rows], color="tab:blue")
+    ax1.set_ylabel("RTFx (median)")
+    ax2.bar(range(len(rows)), [_memory(r) or 0 for r in rows], color="tab:orange")
+    ax2.set_ylabel("peak VRAM / RSS (MiB)")
+    ax2.set_xticks(range(len(rows)), labels, rotation=45, ha="right", fontsize=7)
+    fig.suptitle(header(result).splitlines()[0], fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

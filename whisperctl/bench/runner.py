@@ -1,0 +1,339 @@
+"""The benchmark matrix: every (model, dtype, quantization, attention, batch size) measured the same way.
+
+Method: each (model, dtype, quantization, attention) gets its own freshly loaded model; before each batch
+size the CUDA caches and peak statistics are reset. ``warmup`` runs of one batch are not counted; then
+``repeats`` full passes over the inputs are timed through the same engine call ``transcribe`` uses. CUDA work
+is synchronised before the clock is read (the token copy to the host at the end of each batch). Rows that
+cannot run here are ``skipped: <reason>`` from :mod:`whisperctl.eligibility`; out-of-memory is a row
+``OOM at batch N``; nothing in the matrix stops the run.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import gc
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .. import audio as audio_mod
+from ..config import Attention, DType, EngineConfig, Quantization, parse_choice
+from ..eligibility import Environment, environment_summary, make_plan
+from ..errors import EligibilityError, OutOfMemoryError, UsageError, WhisperctlError
+
+SCHEMA = "whisperctl.bench/1"
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchSpec:
+    base: EngineConfig
+    models: tuple[str, ...]
+    attentions: tuple[Attention, ...]
+    dtypes: tuple[DType, ...]
+    quantizations: tuple[Quantization, ...]
+    batch_sizes: tuple[int, ...]
+    warmup: int = 2
+    repeats: int = 5
+    baseline: Attention | None = None
+
+    def __post_init__(self) -> None:
+        if self.warmup < 0 or self.repeats < 1:
+            raise UsageError("--warmup must be ≥ 0 and --repeats ≥ 1.")
+        for name in ("models", "attentions", "dtypes", "quantizations", "batch_sizes"):
+            if not getattr(self, name):
+                raise UsageError(f"bench: the {name.replace('_', ' ')} axis is empty.")
+        if self.baseline is not None and self.baseline not in self.attentions:
+            raise UsageError(f"--baseline {self.baseline.value} is not among --compare ({', '.join(a.value for a in self.attentions)}).")
+        for config in self.configs():  # every combination validated before anything loads
+            config.replace(batch_size=max(self.batch_sizes))
+
+    @property
+    def baseline_attention(self) -> Attention:
+        return self.baseline or self.attentions[0]
+
+    def configs(self) -> list[EngineConfig]:
+        return [
+            self.base.replace(model=m, dtype=d, quantization=q, attention=a)
+            for m in self.models for d in self.dtypes for q in self.quantizations for a in self.attentions
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "base": self.base.to_dict(), "models": list(self.models), "attentions": [a.value for a in self.attentions],
+            "dtypes": [d.value for d in self.dtypes], "quantizations": [q.value for q in self.quantizations],
+            "batch_sizes": list(self.batch_sizes), "warmup": self.warmup, "repeats": self.repeats,
+            "baseline": self.baseline_attention.value,
+        }
+
+
+def parse_list(text: str | Sequence[str] | None, kind: Any, option: str) -> tuple:
+    if text is None:
+        return ()
+    items = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if str(t).strip()]
+    if kind is int:
+        out = []
+        for item in items:
+            try:
+                out.append(int(item))
+            except ValueError:
+                raise UsageError(f"{option}: '{item}' is not an integer.") from None
+            if out[-1] < 1:
+                raise UsageError(f"{option}: batch sizes must be ≥ 1, got {item}.")
+        return tuple(out)
+    if kind is str:
+        return tuple(items)
+    return tuple(dict.fromkeys(parse_choice(kind, item, option) for item in items))
+
+
+@dataclasses.dataclass
+class BenchInput:
+    name: str
+    samples: np.ndarray
+    reference: str | None = None
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / audio_mod.SAMPLE_RATE
+
+
+def default_audio() -> Path:
+    """The example clip shipped inside the package (the same speech as examples/short.wav)."""
+    return Path(__file__).resolve().parents[1] / "data" / "example.flac"
+
+
+def load_inputs(audio: Sequence[str] = (), manifest: str | None = None, duration: float | None = None) -> list[BenchInput]:
+    """Audio files/directories and/or a manifest (file + reference columns); optionally tiled to ``duration`` s."""
+    inputs: list[BenchInput] = []
+    if manifest:
+        mpath = Path(manifest)
+        try:
+            with mpath.open(newline="") as fh:
+                rows = list(csv.DictReader(fh, delimiter="\t"))
+        except OSError as exc:
+            raise UsageError(f"--manifest {manifest}: cannot read: {exc.strerror or exc}.") from None
+        if not rows or not {"file", "reference_text"} <= set(rows[0]):
+            raise UsageError(f"--manifest {manifest}: needs tab-separated 'file' and 'reference_text' columns.")
+        for row in rows:
+            path = mpath.parent / row["file"]
+            if "concat" in row["file"]:
+                continue  # a concatenation of other rows would count the same speech twice
+            inputs.append(BenchInput(row["file"], audio_mod.load(path), row["reference_text"]))
+    from ..cli.transcribe import expand_inputs
+
+    files, problems = expand_inputs(list(audio))
+    if problems:
+        name, why = problems[0]
+        raise UsageError(f"--audio {name}: {why}")
+    for f in files:
+        inputs.append(BenchInput(f, audio_mod.load(f)))
+    if not inputs:
+        inputs.append(BenchInput(default_audio().name, audio_mod.load(default_audio())))
+    if duration:
+        if duration <= 0:
+            raise UsageError("--duration must be > 0 seconds.")
+        joined = np.concatenate([i.samples for i in inputs])
+        reps = int(np.ceil(duration * audio_mod.SAMPLE_RATE / len(joined)))
+        tiled = np.tile(joined, reps)[: int(duration * audio_mod.SAMPLE_RATE)]
+        inputs = [BenchInput(f"tiled {duration:g} s", tiled)]
+    return inputs
+
+
+class _PeakRSS:
+    """Samples this process's resident memory every 20 ms while active; ``peak`` is the largest seen."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self.proc = psutil.Process()
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "_PeakRSS":
+        self.peak = self.proc.memory_info().rss
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def _cuda_reset(device: str) -> None:
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _row_key(row: dict[str, Any]) -> tuple:
+    return (row["model"], row["dtype"], row["quantization"], row["batch_size"])
+
+
+def run(
+    spec: BenchSpec,
+    inputs: list[BenchInput],
+    env: Environment,
+    on_progress: Callable[[str], None] | None = None,
+    transcriber_factory: Callable[[EngineConfig, Environment], Any] | None = None,
+) -> dict[str, Any]:
+    """Run the matrix and return the self-describing result (see docs/bench.md for the schema)."""
+    from ..engine import Transcriber
+
+    factory = transcriber_factory or Transcriber
+    rows: list[dict[str, Any]] = []
+    say = on_progress or (lambda msg: None)
+    for config in spec.configs():
+        base_row = {
+            "model": config.model, "attention": config.attention.value, "dtype": config.dtype.value,
+            "quantization": config.quantization.value, "weights": config.weights,
+        }
+        try:
+            plan = make_plan(config, env)
+        except EligibilityError as exc:
+            reason = str(exc).split(": ", 1)[1] if ": " in str(exc) else str(exc)
+            reason, _, fix = reason.partition(". Fix: ")
+            for bs in spec.batch_sizes:
+                rows.append({**base_row, "batch_size": bs, "status": f"skipped: {reason}", "fix": fix.rstrip(".")})
+            say(f"{config.model} {config.attention.value} {config.dtype.value}: skipped")
+            continue
+        base_row["dtype"] = plan.dtype.value
+        base_row["device"] = plan.device
+        say(f"loading {config.model} ({config.attention.value}, {plan.dtype.value}, {config.quantization.value})")
+        transcriber = None
+        try:
+            _cuda_reset(plan.device)
+            transcriber = factory(config, env)
+            transcriber.retry_oom = False
+            t0 = time.perf_counter()
+            transcriber.load()
+            load_s = time.perf_counter() - t0
+        except WhisperctlError as exc:
+            for bs in spec.batch_sizes:
+                rows.append({**base_row, "batch_size": bs, "status": f"error: {exc}"})
+            continue
+        for bs in spec.batch_sizes:
+            row = {**base_row, "batch_size": bs, "load_s": round(load_s, 3),
+                   "attention_in_effect": transcriber.runtime_info()["attention"]}
+            say(f"{config.model} {config.attention.value} {plan.dtype.value} {config.quantization.value} batch {bs}")
+            try:
+                row.update(_measure(transcriber, config.replace(batch_size=bs), inputs, spec, plan.device))
+                row["status"] = "ok"
+            except OutOfMemoryError:
+                row["status"] = f"OOM at batch {bs}"
+            except WhisperctlError as exc:
+                row["status"] = f"error: {exc}"
+            rows.append(row)
+        del transcriber
+        _cuda_reset(plan.device)
+    _compare_rows(rows, spec)
+    return {
+        "schema": SCHEMA,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "environment": environment_summary(env) | _host_summary(),
+        "spec": spec.to_dict(),
+        "inputs": [{"name": i.name, "duration_s": round(i.duration, 3), "has_reference": i.reference is not None} for i in inputs],
+        "rows": rows,
+    }
+
+
+def _measure(transcriber: Any, config: EngineConfig, inputs: list[BenchInput], spec: BenchSpec, device: str) -> dict[str, Any]:
+    import torch
+
+    transcriber.config = config
+    transcriber._batch_limit = None
+    _cuda_reset(device)
+    warm = inputs[0].samples[: int(config.batch_size * config.chunk_length_s * audio_mod.SAMPLE_RATE)]
+    for _ in range(spec.warmup):
+        transcriber.batch_observer = None
+        transcriber.transcribe(warm, name="warmup")
+    samples: list[dict[str, Any]] = []
+    texts: list[str] = []
+    audio_s = sum(i.duration for i in inputs)
+    with _PeakRSS() as rss:
+        for repeat in range(spec.repeats):
+            batches: list[dict[str, Any]] = []
+            transcriber.batch_observer = batches.append
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            results = list(transcriber.transcribe_many([(i.name, i.samples) for i in inputs]))
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            wall = time.perf_counter() - t0
+            for _, result in results:
+                if isinstance(result, Exception):
+                    raise result
+            texts = [r.text for _, r in results]
+            samples.append({"repeat": repeat, "wall_s": wall, "audio_s": audio_s, "rtfx": audio_s / wall, "batches": batches})
+    transcriber.batch_observer = None
+    latencies = [b["seconds"] for s in samples for b in s["batches"]]
+    tok_rates = [sum(b["tokens"] for b in s["batches"]) / max(sum(b["seconds"] for b in s["batches"]), 1e-9) for s in samples]
+    enc = sum(b["encoder_s"] for s in samples for b in s["batches"])
+    out: dict[str, Any] = {
+        "latency_median_s": _percentile(latencies, 50),
+        "latency_p90_s": _percentile(latencies, 90),
+        "rtfx_median": statistics.median(s["rtfx"] for s in samples),
+        "tokens_per_s": statistics.median(tok_rates),
+        "encoder_share": enc / max(sum(latencies), 1e-9),
+        "samples": samples,
+        "config": config.to_dict(),
+    }
+    if device.startswith("cuda"):
+        out["peak_vram_allocated_bytes"] = int(torch.cuda.max_memory_allocated(device))
+        out["peak_vram_reserved_bytes"] = int(torch.cuda.max_memory_reserved(device))
+    else:
+        out["peak_rss_bytes"] = int(rss.peak)
+    if config.weights == "pretrained":
+        out["texts"] = texts
+        refs = [(i.reference, t) for i, t in zip(inputs, texts) if i.reference]
+        if refs:
+            from ..wer import wer
+
+            out["wer"] = wer([r for r, _ in refs], [t for _, t in refs])
+    return out
+
+
+def _compare_rows(rows: list[dict[str, Any]], spec: BenchSpec) -> None:
+    """Speedup vs the baseline attention and the same-text check, within (model, dtype, quant, batch)."""
+    base_name = spec.baseline_attention.value
+    baselines = {_row_key(r): r for r in rows if r["attention"] == base_name and r.get("status") == "ok"}
+    for row in rows:
+        base = baselines.get(_row_key(row))
+        if row.get("status") != "ok" or base is None:
+            continue
+        row["speedup"] = row["rtfx_median"] / base["rtfx_median"] if base["rtfx_median"] else None
+        if "texts" in row and "texts" in base:
+            differ = sum(a != b for a, b in zip(row["texts"], base["texts"]))
+            row["same_text"] = "same" if differ == 0 else f"DIFFERS in {differ}/{len(row['texts'])}"
+
+
+def _host_summary() -> dict[str, Any]:
+    import torch
+
+    from ..doctor import _read_cpu
+
+    cpu_model, isa = _read_cpu()
+    out: dict[str, Any] = {"cpu_model": cpu_model, "cpu_isa": list(isa), "torch_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        out["cuda_device_name"] = torch.cuda.get_device_name(0)
+    return out

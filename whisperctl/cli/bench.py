@@ -1,0 +1,121 @@
+"""``whisperctl bench``: the attention / dtype / quantization / batch-size matrix."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from ..config import Attention, DType, EngineConfig, Quantization, load_config_file
+from ..errors import UsageError
+from . import app
+from .options import engine_options, engine_overrides
+
+AXES = frozenset({"model", "attention", "dtype", "quantization", "batch_size"})
+
+
+@app.command()
+@engine_options(exclude=AXES)
+def bench(
+    compare: Optional[str] = typer.Option(None, "--compare", "--attn", help="Attention implementations, comma-separated (aliases and sdpa:<backend> accepted). Default: sdpa."),
+    batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", "--batch-size", help="Comma-separated batch sizes. Default: 8."),
+    dtypes: Optional[str] = typer.Option(None, "--dtypes", "--dtype", help="Comma-separated dtypes (auto, fp32, fp16, bf16). Default: auto."),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="Comma-separated: none, int8, int4. Default: none."),
+    models: Optional[str] = typer.Option(None, "--models", "--model", help="Comma-separated models. Default: tiny.en (bundled)."),
+    audio: list[str] = typer.Option([], "--audio", help="Audio files or directories (repeatable). Default: the bundled example clip."),
+    manifest: Optional[str] = typer.Option(None, "--manifest", help="TSV with file and reference_text columns: adds WER."),
+    duration: Optional[float] = typer.Option(None, "--duration", help="Tile the input audio to this many seconds."),
+    weights_: Optional[str] = typer.Option(None, "--weights", help="pretrained | random (architecture only, no download; text/WER blank)."),
+    decode_tokens: Optional[int] = typer.Option(None, "--decode-tokens", help="Force exactly N generated tokens per window."),
+    warmup: Optional[int] = typer.Option(None, "--warmup", help="Uncounted warm-up batches per configuration. Default: 2."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", help="Timed passes over the inputs. Default: 5."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="Attention to compute speedups against. Default: the first --compare entry."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write every raw sample and the environment here."),
+    csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write the table as CSV."),
+    md_out: Optional[Path] = typer.Option(None, "--markdown", help="Write the table as Markdown (for docs)."),
+    plot_out: Optional[Path] = typer.Option(None, "--plot", help="PNG of RTFx and memory per configuration (needs matplotlib)."),
+    compare_to: Optional[Path] = typer.Option(None, "--compare-to", help="A previous --json: add the RTFx ratio to it."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="TOML preset with [engine] and [bench] tables (configs/)."),
+    **engine: Any,
+) -> None:
+    """Measure latency, RTFx, tokens/s and memory for each configuration; skip what cannot run here."""
+    from ..bench import report, runner
+
+    preset_engine: dict[str, Any] = {}
+    preset: dict[str, Any] = {}
+    if config_file is not None:
+        data = load_config_file(config_file)
+        preset_engine = dict(data.get("engine", {}))
+        preset = dict(data.get("bench", {}))
+        unknown = set(preset) - {"compare", "batch_sizes", "dtypes", "quantize", "models", "warmup", "repeats", "duration",
+                                 "weights", "decode_tokens", "baseline", "audio", "manifest"}
+        if unknown:
+            raise UsageError(f"--config {config_file}: unknown [bench] key(s): {', '.join(sorted(unknown))}.")
+
+    def pick(flag_value, key, default):
+        return flag_value if flag_value is not None else preset.get(key, default)
+
+    overrides = engine_overrides(engine)
+    if pick(weights_, "weights", None):
+        overrides["weights"] = pick(weights_, "weights", None)
+    if pick(decode_tokens, "decode_tokens", None):
+        overrides["decode_tokens"] = pick(decode_tokens, "decode_tokens", None)
+    base = EngineConfig.from_mapping({**preset_engine, **overrides})
+    spec = runner.BenchSpec(
+        base=base,
+        models=runner.parse_list(pick(models, "models", base.model), str, "--models"),
+        attentions=runner.parse_list(pick(compare, "compare", "sdpa"), Attention, "--compare"),
+        dtypes=runner.parse_list(pick(dtypes, "dtypes", base.dtype.value), DType, "--dtypes"),
+        quantizations=runner.parse_list(pick(quantize, "quantize", base.quantization.value), Quantization, "--quantize"),
+        batch_sizes=runner.parse_list(str(pick(batch_sizes, "batch_sizes", base.batch_size)), int, "--batch-sizes"),
+        warmup=int(pick(warmup, "warmup", 2)),
+        repeats=int(pick(repeats, "repeats", 5)),
+        baseline=runner.parse_list(pick(baseline, "baseline", None), Attention, "--baseline")[0] if pick(baseline, "baseline", None) else None,
+    )
+    from .. import models as model_registry
+
+    for name in spec.models:  # bad model names fail now, not after other rows ran
+        if base.weights == "random":
+            if model_registry.architecture(name) is None:
+                raise UsageError(f"--weights random: no architecture on record for '{name}'. Use one of: {', '.join(model_registry.ARCHITECTURES)}.")
+        else:
+            model_registry.resolve(name)
+    if plot_out is not None:
+        report.check_plot_available()
+    if compare_to is not None and not compare_to.is_file():
+        raise UsageError(f"--compare-to {compare_to}: no such file.")
+    inputs = runner.load_inputs(list(audio) or list(preset.get("audio", [])), pick(manifest, "manifest", None), pick(duration, "duration", None))
+
+    from ..eligibility import probe
+
+    env = probe()
+    progress_cm = None
+    if sys.stderr.isatty():
+        from rich.console import Console
+
+        progress_cm = Console(stderr=True).status("benchmarking…")
+        progress_cm.__enter__()
+    try:
+        result = runner.run(spec, inputs, env, on_progress=(lambda m: progress_cm.update(m)) if progress_cm else None)
+    finally:
+        if progress_cm:
+            progress_cm.__exit__(None, None, None)
+    result["command"] = "whisperctl " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if compare_to is not None:
+        report.add_previous(result, compare_to)
+    report.print_table(result)
+    if json_out:
+        report.write_json(result, json_out)
+    if csv_out:
+        report.write_csv(result, csv_out)
+    if md_out:
+        from ..writers import write_atomic
+
+        write_atomic(md_out, report.to_markdown(result, result["command"]))
+    if plot_out:
+        report.write_plot(result, plot_out)
+    if all(not r["status"].startswith(("ok", "skipped")) for r in result["rows"]):
+        raise typer.Exit(1)
