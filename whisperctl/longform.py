@@ -143,9 +143,18 @@ def _longest_common_run(a: Sequence[int], b: Sequence[int]) -> tuple[int, int, i
 
 
 def merge(
-    merged: list[TimedToken], nxt: list[TimedToken], overlap_start: float, overlap_end: float, slack: float = 1.5
+    merged: list[TimedToken],
+    nxt: list[TimedToken],
+    overlap_start: float,
+    overlap_end: float,
+    slack: float = 1.5,
+    min_run: int = 2,
 ) -> list[TimedToken]:
-    """Append window tokens ``nxt`` to ``merged``; the two windows share audio in [overlap_start, overlap_end]."""
+    """Append window tokens ``nxt`` to ``merged``; the two windows share audio in [overlap_start, overlap_end].
+
+    ``slack`` widens the search region by the expected error of the token times (a few seconds when the
+    windows were decoded without timestamps); ``min_run`` is the shortest common run trusted as the seam.
+    """
     if not merged:
         return list(nxt)
     if not nxt or overlap_end <= overlap_start:
@@ -155,7 +164,7 @@ def merge(
     a_tail = [t.id for t in merged[a_from:]]
     b_head = [t.id for t in nxt[:b_to]]
     ia, ib, length = _longest_common_run(a_tail, b_head)
-    if length >= 2 or (length == 1 and len(a_tail) == 1 and len(b_head) == 1):
+    if length >= min_run or (length == 1 and len(a_tail) == 1 and len(b_head) == 1):
         keep = (length + 1) // 2
         return merged[: a_from + ia + keep] + list(nxt[ib + keep :])
     middle = (overlap_start + overlap_end) / 2
