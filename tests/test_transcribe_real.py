@@ -92,3 +92,13 @@ def test_transcript_json_is_self_describing(sdpa, speech):
     assert data["config"]["attention"] == "sdpa" and data["runtime"]["attention"] == "sdpa"
     assert set(data["runtime"]["versions"]) == {"whisperctl", "torch", "transformers"}
     assert data["timings"]["rtfx"] > 0
+
+
+def test_silence_and_noise_give_no_hallucinated_text(sdpa):
+    import numpy as np
+
+    silence = np.zeros(16000 * 20, np.float32)
+    noise = np.random.default_rng(0).normal(0, 0.003, 16000 * 20).astype(np.float32)
+    for audio in (silence, noise, silence[:800]):
+        result = sdpa.transcribe(audio)
+        assert result.text == "" and result.segments == []

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 _TORCH_DTYPES = {DType.FP32: "float32", DType.FP16: "float16", DType.BF16: "bfloat16"}
 # openai-whisper's fallback thresholds (compression ratio on tokens as transformers computes it).
 _FALLBACK = {"compression_ratio_threshold": 1.35, "logprob_threshold": -1.0, "no_speech_threshold": 0.6}
+NO_SPEECH_THRESHOLD = 0.6  # openai-whisper's defaults for skipping silent windows
+LOGPROB_THRESHOLD = -1.0
 
 ProgressFn = Callable[[str, float], None]  # (input name, seconds of audio just finished)
 
@@ -300,12 +302,8 @@ class Transcriber:
 
         if not tokens:
             return []
-        gen = self.model.generation_config
-        heads = getattr(gen, "alignment_heads", None) or []
-        prefix = [int(gen.decoder_start_token_id)]
-        if self.multilingual:
-            prefix += [int(gen.lang_to_id[f"<|{language}|>"]), int(gen.task_to_id[self.config.task.value])]
-        prefix.append(int(gen.no_timestamps_token_id))
+        heads = getattr(self.model.generation_config, "alignment_heads", None) or []
+        prefix = self._prefix(language, timestamps=False)
         seq = torch.tensor([prefix + tokens + [self.eos_id]], device=self.plan.device)
         feats = self._features([samples])
         switch = self.plan.attention != Attention.EAGER and hasattr(self.model, "set_attn_implementation")
@@ -447,6 +445,43 @@ class Transcriber:
             self._decode_batch(batch[:half], progress)
             self._decode_batch(batch[half:], progress)
 
+    def _prefix(self, language: str | None, timestamps: bool) -> list[int]:
+        """The decoder prompt generate() uses: start, [language, task], [no-timestamps]."""
+        gen = self.model.generation_config
+        prefix = [int(gen.decoder_start_token_id)]
+        if self.multilingual:
+            prefix += [int(gen.lang_to_id[f"<|{language or 'en'}|>"]), int(gen.task_to_id[self.config.task.value])]
+        if not timestamps:
+            prefix.append(int(gen.no_timestamps_token_id))
+        return prefix
+
+    def _silent_windows(self, hidden, rows: list[list[int]], languages: list[str | None], timestamps: bool) -> list[bool]:
+        """openai-whisper's rule: a window is silence when P(no-speech) at the start token exceeds
+        NO_SPEECH_THRESHOLD and the decoded tokens' mean log-probability is below LOGPROB_THRESHOLD."""
+        import torch
+        from transformers.modeling_outputs import BaseModelOutput
+
+        vocab = self.tokenizer.get_vocab()
+        no_speech = vocab.get("<|nospeech|>", vocab.get("<|nocaptions|>"))
+        if no_speech is None:
+            return [False] * len(rows)
+        sot = torch.full((len(rows), 1), int(self.model.generation_config.decoder_start_token_id), device=hidden.device)
+        logits = self.model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), decoder_input_ids=sot).logits
+        p_no_speech = torch.softmax(logits[:, 0].float(), dim=-1)[:, no_speech].tolist()
+        silent = []
+        for i, (row, p) in enumerate(zip(rows, p_no_speech)):
+            tokens = [t for t in row if t != self.eos_id]
+            if p <= NO_SPEECH_THRESHOLD or not tokens:
+                silent.append(p > NO_SPEECH_THRESHOLD)
+                continue
+            prefix = self._prefix(languages[i], timestamps)
+            ids = torch.tensor([prefix + tokens], device=hidden.device)
+            out = self.model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden[i : i + 1]), decoder_input_ids=ids)
+            logprobs = torch.log_softmax(out.logits[0, len(prefix) - 1 : -1].float(), dim=-1)
+            mean = logprobs[torch.arange(len(tokens)), torch.tensor(tokens, device=hidden.device)].mean().item()
+            silent.append(mean < LOGPROB_THRESHOLD)
+        return silent
+
     def _install_encoder_timer(self) -> None:
         """Forward hooks that time the encoder (synchronising CUDA), for bench's encoder/decoder split."""
         if getattr(self, "_encoder_timer", False):
@@ -492,9 +527,20 @@ class Transcriber:
             kw = self._generate_kwargs(want_ts)
             if self.multilingual:
                 kw["language"] = [s.language for s, _ in batch]
-            out = self.model.generate(input_features=feats, **kw)
-        sequences = out["sequences"] if isinstance(out, dict) else out
-        rows = sequences.tolist()  # copies to the host: the device is synchronised here
+            # Keep the encoder output generate() computes, for the no-speech check (no second encoder pass).
+            captured: list[Any] = []
+            encoder = self.model.get_encoder()
+            hook = encoder.register_forward_hook(lambda m, a, o: captured.append(o[0]) if not captured else None)
+            try:
+                out = self.model.generate(input_features=feats, **kw)
+            finally:
+                hook.remove()
+            sequences = out["sequences"] if isinstance(out, dict) else out
+            rows = sequences.tolist()  # copies to the host: the device is synchronised here
+            if cfg.weights == "pretrained":
+                hidden = captured[0] if captured and captured[0].shape[0] == len(batch) else encoder(feats)[0]
+                silent = self._silent_windows(hidden, rows, [s.language for s, _ in batch], want_ts)
+                rows = [[] if quiet else r for r, quiet in zip(rows, silent)]
         elapsed = time.perf_counter() - t0
         if self.batch_observer is not None:
             tokens = sum(sum(1 for t in r if t != self.eos_id) for r in rows)
