@@ -40,7 +40,8 @@ def test_matrix_rows_skip_reasons_and_schema(tiny_random_model):
         assert len(r["samples"]) == 2 and r["rtfx_median"] > 0 and r["latency_p90_s"] >= r["latency_median_s"] > 0
         assert r["samples"][0]["audio_s"] == pytest.approx(45.0)
         batches = r["samples"][0]["batches"]
-        assert all(b["size"] <= r["batch_size"] for b in batches) and sum(b["size"] for b in batches) == 3  # 2 + 1 windows
+        # 2 + 1 regular windows, plus gap windows where the 4-token cap left audio untranscribed
+        assert all(b["size"] <= r["batch_size"] for b in batches) and sum(b["size"] for b in batches) >= 3
         assert 0 < r["encoder_share"] < 1 and r["peak_rss_bytes"] > 0
         assert r["same_text"] == "same" and "wer" in r
         assert r["config"]["batch_size"] == r["batch_size"]

@@ -38,7 +38,7 @@ def test_attention_matrix_and_recommendation_match_auto(machine, device, fa2_sta
     checks = run_checks(machine, FACTS)
     fa2 = by_name(checks, f"attention on {device}", "flash_attention_2")
     assert fa2.status is fa2_status and fa2_fragment in fa2.why
-    rec = by_name(checks, "recommendation", "--attn auto --dtype auto")
+    rec = by_name(checks, "recommendation", "--attn auto --dtype auto --quantize auto")
     plan = make_plan(EngineConfig(), machine)
     assert f"attention {plan.attention.value}" in rec.why and f"dtype {plan.dtype.value}" in rec.why
     assert healthy(checks), "an unusable optional kernel does not make the machine unhealthy"
@@ -54,7 +54,7 @@ def test_old_transformers_fails_and_auto_picks_eager():
     checks = run_checks(env(transformers="4.30.0"), FACTS)
     assert by_name(checks, "versions", "transformers").status is Status.FAIL
     assert by_name(checks, "versions", "whisper sdpa").status is Status.FAIL
-    assert "attention eager" in by_name(checks, "recommendation", "--attn auto --dtype auto").why
+    assert "attention eager" in by_name(checks, "recommendation", "--attn auto --dtype auto --quantize auto").why
     assert not healthy(checks)
 
 

@@ -66,3 +66,16 @@ def test_build_segments_monotonic_and_clamped():
     for prev, cur in zip(segs, segs[1:]):
         assert cur.start >= prev.end
     assert all(0 <= s.start <= s.end <= 9.95 for s in segs)
+
+
+def test_parse_window_handles_a_second_pass_whose_timestamps_restart():
+    ts = 1000
+    ids = [ts + 0, 5, ts + 1400, ts + 1400, ts + 0, 6, ts + 50]  # pass 2 starts at 28 s with times from 0
+    toks = longform.parse_window(ids, 0, 0.0, 30.0, eos_id=50, timestamp_begin=ts, token_weight=lambda t: 1)
+    assert toks[1].start == pytest.approx(28.0) and toks[1].end == pytest.approx(29.0)
+
+
+def test_merge_keeps_speech_the_earlier_window_never_reached():
+    a = [_tok(1, 70.0), _tok(2, 73.9)]  # window stopped at its last complete segment, 74.0 s
+    b = [_tok(7, 75.0, 1), _tok(8, 76.0, 1), _tok(9, 79.0, 1)]  # shared region 75..80: all of b is new
+    assert [t.id for t in longform.merge(a, b, overlap_start=75.0, overlap_end=80.0)] == [1, 2, 7, 8, 9]

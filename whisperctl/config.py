@@ -53,6 +53,7 @@ class DType(str, enum.Enum):
 
 
 class Quantization(str, enum.Enum):
+    AUTO = "auto"
     NONE = "none"
     INT8 = "int8"
     INT4 = "int4"
@@ -155,7 +156,7 @@ class EngineConfig:
     attention: Attention = Attention.AUTO  # attention kernel; auto picks fa2 > sdpa > eager by eligibility
     dtype: DType = DType.AUTO  # auto: fp16 on CUDA, fp32 on CPU/MPS
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    quantization: Quantization = Quantization.NONE  # int8 on CPU: dynamic int8 Linear; CUDA: bitsandbytes
+    quantization: Quantization = Quantization.AUTO  # auto: int8 on CPU in fp32 (fastest at equal WER), else none
     batch_size: int = 8  # windows decoded together (across chunks and files)
     chunking: Chunking = Chunking.BATCHED  # batched windows, or transformers' sequential long-form
     chunk_length_s: float = 30.0  # window length for batched chunking, (0, 30]
@@ -164,12 +165,13 @@ class EngineConfig:
     task: Task = Task.TRANSCRIBE
     timestamps: Timestamps = Timestamps.SEGMENT  # word timestamps add an eager-attention alignment pass
     beam_size: int = 1  # 1 = greedy
-    temperature: tuple[float, ...] = (0.0,)  # several values = fallback when a decode looks degenerate
+    temperature: tuple[float, ...] = DEFAULT_TEMPERATURES  # tried in turn when a decode looks degenerate
     initial_prompt: str | None = None  # text conditioning the first window (names, spelling)
     threads: int | None = None  # torch intra-op threads on CPU; None = torch's default
     max_new_tokens: int | None = None  # cap per window; None = model maximum
     weights: str = "pretrained"  # "pretrained", or "random": the alias's architecture, offline (speed runs)
     decode_tokens: int | None = None  # force exactly N generated tokens per window (fixed work for benchmarks)
+    allow_pickle: bool = False  # load pickle checkpoints (.bin/.pt, with weights_only=True); safetensors otherwise
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)

@@ -287,8 +287,8 @@ def run_checks(env: Environment, facts: HostFacts, model: str = "tiny.en") -> li
     # --- Recommendation
     try:
         plan = make_plan(EngineConfig(model=model), env)
-        add("recommendation", "--attn auto --dtype auto", Status.PASS,
-            f"device {plan.device}, dtype {plan.dtype.value}, attention {plan.attention.value} — {plan.attention_reason}")
+        add("recommendation", "--attn auto --dtype auto --quantize auto", Status.PASS,
+            f"device {plan.device}, dtype {plan.dtype.value}, quantization {plan.quantization.value}, attention {plan.attention.value} — {plan.attention_reason}")
         gpu = env.gpu(plan.device)
         free = gpu.free_bytes if gpu else _available_ram()
         est = estimate_batch(model, free, plan.dtype)
@@ -300,7 +300,7 @@ def run_checks(env: Environment, facts: HostFacts, model: str = "tiny.en") -> li
         else:
             add("recommendation", f"batch size for {model}", Status.INFO, "no architecture on record for this model; measure with bench --batch-sizes")
     except WhisperctlError as exc:
-        add("recommendation", "--attn auto --dtype auto", Status.FAIL, str(exc), "see the failing checks above")
+        add("recommendation", "--attn auto --dtype auto --quantize auto", Status.FAIL, str(exc), "see the failing checks above")
 
     # --- Models
     if facts.bundled_dir is None:

@@ -362,7 +362,11 @@ def make_plan(config: EngineConfig, env: Environment) -> Plan:
     """Resolve every ``auto`` in ``config`` for this machine; an explicit impossible choice is an error."""
     device = resolve_device(config.device, env)
     dtype = resolve_dtype(config.dtype, device, env)
-    quant = quantization_verdict(config.quantization, device, dtype, env)
+    quantization = config.quantization
+    if quantization == Quantization.AUTO:
+        # Dynamic int8 Linear layers are the fastest CPU configuration at the same WER (docs/benchmarks.md).
+        quantization = Quantization.INT8 if device == "cpu" and dtype == DType.FP32 else Quantization.NONE
+    quant = quantization_verdict(quantization, device, dtype, env)
     if not quant.usable:
         raise EligibilityError(f"--quantize {config.quantization.value}: {quant.reason}. Fix: {quant.fix}.")
     if config.attention == Attention.AUTO:
@@ -372,7 +376,7 @@ def make_plan(config: EngineConfig, env: Environment) -> Plan:
         if not verdict.usable:
             raise EligibilityError(f"--attn {config.attention.value}: {verdict.reason}. Fix: {verdict.fix}.")
         attention, reason = config.attention, f"{config.attention.value} as requested ({verdict.reason})"
-    return Plan(device, dtype, attention, config.quantization, reason)
+    return Plan(device, dtype, attention, quantization, reason)
 
 
 def environment_summary(env: Environment) -> dict:

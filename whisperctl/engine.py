@@ -32,6 +32,7 @@ _TORCH_DTYPES = {DType.FP32: "float32", DType.FP16: "float16", DType.BF16: "bflo
 _FALLBACK = {"compression_ratio_threshold": 1.35, "logprob_threshold": -1.0, "no_speech_threshold": 0.6}
 NO_SPEECH_THRESHOLD = 0.6  # openai-whisper's defaults for skipping silent windows
 LOGPROB_THRESHOLD = -1.0
+COMPRESSION_RATIO_THRESHOLD = 2.4  # openai-whisper's gzip ratio of the text above which a decode is a loop
 
 ProgressFn = Callable[[str, float], None]  # (input name, seconds of audio just finished)
 
@@ -39,8 +40,10 @@ ProgressFn = Callable[[str, float], None]  # (input name, seconds of audio just 
 @dataclasses.dataclass
 class _FileState:
     source: audio_mod.AudioInput
-    windows: dict[int, tuple[float, float]] = dataclasses.field(default_factory=dict)  # index -> (start, dur)
-    tokens: dict[int, list[longform.TimedToken]] = dataclasses.field(default_factory=dict)
+    windows: dict[float, tuple[float, float]] = dataclasses.field(default_factory=dict)  # index -> (start, dur)
+    tokens: dict[float, list[longform.TimedToken]] = dataclasses.field(default_factory=dict)
+    kept: dict[int, longform.Window] = dataclasses.field(default_factory=dict)  # decoded, successor not yet checked
+    last_index: int | None = None
     pending: int = 0
     exhausted: bool = False
     language: str | None = None
@@ -111,7 +114,7 @@ class Transcriber:
         kwargs: dict[str, Any] = {
             "attn_implementation": plan.attention.hf_name,
             "dtype": getattr(torch, _TORCH_DTYPES[plan.dtype]),
-            "use_safetensors": True,
+            "use_safetensors": None if cfg.allow_pickle else True,
         }
         if plan.quantization != Quantization.NONE and plan.device.startswith("cuda"):
             from transformers import BitsAndBytesConfig
@@ -132,6 +135,11 @@ class Transcriber:
         except WhisperctlError:
             raise
         except (OSError, ValueError, RuntimeError, ImportError) as exc:
+            if not cfg.allow_pickle and models.has_only_pickle_weights(location):
+                raise ModelError(
+                    f"--model {self.source.name}: {location} has only pickle weights (.bin/.pt), which can run code "
+                    "when loaded. Convert it to safetensors, or pass --allow-pickle to load it with weights_only=True."
+                ) from None
             raise models.load_error(self.source, exc) from exc
         if "device_map" not in kwargs:
             model = model.to(plan.device)
@@ -253,20 +261,24 @@ class Transcriber:
         feats = self.feature_extractor(chunks, sampling_rate=audio_mod.SAMPLE_RATE, return_tensors="pt").input_features
         return feats.to(self.plan.device, dtype=getattr(torch, _TORCH_DTYPES[self.plan.dtype]))
 
-    def _generate_kwargs(self, want_timestamps: bool) -> dict[str, Any]:
+    def _generate_kwargs(self, want_timestamps: bool, temperature: float | tuple[float, ...] | None = None) -> dict[str, Any]:
+        """Arguments for generate(). ``temperature``: one value (batched windows; the engine runs the fallback)
+        or the config's tuple (sequential: transformers runs the fallback)."""
         cfg = self.config
         kw: dict[str, Any] = {"return_timestamps": want_timestamps, "num_beams": cfg.beam_size}
         if cfg.max_new_tokens:
             kw["max_new_tokens"] = cfg.max_new_tokens
         if cfg.decode_tokens:
             kw["max_new_tokens"] = kw["min_new_tokens"] = cfg.decode_tokens
-        temps = cfg.temperature
-        if len(temps) > 1:
+        temps = cfg.temperature if temperature is None else temperature
+        if isinstance(temps, tuple) and len(temps) > 1:
             kw.update(temperature=temps, do_sample=False, **_FALLBACK)
-        elif temps[0] > 0:
-            kw.update(temperature=temps[0], do_sample=True)
         else:
-            kw["do_sample"] = False
+            t = temps[0] if isinstance(temps, tuple) else temps
+            if t > 0:
+                kw.update(temperature=t, do_sample=True, num_beams=1)
+            else:
+                kw["do_sample"] = False
         if self.multilingual:
             kw["task"] = cfg.task.value
         if cfg.initial_prompt:
@@ -399,24 +411,81 @@ class Transcriber:
                 yield state.source, (state.error if state.error else self._finish(state))
                 state.tokens.clear()
 
+        def run(items):
+            self._decode_batch(items, progress)
+            return self._gap_windows({id(s): s for s, _ in items}.values())
+
         for state in states:
             try:
                 for window in longform.windows(self._blocks(state.source, arrays), cfg.chunk_length_s, cfg.overlap_s):
                     state.windows[window.index] = (window.start, window.duration)
                     state.pending += 1
                     batch.append((state, window))
-                    if len(batch) >= cfg.batch_size:
-                        self._decode_batch(batch, progress)
-                        batch = []
+                    while len(batch) >= cfg.batch_size:
+                        head, batch = batch[: cfg.batch_size], batch[cfg.batch_size :]
+                        batch += run(head)
                         yield from drain()
+                state.last_index = max((int(i) for i in state.windows), default=None)
             except WhisperctlError as exc:
                 state.error = exc
                 batch = [(s, w) for s, w in batch if s is not state]
             state.exhausted = True
+            batch += self._gap_windows([state])
             yield from drain()
-        if batch:
-            self._decode_batch(batch, progress)
-        yield from drain()
+        while batch:
+            head, batch = batch[: cfg.batch_size], batch[cfg.batch_size :]
+            batch += run(head)
+            yield from drain()
+
+    def _gap_windows(self, states: Iterable[_FileState]) -> list[tuple[_FileState, longform.Window]]:
+        """Windows for audio no decoded window transcribed.
+
+        A window's single decoding pass ends at its last complete segment, so up to several seconds before the
+        window's end may stay untranscribed; when that tail reaches past the start of the next window, the
+        speech in between would be lost. A gap window starting where the transcription stopped covers it (the
+        batched counterpart of openai-whisper's seeking). Only regular windows spawn gap windows.
+        """
+        out: list[tuple[_FileState, longform.Window]] = []
+        if self.config.weights != "pretrained":
+            return out
+        for state in states:
+            for index in sorted(state.kept):
+                a = state.kept[index]
+                last = state.exhausted and index == state.last_index
+                if not last and (index + 1) not in state.tokens:
+                    continue
+                del state.kept[index]
+                toks = state.tokens.get(index) or []
+                if not toks:
+                    continue  # silent window: nothing was cut off
+                end = toks[-1].end
+                if last:
+                    gap = end < a.start + a.duration - 2.0
+                    stop = a.start + a.duration
+                else:
+                    b_start = state.windows[index + 1][0]
+                    gap = end < b_start - 0.2
+                    stop = min(end + self.config.chunk_length_s, b_start + state.windows[index + 1][1])
+                if not gap:
+                    continue
+                samples = self._audio_between(state, a, end, stop)
+                if len(samples) < audio_mod.SAMPLE_RATE // 10:
+                    continue
+                g = longform.Window(index + 0.5, end, samples)  # type: ignore[arg-type]
+                state.windows[g.index] = (g.start, g.duration)
+                state.pending += 1
+                out.append((state, g))
+        return out
+
+    def _audio_between(self, state: _FileState, a: longform.Window, start: float, stop: float) -> np.ndarray:
+        """Samples of [start, stop) from window ``a`` and, when needed, the (kept) next window."""
+        sr = audio_mod.SAMPLE_RATE
+        parts = [a.samples[int(round((start - a.start) * sr)) :]]
+        covered = a.start + a.duration
+        nxt = state.kept.get(int(a.index) + 1)
+        if stop > covered and nxt is not None:
+            parts.append(nxt.samples[int(round((covered - nxt.start) * sr)) :])
+        return np.concatenate(parts)[: int(round((stop - start) * sr))]
 
     def _decode_batch(self, batch: list[tuple[_FileState, longform.Window]], progress: ProgressFn | None) -> None:
         """Decode windows together; on CUDA out-of-memory halve the batch and retry, down to one window."""
@@ -445,6 +514,29 @@ class Transcriber:
             self._decode_batch(batch[:half], progress)
             self._decode_batch(batch[half:], progress)
 
+    def _generate_rows(self, feats, languages: list[str | None], want_ts: bool, temperature: float) -> list[list[int]]:
+        kw = self._generate_kwargs(want_ts, temperature)
+        if self.multilingual:
+            kw["language"] = languages
+        if _supports_unique_call(self.model):
+            # One decoding pass per window: transformers would otherwise seek past the last timestamp and decode
+            # the window's tail again with timestamps restarting at 0; the overlapping next window covers it.
+            kw["force_unique_generate_call"] = True
+        out = self.model.generate(input_features=feats, **kw)
+        sequences = out["sequences"] if isinstance(out, dict) else out
+        return sequences.tolist()  # copies to the host: the device is synchronised here
+
+    def _generated_count(self, row: list[int], timestamps: bool) -> int:
+        """Tokens the decoder generated in ``row``: without the prompt some transformers versions echo, and
+        without trailing end-of-text/padding."""
+        n = len(row)
+        while n and row[n - 1] == self.eos_id:
+            n -= 1
+        start = 0
+        if row and row[0] == self.model.generation_config.decoder_start_token_id:
+            start = min(n, 1 + (2 if self.multilingual else 0) + (0 if timestamps else 1))
+        return max(0, n - start)
+
     def _prefix(self, language: str | None, timestamps: bool) -> list[int]:
         """The decoder prompt generate() uses: start, [language, task], [no-timestamps]."""
         gen = self.model.generation_config
@@ -457,7 +549,8 @@ class Transcriber:
 
     def _silent_windows(self, hidden, rows: list[list[int]], languages: list[str | None], timestamps: bool) -> list[bool]:
         """openai-whisper's rule: a window is silence when P(no-speech) at the start token exceeds
-        NO_SPEECH_THRESHOLD and the decoded tokens' mean log-probability is below LOGPROB_THRESHOLD."""
+        NO_SPEECH_THRESHOLD and the decoded tokens' mean log-probability is below LOGPROB_THRESHOLD; a window
+        whose text has no letter or digit at all is dropped too."""
         import torch
         from transformers.modeling_outputs import BaseModelOutput
 
@@ -470,9 +563,13 @@ class Transcriber:
         p_no_speech = torch.softmax(logits[:, 0].float(), dim=-1)[:, no_speech].tolist()
         silent = []
         for i, (row, p) in enumerate(zip(rows, p_no_speech)):
-            tokens = [t for t in row if t != self.eos_id]
-            if p <= NO_SPEECH_THRESHOLD or not tokens:
-                silent.append(p > NO_SPEECH_THRESHOLD)
+            tokens = [t for t in row if t < self.eos_id or t >= self.timestamp_begin]
+            text = self._decode([t for t in tokens if t < self.eos_id])
+            if not any(ch.isalnum() for ch in text):
+                silent.append(True)  # punctuation alone (a lone "." on noise) carries no words
+                continue
+            if p <= NO_SPEECH_THRESHOLD:
+                silent.append(False)
                 continue
             prefix = self._prefix(languages[i], timestamps)
             ids = torch.tensor([prefix + tokens], device=hidden.device)
@@ -524,26 +621,31 @@ class Transcriber:
                 langs = self._detect_languages(feats[first])
                 for i, lang in zip(first, langs):
                     batch[i][0].language = lang
-            kw = self._generate_kwargs(want_ts)
-            if self.multilingual:
-                kw["language"] = [s.language for s, _ in batch]
+            languages = [s.language for s, _ in batch]
             # Keep the encoder output generate() computes, for the no-speech check (no second encoder pass).
             captured: list[Any] = []
             encoder = self.model.get_encoder()
             hook = encoder.register_forward_hook(lambda m, a, o: captured.append(o[0]) if not captured else None)
             try:
-                out = self.model.generate(input_features=feats, **kw)
+                rows = self._generate_rows(feats, languages, want_ts, cfg.temperature[0])
             finally:
                 hook.remove()
-            sequences = out["sequences"] if isinstance(out, dict) else out
-            rows = sequences.tolist()  # copies to the host: the device is synchronised here
+            # Temperature fallback, as openai-whisper: a window whose text compresses too well is a repetition
+            # loop; decode just those windows again at the next temperature.
+            for temperature in cfg.temperature[1:]:
+                redo = [i for i, r in enumerate(rows) if _compression_ratio(self._decode([t for t in r if t < self.eos_id])) > COMPRESSION_RATIO_THRESHOLD]
+                if not redo or cfg.weights != "pretrained" or cfg.decode_tokens:
+                    break
+                again = self._generate_rows(feats[redo], [languages[i] for i in redo], want_ts, temperature)
+                for i, r in zip(redo, again):
+                    rows[i] = r
             if cfg.weights == "pretrained":
                 hidden = captured[0] if captured and captured[0].shape[0] == len(batch) else encoder(feats)[0]
                 silent = self._silent_windows(hidden, rows, [s.language for s, _ in batch], want_ts)
                 rows = [[] if quiet else r for r, quiet in zip(rows, silent)]
         elapsed = time.perf_counter() - t0
         if self.batch_observer is not None:
-            tokens = sum(sum(1 for t in r if t != self.eos_id) for r in rows)
+            tokens = sum(self._generated_count(r, want_ts) for r in rows)
             self.batch_observer({"size": len(batch), "seconds": elapsed, "features_s": features_s,
                                  "encoder_s": self._encoder_s, "tokens": tokens,
                                  "audio_s": sum(w.duration for _, w in batch)})
@@ -560,6 +662,8 @@ class Transcriber:
                     tok.start, tok.end, tok.probability = window.start + s, window.start + e, p
                 state.align_s += time.perf_counter() - ta
             state.tokens[window.index] = timed
+            if isinstance(window.index, int):
+                state.kept[window.index] = window
             state.pending -= 1
             if progress:
                 progress(state.source.name, window.duration if window.index == 0 else window.duration - cfg.overlap_s)
@@ -650,6 +754,19 @@ class Transcriber:
                 state.align_s += time.perf_counter() - ta
             merged.extend(timed)
         return self._transcript(state, merged, duration)
+
+
+def _compression_ratio(text: str) -> float:
+    import zlib
+
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def _supports_unique_call(model: Any) -> bool:
+    import inspect
+
+    return "force_unique_generate_call" in inspect.signature(model.generate).parameters
 
 
 def _is_oom(exc: BaseException) -> bool:

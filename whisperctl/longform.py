@@ -5,8 +5,9 @@ Pure functions over numpy arrays and token ids (no torch), so the merge rules ar
 Merging two neighbouring windows: the tokens that fall in their shared region are compared, and the
 longest run of identical tokens found in both is the seam. The earlier window keeps the tokens up to the
 middle of that run, the later window contributes the rest, so no word is dropped or doubled. When the
-two windows share no run of two or more tokens (silence, or disagreement), the cut falls at the middle of
-the shared region by time.
+two windows share no run of two or more tokens (silence, disagreement, or the earlier window stopped at
+its last complete segment before the shared region), the cut falls at the middle of the shared region by
+time, or where the earlier window stopped if that is sooner.
 """
 
 from __future__ import annotations
@@ -87,10 +88,15 @@ def parse_window(
     current: list[int] = []
     seg_start: float | None = None
     last_time = 0.0
+    offset = 0.0  # a timestamp that goes backwards at a segment start opens a new pass from the last time
     for tok in ids:
         tok = int(tok)
         if tok >= timestamp_begin:
-            t = min((tok - timestamp_begin) * TIME_PRECISION, window_duration)
+            t = offset + (tok - timestamp_begin) * TIME_PRECISION
+            if not current and t < last_time - 1e-6:
+                offset = last_time
+                t = offset + (tok - timestamp_begin) * TIME_PRECISION
+            t = min(t, window_duration)
             if current:
                 segments.append((seg_start if seg_start is not None else last_time, max(t, last_time), current))
                 current, seg_start = [], None
@@ -167,9 +173,11 @@ def merge(
     if length >= min_run or (length == 1 and len(a_tail) == 1 and len(b_head) == 1):
         keep = (length + 1) // 2
         return merged[: a_from + ia + keep] + list(nxt[ib + keep :])
-    middle = (overlap_start + overlap_end) / 2
-    left = [t for t in merged if (t.start + t.end) / 2 < middle]
-    right = [t for t in nxt if (t.start + t.end) / 2 >= middle]
+    # No shared run: cut in the middle of the overlap, but never after the point where the earlier window
+    # stopped transcribing (a window ends at its last complete segment), so nothing falls between the two.
+    cut = min((overlap_start + overlap_end) / 2, merged[-1].end)
+    left = [t for t in merged if (t.start + t.end) / 2 < cut]
+    right = [t for t in nxt if (t.start + t.end) / 2 >= cut]
     return left + right
 
 

@@ -135,7 +135,11 @@ def resolve(name: str) -> ModelSource:
 
     text = name.strip()
     path = Path(text).expanduser()
-    if path.exists():
+    try:
+        exists = path.exists()
+    except OSError:  # a name too long for the filesystem is no path
+        exists = False
+    if exists:
         if is_ct2_dir(path):
             vocab = _ct2_vocab_size(path)
             return ModelSource("ct2", str(path.resolve()), text, None if vocab is None else vocab < 51865)
@@ -208,6 +212,14 @@ def from_pretrained(cls, source: ModelSource, location: str, **kwargs):
         f"reached. On a connected machine run `hf download {location}` (or set HF_HOME to a cache that has it), "
         f"or pass a local directory. The bundled model '{BUNDLED_ALIAS}' works offline."
     )
+
+
+def has_only_pickle_weights(location: str) -> bool:
+    path = Path(location)
+    if not path.is_dir():
+        return False
+    names = [p.name for p in path.iterdir()]
+    return not any(n.endswith(".safetensors") for n in names) and any(n.endswith((".bin", ".pt", ".pth")) for n in names)
 
 
 def load_error(source: ModelSource, exc: Exception) -> ModelError:

@@ -95,10 +95,12 @@ def write_atomic(path: Path, content: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:  # also Ctrl-C / SIGTERM: never leave a partial file behind
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if not isinstance(exc, OSError):
+            raise
         hint = " (disk full)" if exc.errno == errno.ENOSPC else ""
         raise OutputError(f"{path}: write failed{hint}: {exc.strerror or exc}.") from None

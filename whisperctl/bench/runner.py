@@ -217,6 +217,7 @@ def run(
             say(f"{config.model} {config.attention.value} {config.dtype.value}: skipped")
             continue
         base_row["dtype"] = plan.dtype.value
+        base_row["quantization"] = plan.quantization.value
         base_row["device"] = plan.device
         say(f"loading {config.model} ({config.attention.value}, {plan.dtype.value}, {config.quantization.value})")
         transcriber = None

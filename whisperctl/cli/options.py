@@ -17,7 +17,7 @@ ENGINE_OPTIONS: list[tuple[str, str, type, str]] = [
     ("attention", "--attn", str, "auto | eager | sdpa | sdpa:flash|efficient|math|cudnn | flash_attention_2 (fa2) | flex_attention."),
     ("dtype", "--dtype", str, "auto | fp32 | fp16 | bf16."),
     ("device", "--device", str, "auto | cpu | cuda | cuda:N | mps."),
-    ("quantization", "--quantize", str, "none | int8 | int4."),
+    ("quantization", "--quantize", str, "auto (int8 on CPU, none on GPU) | none | int8 | int4."),
     ("batch_size", "--batch-size", int, "Windows decoded together, across chunks and files."),
     ("chunking", "--chunking", str, "batched (overlapping windows) | sequential (transformers long-form)."),
     ("chunk_length_s", "--chunk-length", float, "Window length in seconds for batched chunking, (0, 30]."),
@@ -30,6 +30,7 @@ ENGINE_OPTIONS: list[tuple[str, str, type, str]] = [
     ("initial_prompt", "--initial-prompt", str, "Text that conditions decoding (names, spelling)."),
     ("threads", "--threads", int, "CPU threads for torch."),
     ("max_new_tokens", "--max-new-tokens", int, "Cap on generated tokens per window."),
+    ("allow_pickle", "--allow-pickle", bool, "Load pickle (.bin) checkpoints (weights_only=True). Off: safetensors only."),
 ]
 
 

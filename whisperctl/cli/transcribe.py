@@ -44,6 +44,18 @@ def expand_inputs(args: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     return inputs, problems
 
 
+def _check_writable_dir(path: Path, option: str) -> None:
+    """Create ``path`` if needed and prove a file can be written there, before any model loads."""
+    import tempfile
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".whisperctl-probe-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write there: {exc.strerror or exc}. Choose a writable directory.") from None
+
+
 class _Outputs:
     """Decides the output paths of each input; no silent overwrite; names never escape the directory."""
 
@@ -76,6 +88,7 @@ def transcribe(
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip inputs whose outputs all exist (resume a run)."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML preset (see configs/); flags override it."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display or summary."),
+    failures_file: Optional[Path] = typer.Option(None, "--failures", help="Write failed inputs and reasons here (TSV)."),
     **engine: Any,
 ) -> None:
     """Transcribe audio with Whisper / Distil-Whisper."""
@@ -93,10 +106,9 @@ def transcribe(
         preset = dict(data.get("engine", {k: v for k, v in data.items() if not isinstance(v, dict)}))
     config = EngineConfig.from_mapping({**preset, **engine_overrides(engine)})
     if output_dir is not None:
-        try:
-            output_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"--output-dir {output_dir}: cannot create it: {exc.strerror or exc}.") from None
+        _check_writable_dir(output_dir, "--output-dir")
+    if failures_file is not None:
+        _check_writable_dir(failures_file.parent if str(failures_file.parent) else Path("."), "--failures")
 
     files, problems = expand_inputs(inputs)
     if not files and problems:
@@ -171,6 +183,9 @@ def transcribe(
             f"{audio_seconds:.1f} s of audio in {wall:.1f} s{rtfx}",
             err=True,
         )
+    if failures_file is not None:
+        write_atomic(failures_file, "input\treason\n" + "".join(
+            f"{name}\t{' '.join(str(why).split())}\n" for name, why in failures))
     if failures:
         raise typer.Exit(1)
 
