@@ -20,14 +20,14 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from . import __version__, audio as audio_mod, longform, models
-from .config import Attention, Chunking, DType, EngineConfig, Quantization, Task, Timestamps
+from .config import Chunking, EngineConfig, Task, Timestamps
 from .eligibility import Environment, Plan, make_plan, probe
 from .errors import ModelError, OutOfMemoryError, UsageError, WhisperctlError
+from .loading import TORCH_DTYPES
 from .results import Segment, Transcript
 
 log = logging.getLogger(__name__)
 
-_TORCH_DTYPES = {DType.FP32: "float32", DType.FP16: "float16", DType.BF16: "bfloat16"}
 # openai-whisper's fallback thresholds (compression ratio on tokens as transformers computes it).
 _FALLBACK = {"compression_ratio_threshold": 1.35, "logprob_threshold": -1.0, "no_speech_threshold": 0.6}
 NO_SPEECH_THRESHOLD = 0.6  # openai-whisper's defaults for skipping silent windows
@@ -100,60 +100,11 @@ class Transcriber:
     def load(self) -> "Transcriber":
         if self.model is not None:
             return self
-        import torch
-        from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
+        from .loading import load_model
 
         t0 = time.perf_counter()
-        plan, cfg = self.plan, self.config
-        _quiet_transformers()
-        if plan.device == "cpu":
-            torch.set_flush_denormal(True)  # fp16-converted weights make fp32 CPU matmuls hit denormals
-            if cfg.threads:
-                torch.set_num_threads(cfg.threads)
-        location = models.checkpoint(self.source) if cfg.weights == "pretrained" else ""
-        kwargs: dict[str, Any] = {
-            "attn_implementation": plan.attention.hf_name,
-            "dtype": getattr(torch, _TORCH_DTYPES[plan.dtype]),
-            "use_safetensors": None if cfg.allow_pickle else True,
-        }
-        if plan.quantization != Quantization.NONE and plan.device.startswith("cuda"):
-            from transformers import BitsAndBytesConfig
-
-            kwargs["quantization_config"] = (
-                BitsAndBytesConfig(load_in_8bit=True)
-                if plan.quantization == Quantization.INT8
-                else BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=kwargs["dtype"])
-            )
-            kwargs["device_map"] = {"": plan.device}
-        try:
-            if cfg.weights == "random":
-                model = self._random_model(kwargs)
-            else:
-                self.tokenizer = models.from_pretrained(WhisperTokenizer, self.source, location)
-                self.feature_extractor = models.from_pretrained(WhisperFeatureExtractor, self.source, location)
-                model = models.from_pretrained(WhisperForConditionalGeneration, self.source, location, **kwargs)
-        except WhisperctlError:
-            raise
-        except (OSError, ValueError, RuntimeError, ImportError) as exc:
-            if not cfg.allow_pickle and models.has_only_pickle_weights(location):
-                raise ModelError(
-                    f"--model {self.source.name}: {location} has only pickle weights (.bin/.pt), which can run code "
-                    "when loaded. Convert it to safetensors, or pass --allow-pickle to load it with weights_only=True."
-                ) from None
-            raise models.load_error(self.source, exc) from exc
-        if "device_map" not in kwargs:
-            model = model.to(plan.device)
-        if plan.quantization == Quantization.INT8 and plan.device == "cpu":
-            import warnings
-
-            from torch.ao.quantization import quantize_dynamic
-
-            with warnings.catch_warnings():  # torch marks its quantized tensor API deprecated; it still runs
-                warnings.simplefilter("ignore")
-                model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-        model.eval()
-        self.model = model
-        gen = model.generation_config
+        self.model, self.tokenizer, self.feature_extractor = load_model(self.config, self.plan, self.source)
+        gen = self.model.generation_config
         self.eos_id = int(self.tokenizer.eos_token_id)
         self.timestamp_begin = int(gen.no_timestamps_token_id) + 1
         self.multilingual = bool(getattr(gen, "is_multilingual", False))
@@ -162,46 +113,8 @@ class Transcriber:
             self._check_language_options()
         self._token_text: dict[int, str] = {}
         self.load_seconds = time.perf_counter() - t0
-        log.info("loaded %s in %.2fs (%s)", self.source.describe(), self.load_seconds, plan.attention_reason)
+        log.info("loaded %s in %.2fs (%s)", self.source.describe(), self.load_seconds, self.plan.attention_reason)
         return self
-
-    def _random_model(self, kwargs: dict[str, Any]):
-        """The alias's architecture with random weights; tokenizer and generation ids from the bundled model."""
-        import torch
-        from transformers import GenerationConfig, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
-
-        bundled = models.resolve(models.BUNDLED_ALIAS)
-        ref = models.checkpoint(bundled)
-        self.tokenizer = models.from_pretrained(WhisperTokenizer, bundled, ref)
-        arch = models.architecture(self.config.model)
-        assert arch is not None  # checked in __init__
-        self.feature_extractor = WhisperFeatureExtractor(feature_size=arch["num_mel_bins"])
-        gen = GenerationConfig.from_pretrained(ref)
-        gen.is_multilingual = False  # random weights: no language detection, fixed English prompt
-        gen.alignment_heads = [[arch["decoder_layers"] - 1, 0]]
-        config = WhisperConfig(
-            **arch, decoder_start_token_id=gen.decoder_start_token_id, bos_token_id=gen.bos_token_id,
-            eos_token_id=gen.eos_token_id, pad_token_id=gen.pad_token_id, begin_suppress_tokens=None, suppress_tokens=None,
-        )
-        config._attn_implementation = kwargs["attn_implementation"]
-        # Build on the meta device and fill in place: transformers' per-module init takes ~30 s for large-v3 on CPU.
-        with torch.device("meta"):
-            model = WhisperForConditionalGeneration(config)
-        model = model.to_empty(device=self.plan.device).to(kwargs["dtype"])
-        generator = torch.Generator(device=self.plan.device).manual_seed(0)
-        with torch.no_grad():
-            for name, param in model.named_parameters():
-                if "layer_norm" in name:
-                    param.fill_(1.0 if name.endswith("weight") else 0.0)
-                else:
-                    param.uniform_(-0.0346, 0.0346, generator=generator)  # std 0.02; uniform_ is 5x faster than normal_
-            for name, buf in model.named_buffers():
-                buf.zero_()
-        model.tie_weights()
-        if hasattr(model, "set_attn_implementation"):
-            model.set_attn_implementation(kwargs["attn_implementation"])
-        model.generation_config = gen
-        return model
 
     # --------------------------------------------------------------- helpers
     def runtime_info(self) -> dict[str, Any]:
@@ -259,7 +172,7 @@ class Transcriber:
         import torch
 
         feats = self.feature_extractor(chunks, sampling_rate=audio_mod.SAMPLE_RATE, return_tensors="pt").input_features
-        return feats.to(self.plan.device, dtype=getattr(torch, _TORCH_DTYPES[self.plan.dtype]))
+        return feats.to(self.plan.device, dtype=getattr(torch, TORCH_DTYPES[self.plan.dtype]))
 
     def _generate_kwargs(self, want_timestamps: bool, temperature: float | tuple[float, ...] | None = None) -> dict[str, Any]:
         """Arguments for generate(). ``temperature``: one value (batched windows; the engine runs the fallback)
@@ -300,49 +213,14 @@ class Transcriber:
             out.append(code if code in LANGUAGES else "en")
         return out
 
-    # ------------------------------------------------------------ alignment
     def _align(self, samples: np.ndarray, tokens: list[int], language: str) -> list[tuple[float, float, float]]:
-        """(start, end, probability) per token of ``tokens`` spoken in ``samples`` (≤ 30 s).
+        """(start, end, probability) per token of ``tokens`` spoken in ``samples`` (≤ 30 s)."""
+        from .alignment import token_timings
 
-        Timing is DTW over the alignment heads' cross-attention, as openai-whisper does it.
-
-        Runs with eager attention because SDPA and flash kernels never materialise attention weights.
-        """
-        import torch
-        from librosa.sequence import dtw
-        from scipy.ndimage import median_filter
-
-        if not tokens:
-            return []
-        heads = getattr(self.model.generation_config, "alignment_heads", None) or []
-        prefix = self._prefix(language, timestamps=False)
-        seq = torch.tensor([prefix + tokens + [self.eos_id]], device=self.plan.device)
-        feats = self._features([samples])
-        switch = self.plan.attention != Attention.EAGER and hasattr(self.model, "set_attn_implementation")
-        if switch:
-            self.model.set_attn_implementation("eager")
-        try:
-            with torch.inference_mode():
-                out = self.model(input_features=feats, decoder_input_ids=seq, output_attentions=True)
-        finally:
-            if switch:
-                self.model.set_attn_implementation(self.plan.attention.hf_name)
-        n_frames = max(1, min(1500, int(round(len(samples) / audio_mod.SAMPLE_RATE / longform.TIME_PRECISION))))
-        weights = torch.stack([out.cross_attentions[layer][0, head] for layer, head in heads]).float()
-        weights = weights[:, :, :n_frames].cpu().numpy()
-        std = weights.std(axis=-2, keepdims=True) + 1e-10
-        weights = (weights - weights.mean(axis=-2, keepdims=True)) / std
-        weights = median_filter(weights, size=(1, 1, 7), mode="nearest")
-        matrix = weights.mean(axis=0)[len(prefix) - 1 : -1]  # the no-timestamps row + one row per text token
-        _, path = dtw(C=-matrix.astype(np.float64), backtrack=True)
-        path = path[::-1]
-        text_idx, time_idx = path[:, 0], path[:, 1]
-        jumps = np.pad(np.diff(text_idx), (1, 0), constant_values=1).astype(bool)
-        jump_times = time_idx[jumps] * longform.TIME_PRECISION
-        jump_times = np.append(jump_times, n_frames * longform.TIME_PRECISION)
-        logits = out.logits[0, len(prefix) - 1 : len(prefix) - 1 + len(tokens)].float()
-        probs = torch.softmax(logits, dim=-1)[torch.arange(len(tokens)), torch.tensor(tokens)].cpu().numpy()
-        return [(float(jump_times[i]), float(jump_times[i + 1]), float(probs[i])) for i in range(len(tokens))]
+        return token_timings(
+            self.model, self._features([samples]), self._prefix(language, timestamps=False), tokens, self.eos_id,
+            len(samples) / audio_mod.SAMPLE_RATE, self.plan.attention.hf_name,
+        )
 
     # ------------------------------------------------------------- batched
     def transcribe(self, source: str | audio_mod.AudioInput | np.ndarray, name: str | None = None) -> Transcript:
@@ -725,7 +603,7 @@ class Transcriber:
             samples, sampling_rate=audio_mod.SAMPLE_RATE, return_tensors="pt", truncation=False,
             padding="longest", return_attention_mask=True,
         )
-        feats = inputs.input_features.to(self.plan.device, dtype=getattr(torch, _TORCH_DTYPES[self.plan.dtype]))
+        feats = inputs.input_features.to(self.plan.device, dtype=getattr(torch, TORCH_DTYPES[self.plan.dtype]))
         with self._attention_context():
             state.language = self._detect_languages(feats[:, :, :3000])[0]
             kw = self._generate_kwargs(True)
@@ -785,18 +663,6 @@ def _free_cuda_cache() -> None:
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def _quiet_transformers() -> None:
-    """transformers' deprecation chatter and weight-loading bars are noise in a CLI (kept with WHISPERCTL_DEBUG)."""
-    import os
-
-    if os.environ.get("WHISPERCTL_DEBUG", "") not in ("", "0"):
-        return
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 def transcribe(source: str | np.ndarray, config: EngineConfig | None = None, **options: Any) -> Transcript:

@@ -323,7 +323,9 @@ def _compare_rows(rows: list[dict[str, Any]], spec: BenchSpec) -> None:
         if row.get("status") != "ok" or base is None:
             continue
         row["speedup"] = row["rtfx_median"] / base["rtfx_median"] if base["rtfx_median"] else None
-        if "texts" in row and "texts" in base:
+        if row is base:
+            row["same_text"] = "baseline"
+        elif "texts" in row and "texts" in base:
             differ = sum(a != b for a, b in zip(row["texts"], base["texts"]))
             row["same_text"] = "same" if differ == 0 else f"DIFFERS in {differ}/{len(row['texts'])}"
 

@@ -1,0 +1,124 @@
+"""Building the model a plan asks for: pretrained or random weights, dtype, attention, quantization."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from . import models
+from .config import DType, EngineConfig, Quantization
+from .eligibility import Plan
+from .errors import ModelError, WhisperctlError
+
+TORCH_DTYPES = {DType.FP32: "float32", DType.FP16: "float16", DType.BF16: "bfloat16"}
+
+
+def quiet_transformers() -> None:
+    """transformers' deprecation chatter and weight-loading bars are noise in a CLI (kept with WHISPERCTL_DEBUG)."""
+    if os.environ.get("WHISPERCTL_DEBUG", "") not in ("", "0"):
+        return
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def load_model(config: EngineConfig, plan: Plan, source: models.ModelSource) -> tuple[Any, Any, Any]:
+    """(model, tokenizer, feature extractor), on the plan's device, in eval mode."""
+    import torch
+    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
+
+    quiet_transformers()
+    if plan.device == "cpu":
+        torch.set_flush_denormal(True)  # fp16-converted weights make fp32 CPU matmuls hit denormals
+        if config.threads:
+            torch.set_num_threads(config.threads)
+    location = models.checkpoint(source) if config.weights == "pretrained" else ""
+    kwargs: dict[str, Any] = {
+        "attn_implementation": plan.attention.hf_name,
+        "dtype": getattr(torch, TORCH_DTYPES[plan.dtype]),
+        "use_safetensors": None if config.allow_pickle else True,
+    }
+    if plan.quantization != Quantization.NONE and plan.device.startswith("cuda"):
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = (
+            BitsAndBytesConfig(load_in_8bit=True)
+            if plan.quantization == Quantization.INT8
+            else BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=kwargs["dtype"])
+        )
+        kwargs["device_map"] = {"": plan.device}
+    try:
+        if config.weights == "random":
+            model, tokenizer, features = _random_model(config.model, plan.device, kwargs)
+        else:
+            tokenizer = models.from_pretrained(WhisperTokenizer, source, location)
+            features = models.from_pretrained(WhisperFeatureExtractor, source, location)
+            model = models.from_pretrained(WhisperForConditionalGeneration, source, location, **kwargs)
+    except WhisperctlError:
+        raise
+    except (OSError, ValueError, RuntimeError, ImportError) as exc:
+        if not config.allow_pickle and models.has_only_pickle_weights(location):
+            raise ModelError(
+                f"--model {source.name}: {location} has only pickle weights (.bin/.pt), which can run code "
+                "when loaded. Convert it to safetensors, or pass --allow-pickle to load it with weights_only=True."
+            ) from None
+        raise models.load_error(source, exc) from exc
+    if "device_map" not in kwargs:
+        model = model.to(plan.device)
+    if plan.quantization == Quantization.INT8 and plan.device == "cpu":
+        import warnings
+
+        from torch.ao.quantization import quantize_dynamic
+
+        with warnings.catch_warnings():  # torch marks its quantized tensor API deprecated; it still runs
+            warnings.simplefilter("ignore")
+            model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    model.eval()
+    return model, tokenizer, features
+
+
+def _random_model(name: str, device: str, kwargs: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """The alias's architecture with random weights; tokenizer and generation ids from the bundled model."""
+    import torch
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperTokenizer,
+    )
+
+    bundled = models.resolve(models.BUNDLED_ALIAS)
+    ref = models.checkpoint(bundled)
+    tokenizer = models.from_pretrained(WhisperTokenizer, bundled, ref)
+    arch = models.architecture(name)
+    if arch is None:
+        raise ModelError(f"--weights random: no architecture on record for '{name}'.")
+    features = WhisperFeatureExtractor(feature_size=arch["num_mel_bins"])
+    gen = GenerationConfig.from_pretrained(ref)
+    gen.is_multilingual = False  # random weights: no language detection, fixed English prompt
+    gen.alignment_heads = [[arch["decoder_layers"] - 1, 0]]
+    config = WhisperConfig(
+        **arch, decoder_start_token_id=gen.decoder_start_token_id, bos_token_id=gen.bos_token_id,
+        eos_token_id=gen.eos_token_id, pad_token_id=gen.pad_token_id, begin_suppress_tokens=None, suppress_tokens=None,
+    )
+    config._attn_implementation = kwargs["attn_implementation"]
+    # Build on the meta device and fill in place: transformers' per-module init takes ~30 s for large-v3 on CPU.
+    with torch.device("meta"):
+        model = WhisperForConditionalGeneration(config)
+    model = model.to_empty(device=device).to(kwargs["dtype"])
+    generator = torch.Generator(device=device).manual_seed(0)
+    with torch.no_grad():
+        for pname, param in model.named_parameters():
+            if "layer_norm" in pname:
+                param.fill_(1.0 if pname.endswith("weight") else 0.0)
+            else:
+                param.uniform_(-0.0346, 0.0346, generator=generator)  # std 0.02; uniform_ is 5x faster than normal_
+        for _, buf in model.named_buffers():
+            buf.zero_()
+    model.tie_weights()
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation(kwargs["attn_implementation"])
+    model.generation_config = gen
+    return model, tokenizer, features
