@@ -286,13 +286,13 @@ def _generation_config(ct2_config: dict[str, Any], tokenizer: Any, arch: dict[st
 
 
 def _load_tokenizer(ct2_dir: Path) -> Any:
-    from transformers import WhisperTokenizer
+    from transformers import WhisperTokenizerFast  # the tokenizers-backed class in 4.x; an alias in 5.x
 
     tok_file = ct2_dir / "tokenizer.json"
     if not tok_file.is_file():
         raise ConversionError(f"{ct2_dir}: no tokenizer.json; only faster-whisper directories with one are supported.")
     try:
-        return WhisperTokenizer(tokenizer_file=str(tok_file))
+        return WhisperTokenizerFast(tokenizer_file=str(tok_file))
     except Exception as exc:  # tokenizers raises its own exception types
         raise ConversionError(f"{ct2_dir}/tokenizer.json cannot be loaded: {exc}") from None
 

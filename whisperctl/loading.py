@@ -13,6 +13,15 @@ from .errors import ModelError, WhisperctlError
 TORCH_DTYPES = {DType.FP32: "float32", DType.FP16: "float16", DType.BF16: "bfloat16"}
 
 
+def dtype_kwarg() -> str:
+    """``from_pretrained``'s dtype argument: ``dtype`` since transformers 4.56, ``torch_dtype`` before."""
+    from packaging.version import Version
+
+    from .eligibility import _dist_version
+
+    return "dtype" if Version(_dist_version("transformers") or "0") >= Version("4.56") else "torch_dtype"
+
+
 def quiet_transformers() -> None:
     """transformers' deprecation chatter and weight-loading bars are noise in a CLI (kept with WHISPERCTL_DEBUG)."""
     if os.environ.get("WHISPERCTL_DEBUG", "") not in ("", "0"):
@@ -26,7 +35,8 @@ def quiet_transformers() -> None:
 def load_model(config: EngineConfig, plan: Plan, source: models.ModelSource) -> tuple[Any, Any, Any]:
     """(model, tokenizer, feature extractor), on the plan's device, in eval mode."""
     import torch
-    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
+    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
+    from transformers import WhisperTokenizerFast as WhisperTokenizer  # tokenizers-backed in 4.x; alias in 5.x
 
     quiet_transformers()
     if plan.device == "cpu":
@@ -36,7 +46,7 @@ def load_model(config: EngineConfig, plan: Plan, source: models.ModelSource) -> 
     location = models.checkpoint(source) if config.weights == "pretrained" else ""
     kwargs: dict[str, Any] = {
         "attn_implementation": plan.attention.hf_name,
-        "dtype": getattr(torch, TORCH_DTYPES[plan.dtype]),
+        dtype_kwarg(): getattr(torch, TORCH_DTYPES[plan.dtype]),
         "use_safetensors": None if config.allow_pickle else True,
     }
     if plan.quantization != Quantization.NONE and plan.device.startswith("cuda"):
@@ -45,7 +55,7 @@ def load_model(config: EngineConfig, plan: Plan, source: models.ModelSource) -> 
         kwargs["quantization_config"] = (
             BitsAndBytesConfig(load_in_8bit=True)
             if plan.quantization == Quantization.INT8
-            else BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=kwargs["dtype"])
+            else BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=kwargs[dtype_kwarg()])
         )
         kwargs["device_map"] = {"": plan.device}
     try:
@@ -86,8 +96,8 @@ def _random_model(name: str, device: str, kwargs: dict[str, Any]) -> tuple[Any, 
         WhisperConfig,
         WhisperFeatureExtractor,
         WhisperForConditionalGeneration,
-        WhisperTokenizer,
     )
+    from transformers import WhisperTokenizerFast as WhisperTokenizer
 
     bundled = models.resolve(models.BUNDLED_ALIAS)
     ref = models.checkpoint(bundled)
@@ -107,7 +117,7 @@ def _random_model(name: str, device: str, kwargs: dict[str, Any]) -> tuple[Any, 
     # Build on the meta device and fill in place: transformers' per-module init takes ~30 s for large-v3 on CPU.
     with torch.device("meta"):
         model = WhisperForConditionalGeneration(config)
-    model = model.to_empty(device=device).to(kwargs["dtype"])
+    model = model.to_empty(device=device).to(kwargs[dtype_kwarg()])
     generator = torch.Generator(device=device).manual_seed(0)
     with torch.no_grad():
         for pname, param in model.named_parameters():
