@@ -32,8 +32,10 @@ def test_defaults_are_validated_enums():
     cfg = EngineConfig()
     assert cfg.attention is Attention.AUTO and cfg.dtype is DType.AUTO and cfg.quantization is Quantization.AUTO
     assert cfg.overlap_s == pytest.approx(5.0)
-    with pytest.raises(Exception):
-        cfg.batch_size = 3  # frozen
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.batch_size = 3
 
 
 @pytest.mark.parametrize(

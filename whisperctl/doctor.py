@@ -26,7 +26,6 @@ from .eligibility import (
     TORCH_SDPA_FLOOR,
     TRANSFORMERS_SDPA_FLOOR,
     Environment,
-    Package,
     _dist_version,
     attention_verdict,
     make_plan,

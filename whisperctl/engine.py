@@ -24,7 +24,7 @@ from .config import Chunking, EngineConfig, Task, Timestamps
 from .eligibility import Environment, Plan, make_plan, probe
 from .errors import ModelError, OutOfMemoryError, UsageError, WhisperctlError
 from .loading import TORCH_DTYPES
-from .results import Segment, Transcript
+from .results import Transcript
 
 log = logging.getLogger(__name__)
 
