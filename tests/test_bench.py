@@ -159,3 +159,11 @@ def test_cli_bench_manifest_adds_wer(tmp_path, capsys, speech):
 def test_cli_bench_usage_errors(capsys, flags, fragment):
     code, _, err = run_cli(["bench", *flags], capsys)
     assert code == 2 and fragment in err
+
+
+def test_plot_is_a_png(tmp_path, tiny_random_model):
+    pytest.importorskip("matplotlib")
+    result = runner.run(_spec(tiny_random_model, attentions=(Attention.EAGER, Attention.SDPA), batch_sizes=(2,), repeats=1, warmup=0), _inputs(), probe())
+    report.write_plot(result, tmp_path / "p.png")
+    data = (tmp_path / "p.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
