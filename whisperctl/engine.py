@@ -543,7 +543,7 @@ class Transcriber:
             if isinstance(window.index, int):
                 state.kept[window.index] = window
             state.pending -= 1
-            if progress:
+            if progress and isinstance(window.index, int):  # gap windows re-cover audio already counted
                 progress(state.source.name, window.duration if window.index == 0 else window.duration - cfg.overlap_s)
 
     def _finish(self, state: _FileState) -> Transcript:
