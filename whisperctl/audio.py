@@ -8,6 +8,7 @@ resampler, so block boundaries leave no seams.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import io
 import os
 import shutil
@@ -44,6 +45,29 @@ class AudioInput:
     @property
     def stem(self) -> str:
         return "stdin" if self.path is None else self.path.stem
+
+
+def expand_inputs(args: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Files, directories (recursive, audio extensions), globs and ``-`` → (inputs, problems)."""
+    inputs: list[str] = []
+    problems: list[tuple[str, str]] = []
+    for arg in args:
+        path = Path(arg)
+        if arg == "-":
+            inputs.append(arg)
+        elif path.is_dir():
+            found = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+            if not found:
+                problems.append((arg, f"directory has no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})."))
+            inputs.extend(found)
+        elif not path.exists() and any(ch in arg for ch in "*?["):
+            found = sorted(p for p in glob.glob(arg, recursive=True) if Path(p).is_file())
+            if not found:
+                problems.append((arg, "the pattern matches no file."))
+            inputs.extend(found)
+        else:
+            inputs.append(arg)  # missing files are reported per file by the engine
+    return inputs, problems
 
 
 def _open_stdin() -> BinaryIO:

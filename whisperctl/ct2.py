@@ -234,7 +234,7 @@ def _convert_weights(variables: dict[str, np.ndarray]) -> tuple[dict[str, np.nda
     return weights, arch
 
 
-def _token_ids(tokenizer: Any) -> dict[str, int]:
+def _token_ids(vocab: dict[str, int]) -> dict[str, int]:
     """Special token ids looked up by their text, so the same code serves .en and multilingual vocabularies."""
     names = {
         "eos": "<|endoftext|>",
@@ -246,17 +246,16 @@ def _token_ids(tokenizer: Any) -> dict[str, int]:
         "nocaptions": "<|nocaptions|>",
         "notimestamps": "<|notimestamps|>",
     }
-    vocab = tokenizer.get_vocab()
     return {key: vocab[text] for key, text in names.items() if text in vocab}
 
 
 def _generation_config(ct2_config: dict[str, Any], tokenizer: Any, arch: dict[str, Any]) -> dict[str, Any]:
-    ids = _token_ids(tokenizer)
+    vocab = tokenizer.get_vocab()
+    ids = _token_ids(vocab)
     for required in ("eos", "sot", "notimestamps"):
         if required not in ids:
             raise ConversionError(f"tokenizer lacks the Whisper special token for {required!r}.")
     multilingual = arch["vocab_size"] >= 51865
-    vocab = tokenizer.get_vocab()
     id_to_token = {v: k for k, v in vocab.items()}
     gen: dict[str, Any] = {
         "_from_model_config": False,

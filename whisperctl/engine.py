@@ -108,6 +108,9 @@ class Transcriber:
         self.eos_id = int(self.tokenizer.eos_token_id)
         self.timestamp_begin = int(gen.no_timestamps_token_id) + 1
         self.multilingual = bool(getattr(gen, "is_multilingual", False))
+        vocab = self.tokenizer.get_vocab()
+        self.no_speech_id = vocab.get("<|nospeech|>", vocab.get("<|nocaptions|>"))
+        self.unique_call = _supports_unique_call(self.model)
         if self.source.english_only is None and not self.multilingual:
             self.source = dataclasses.replace(self.source, english_only=True)
             self._check_language_options()
@@ -396,7 +399,7 @@ class Transcriber:
         kw = self._generate_kwargs(want_ts, temperature)
         if self.multilingual:
             kw["language"] = languages
-        if _supports_unique_call(self.model):
+        if self.unique_call:
             # One decoding pass per window: transformers would otherwise seek past the last timestamp and decode
             # the window's tail again with timestamps restarting at 0; the overlapping next window covers it.
             kw["force_unique_generate_call"] = True
@@ -412,7 +415,7 @@ class Transcriber:
             n -= 1
         start = 0
         if row and row[0] == self.model.generation_config.decoder_start_token_id:
-            start = min(n, 1 + (2 if self.multilingual else 0) + (0 if timestamps else 1))
+            start = min(n, len(self._prefix(None, timestamps)))
         return max(0, n - start)
 
     def _prefix(self, language: str | None, timestamps: bool) -> list[int]:
@@ -432,8 +435,7 @@ class Transcriber:
         import torch
         from transformers.modeling_outputs import BaseModelOutput
 
-        vocab = self.tokenizer.get_vocab()
-        no_speech = vocab.get("<|nospeech|>", vocab.get("<|nocaptions|>"))
+        no_speech = self.no_speech_id
         if no_speech is None:
             return [False] * len(rows)
         sot = torch.full((len(rows), 1), int(self.model.generation_config.decoder_start_token_id), device=hidden.device)

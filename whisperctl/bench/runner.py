@@ -124,9 +124,7 @@ def load_inputs(audio: Sequence[str] = (), manifest: str | None = None, duration
             if "concat" in row["file"]:
                 continue  # a concatenation of other rows would count the same speech twice
             inputs.append(BenchInput(row["file"], audio_mod.load(path), row["reference_text"]))
-    from ..cli.transcribe import expand_inputs
-
-    files, problems = expand_inputs(list(audio))
+    files, problems = audio_mod.expand_inputs(list(audio))
     if problems:
         name, why = problems[0]
         raise UsageError(f"--audio {name}: {why}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import sys
 import time
 from pathlib import Path
@@ -16,31 +15,6 @@ from . import app
 from .options import engine_overrides, engine_options
 
 DEFAULTS = EngineConfig()
-
-
-def expand_inputs(args: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Files, directories (recursive, audio extensions), globs and ``-`` → (inputs, problems)."""
-    from ..audio import AUDIO_EXTENSIONS
-
-    inputs: list[str] = []
-    problems: list[tuple[str, str]] = []
-    for arg in args:
-        path = Path(arg)
-        if arg == "-":
-            inputs.append(arg)
-        elif path.is_dir():
-            found = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
-            if not found:
-                problems.append((arg, f"directory has no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})."))
-            inputs.extend(found)
-        elif not path.exists() and any(ch in arg for ch in "*?["):
-            found = sorted(p for p in glob.glob(arg, recursive=True) if Path(p).is_file())
-            if not found:
-                problems.append((arg, "the pattern matches no file."))
-            inputs.extend(found)
-        else:
-            inputs.append(arg)  # missing files are reported per file by the engine
-    return inputs, problems
 
 
 def _check_writable_dir(path: Path, option: str) -> None:
@@ -108,6 +82,8 @@ def transcribe(
         _check_writable_dir(output_dir, "--output-dir")
     if failures_file is not None:
         _check_writable_dir(failures_file.parent if str(failures_file.parent) else Path("."), "--failures")
+
+    from ..audio import expand_inputs  # numpy: imported only when a command runs, not for --help
 
     files, problems = expand_inputs(inputs)
     if not files and problems:
