@@ -79,3 +79,14 @@ def test_merge_keeps_speech_the_earlier_window_never_reached():
     a = [_tok(1, 70.0), _tok(2, 73.9)]  # window stopped at its last complete segment, 74.0 s
     b = [_tok(7, 75.0, 1), _tok(8, 76.0, 1), _tok(9, 79.0, 1)]  # shared region 75..80: all of b is new
     assert [t.id for t in longform.merge(a, b, overlap_start=75.0, overlap_end=80.0)] == [1, 2, 7, 8, 9]
+
+
+def test_merge_ignores_a_common_pair_said_seconds_apart():
+    # Window a heard "...development of the ancient Roman character," up to 126 s; window b (from 125 s) heard
+    # "room in character, and which developed ... on the side of the lower case" — " of the" occurs in both, but
+    # 6 s apart: joining there would drop everything in between. The seam is " character ," at the same time.
+    of, the, ancient, roman, character, comma, side, lower, room, which = range(10, 20)
+    a = [_tok(i, t) for i, t in [(of, 123.5), (the, 123.8), (ancient, 124.2), (roman, 124.8), (character, 125.4), (comma, 126.0)]]
+    b = [_tok(i, t, 1) for i, t in [(room, 125.0), (character, 125.6), (comma, 126.1), (which, 127.0), (side, 129.2), (of, 129.6), (the, 129.9), (lower, 130.3)]]
+    merged = longform.merge(a, b, overlap_start=125.0, overlap_end=130.0)
+    assert [t.id for t in merged] == [of, the, ancient, roman, character, comma, which, side, of, the, lower]

@@ -130,20 +130,28 @@ def parse_window(
     return out
 
 
-def _longest_common_run(a: Sequence[int], b: Sequence[int]) -> tuple[int, int, int]:
-    """(start in a, start in b, length) of the longest contiguous run present in both."""
+def _longest_common_run(a: Sequence[TimedToken], b: Sequence[TimedToken], max_shift: float) -> tuple[int, int, int]:
+    """(start in a, start in b, length) of the longest contiguous run of the same ids in both whose tokens lie
+    within ``max_shift`` seconds of each other; ties go to the run whose times agree best.
+
+    Without the time condition a seam can join on a common pair such as " of the" said twice seconds apart,
+    dropping everything spoken between the two.
+    """
     best = (0, 0, 0)
+    best_shift = float("inf")
     if not a or not b:
         return best
     prev = [0] * (len(b) + 1)
     for i in range(1, len(a) + 1):
         cur = [0] * (len(b) + 1)
-        ai = a[i - 1]
+        ta = a[i - 1]
         for j in range(1, len(b) + 1):
-            if ai == b[j - 1]:
+            tb = b[j - 1]
+            if ta.id == tb.id and abs(ta.start - tb.start) <= max_shift:
                 cur[j] = prev[j - 1] + 1
-                if cur[j] > best[2]:
-                    best = (i - cur[j], j - cur[j], cur[j])
+                shift = abs(ta.start - tb.start)
+                if cur[j] > best[2] or (cur[j] == best[2] and shift < best_shift):
+                    best, best_shift = (i - cur[j], j - cur[j], cur[j]), shift
         prev = cur
     return best
 
@@ -155,11 +163,13 @@ def merge(
     overlap_end: float,
     slack: float = 1.5,
     min_run: int = 2,
+    max_shift: float = 3.0,
 ) -> list[TimedToken]:
     """Append window tokens ``nxt`` to ``merged``; the two windows share audio in [overlap_start, overlap_end].
 
     ``slack`` widens the search region by the expected error of the token times (a few seconds when the
-    windows were decoded without timestamps); ``min_run`` is the shortest common run trusted as the seam.
+    windows were decoded without timestamps); ``min_run`` is the shortest common run trusted as the seam;
+    ``max_shift`` is how far apart in time two tokens may lie and still count as the same spoken token.
     """
     if not merged:
         return list(nxt)
@@ -167,9 +177,9 @@ def merge(
         return merged + list(nxt)
     a_from = next((i for i, t in enumerate(merged) if t.end >= overlap_start - slack), len(merged))
     b_to = next((i for i, t in enumerate(nxt) if t.start > overlap_end + slack), len(nxt))
-    a_tail = [t.id for t in merged[a_from:]]
-    b_head = [t.id for t in nxt[:b_to]]
-    ia, ib, length = _longest_common_run(a_tail, b_head)
+    a_tail = merged[a_from:]
+    b_head = nxt[:b_to]
+    ia, ib, length = _longest_common_run(a_tail, b_head, max_shift)
     if length >= min_run or (length == 1 and len(a_tail) == 1 and len(b_head) == 1):
         keep = (length + 1) // 2
         return merged[: a_from + ia + keep] + list(nxt[ib + keep :])
