@@ -64,6 +64,11 @@ class Chunking(str, enum.Enum):
     SEQUENTIAL = "sequential"
 
 
+class Decoder(str, enum.Enum):
+    AUTO = "auto"  # whisperctl's lean greedy loop where it applies (CPU, greedy, eager/sdpa), else generate()
+    GENERATE = "generate"  # always transformers' generate()
+
+
 class Task(str, enum.Enum):
     TRANSCRIBE = "transcribe"
     TRANSLATE = "translate"
@@ -111,6 +116,7 @@ _ALIASES: dict[type[enum.Enum], dict[str, str]] = {
         "bfloat16": "bf16",
     },
     Quantization: {"no": "none", "off": "none", "8bit": "int8", "4bit": "int4"},
+    Decoder: {"transformers": "generate", "hf": "generate"},
     Timestamps: {"words": "word", "segments": "segment", "false": "none", "off": "none"},
 }
 
@@ -172,6 +178,7 @@ class EngineConfig:
     weights: str = "pretrained"  # "pretrained", or "random": the alias's architecture, offline (speed runs)
     decode_tokens: int | None = None  # force exactly N generated tokens per window (fixed work for benchmarks)
     allow_pickle: bool = False  # load pickle checkpoints (.bin/.pt, with weights_only=True); safetensors otherwise
+    decoder: Decoder = Decoder.AUTO  # greedy decoding loop: auto (lean loop on CPU) | generate (transformers')
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
@@ -181,6 +188,7 @@ class EngineConfig:
         set_("chunking", parse_choice(Chunking, self.chunking, "--chunking"))
         set_("task", parse_choice(Task, self.task, "--task"))
         set_("timestamps", parse_choice(Timestamps, self.timestamps, "--timestamps"))
+        set_("decoder", parse_choice(Decoder, self.decoder, "--decoder"))
 
         if not isinstance(self.model, str) or not self.model.strip():
             raise UsageError("--model: empty model name. Use an alias such as 'tiny.en', a hub id or a path.")

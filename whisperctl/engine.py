@@ -19,8 +19,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from . import __version__, audio as audio_mod, longform, models
-from .config import Chunking, EngineConfig, Task, Timestamps
+from . import __version__, audio as audio_mod, greedy, longform, models
+from .config import Chunking, Decoder, EngineConfig, Task, Timestamps
 from .eligibility import Environment, Plan, make_plan, probe
 from .errors import ModelError, OutOfMemoryError, UsageError, WhisperctlError
 from .loading import TORCH_DTYPES
@@ -68,6 +68,7 @@ class Transcriber:
         self.batch_observer: Callable[[dict[str, Any]], None] | None = None  # per-batch timings (bench)
         self._batch_limit: int | None = None
         self._encoder_s = 0.0
+        self.greedy: greedy.GreedyDecoder | None = None  # set at load where the lean loop applies
         if self.config.weights == "random" and models.architecture(self.config.model) is None:
             raise UsageError(
                 f"--weights random: no architecture on record for '{self.config.model}'. Use an alias: "
@@ -111,6 +112,12 @@ class Transcriber:
         vocab = self.tokenizer.get_vocab()
         self.no_speech_id = vocab.get("<|nospeech|>", vocab.get("<|nocaptions|>"))
         self.unique_call = _supports_unique_call(self.model)
+        attention = self.plan.attention.hf_name
+        self.greedy = (
+            greedy.GreedyDecoder(self.model, attention)
+            if self.config.decoder == Decoder.AUTO and self.plan.device == "cpu" and greedy.supported(self.model, attention)
+            else None
+        )
         if self.source.english_only is None and not self.multilingual:
             self.source = dataclasses.replace(self.source, english_only=True)
             self._check_language_options()
@@ -132,6 +139,9 @@ class Transcriber:
             "attention_reason": plan.attention_reason,
             "word_alignment_attention": "eager" if self.config.timestamps == Timestamps.WORD else None,
             "quantization": plan.quantization.value,
+            # greedy windows: whisperctl's lean loop or transformers' generate() (beam search and sampled
+            # fallback always use generate())
+            "decoder": "whisperctl" if self.greedy is not None else "generate",
             "threads": torch.get_num_threads() if plan.device == "cpu" else None,
             "load_seconds": self.load_seconds,
             "versions": {"whisperctl": __version__, "torch": self.env.torch, "transformers": self.env.transformers},
@@ -397,6 +407,11 @@ class Transcriber:
 
     def _generate_rows(self, feats, languages: list[str | None], want_ts: bool, temperature: float) -> list[list[int]]:
         kw = self._generate_kwargs(want_ts, temperature)
+        if self.greedy is not None and temperature == 0 and kw["num_beams"] == 1 and "prompt_ids" not in kw:
+            prompts = [self._prefix(lang, want_ts) for lang in languages]
+            hidden = self.model.get_encoder()(feats)[0]
+            rows = self.greedy(hidden, prompts, want_ts, kw.get("max_new_tokens"), kw.get("min_new_tokens") or 0)
+            return [p + r for p, r in zip(prompts, rows)]
         if self.multilingual:
             kw["language"] = languages
         if self.unique_call:

@@ -30,6 +30,7 @@ ENGINE_OPTIONS: list[tuple[str, str, type, str]] = [
     ("initial_prompt", "--initial-prompt", str, "Text that conditions decoding (names, spelling)."),
     ("threads", "--threads", int, "CPU threads for torch."),
     ("max_new_tokens", "--max-new-tokens", int, "Cap on generated tokens per window."),
+    ("decoder", "--decoder", str, "auto (whisperctl's lean greedy loop on CPU) | generate (transformers' generate())."),
     ("allow_pickle", "--allow-pickle", bool, "Load pickle (.bin) checkpoints (weights_only=True). Off: safetensors only."),
 ]
 
