@@ -132,3 +132,14 @@ def test_encoder_runs_window_by_window_on_the_cpu(bundled):
     assert together.shape[0] == 3 and seen == [1, 1, 1, 1, 1, 1]
     # each window is computed on its own, so int8 activation scales are per window: identical results
     assert all(torch.equal(together[i : i + 1], alone[i]) for i in range(3))
+
+
+def test_features_window_by_window_equal_the_batched_extractor(bundled):
+    import torch
+
+    samples = audio_mod.load(str(EXAMPLES / "long.flac"))
+    chunks = _windows(samples, 3) + [samples[: SR * 4]]  # a short window is padded to 30 s like the others
+    ours = bundled._features(chunks)
+    batched = bundled.feature_extractor(chunks, sampling_rate=SR, return_tensors="pt").input_features
+    assert ours.shape == batched.shape == (4, 80, 3000)
+    torch.testing.assert_close(ours, batched)
