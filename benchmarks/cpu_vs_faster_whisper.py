@@ -68,13 +68,14 @@ def run_whisperctl(args: argparse.Namespace) -> dict:
     from whisperctl import EngineConfig, Transcriber
 
     config = EngineConfig(quantization=args.wc_quantize, batch_size=args.wc_batch, beam_size=args.beam,
-                          threads=args.threads, attention=args.wc_attn, chunking=args.wc_chunking)
+                          threads=args.threads, attention=args.wc_attn, chunking=args.wc_chunking, decoder=args.wc_decoder)
     t = Transcriber(config).load()
     t.transcribe(str(WARMUP_AUDIO))
     t0 = time.perf_counter()
     result = t.transcribe(str(args.audio))
     wall = time.perf_counter() - t0
     label = (f"whisperctl {whisperctl.__version__} {args.wc_quantize} {args.wc_attn} {args.wc_chunking} "
+             f"decoder {result.runtime['decoder']} "
              f"batch {args.wc_batch} beam {args.beam} (torch {torch.__version__}, {torch.get_num_threads()} threads)")
     return {"system": label, "wall": wall, "duration": result.duration, "text": result.text}
 
@@ -90,6 +91,7 @@ def main() -> None:
     p.add_argument("--wc-batch", type=int, default=8)
     p.add_argument("--wc-attn", default="sdpa")
     p.add_argument("--wc-chunking", default="batched")
+    p.add_argument("--wc-decoder", default="auto", help="auto (whisperctl's lean loop on CPU) or generate")
     p.add_argument("--json", type=Path, help="save every run here")
     p.add_argument("--child", choices=["fw", "wc"], help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -105,7 +107,7 @@ def main() -> None:
     runs: dict[str, list[dict]] = {"wc": [], "fw": []}
     base = [sys.executable, __file__, "--audio", str(args.audio), "--threads", str(args.threads), "--beam", str(args.beam),
             "--fw-compute", args.fw_compute, "--wc-quantize", args.wc_quantize, "--wc-batch", str(args.wc_batch),
-            "--wc-attn", args.wc_attn, "--wc-chunking", args.wc_chunking]
+            "--wc-attn", args.wc_attn, "--wc-chunking", args.wc_chunking, "--wc-decoder", args.wc_decoder]
     for r in range(args.rounds):
         for child in ("wc", "fw"):
             proc = subprocess.run(base + ["--child", child], capture_output=True, text=True)
