@@ -143,3 +143,27 @@ def test_features_window_by_window_equal_the_batched_extractor(bundled):
     batched = bundled.feature_extractor(chunks, sampling_rate=SR, return_tensors="pt").input_features
     assert ours.shape == batched.shape == (4, 80, 3000)
     torch.testing.assert_close(ours, batched)
+
+
+def test_int8_linears_are_bit_identical_to_quantize_dynamic():
+    import copy
+    import warnings
+
+    import torch
+    from torch.ao.quantization import quantize_dynamic
+
+    from whisperctl.int8 import DynamicInt8Linear, quantize_linears
+
+    fp32 = Transcriber(EngineConfig(quantization="none")).load()
+    ours = copy.deepcopy(fp32.model)
+    assert quantize_linears(ours) == 65  # tiny.en: 4+4 layers' projections and MLPs, and proj_out
+    assert isinstance(ours.proj_out, DynamicInt8Linear)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = quantize_dynamic(fp32.model, {torch.nn.Linear}, dtype=torch.qint8)
+    feats = fp32._features([audio_mod.load(str(EXAMPLES / "short.wav"))])
+    ids = torch.tensor([[50257, 50363, 843, 523, 616]])
+    with torch.inference_mode():
+        a = ours(input_features=feats, decoder_input_ids=ids).logits
+        b = theirs(input_features=feats, decoder_input_ids=ids).logits
+    assert torch.equal(a, b)

@@ -77,13 +77,9 @@ def load_model(config: EngineConfig, plan: Plan, source: models.ModelSource) -> 
     if "device_map" not in kwargs:
         model = model.to(plan.device)
     if plan.quantization == Quantization.INT8 and plan.device == "cpu":
-        import warnings
+        from .int8 import quantize_linears
 
-        from torch.ao.quantization import quantize_dynamic
-
-        with warnings.catch_warnings():  # torch marks its quantized tensor API deprecated; it still runs
-            warnings.simplefilter("ignore")
-            model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        quantize_linears(model)
     model.eval()
     if plan.device == "cpu":
         encode_in_slices(model, 1)
