@@ -20,10 +20,10 @@ def _both(t: Transcriber, chunks, timestamps=True, languages=None):
     lean = t.greedy
     assert lean is not None, "the lean loop should be active on the CPU"
     with t._attention_context():
-        mine = t._generate_rows(feats, languages, timestamps, 0.0)
+        mine, _ = t._generate_rows(feats, languages, timestamps, 0.0)
         t.greedy = None
         try:
-            theirs = t._generate_rows(feats, languages, timestamps, 0.0)
+            theirs, _ = t._generate_rows(feats, languages, timestamps, 0.0)
         finally:
             t.greedy = lean
     strip = lambda row: [x for x in row if x != t.eos_id]  # noqa: E731 (generate() pads finished rows)
@@ -82,13 +82,13 @@ def test_random_weights_exercise_every_timestamp_rule(tiny_random_model, attenti
     assert sum(x >= t.timestamp_begin for r in mine for x in r) > 8
 
 
-def test_max_and_min_new_tokens_match_generate(tiny_random_model):
-    cfg = EngineConfig(model=str(tiny_random_model), quantization="none", weights="pretrained", decode_tokens=17)
-    t = Transcriber(cfg).load()
-    chunks = [np.random.default_rng(2).normal(0, 0.1, SR * 10).astype(np.float32)] * 2
+@pytest.mark.parametrize("tokens", [17, 300])  # 300: the key/value buffers grow past their first 128 positions
+def test_max_and_min_new_tokens_match_generate(tokens):
+    t = Transcriber(EngineConfig(quantization="none", decode_tokens=tokens)).load()
+    chunks = _windows(audio_mod.load(str(EXAMPLES / "long.flac")), 2)
     mine, theirs = _both(t, chunks, timestamps=False)
     assert mine == theirs
-    assert all(t._generated_count(r + [t.eos_id], False) == 17 for r in mine)
+    assert all(t._generated_count(r + [t.eos_id], False) == tokens for r in mine)
 
 
 class _Refuse:
@@ -112,7 +112,7 @@ def test_generate_is_used_where_the_loop_does_not_apply():
             with pytest.raises(AssertionError, match="lean loop ran"):
                 t._generate_rows(feats, [None], True, temperature)
         else:
-            assert t._generate_rows(feats, [None], True, temperature)
+            assert t._generate_rows(feats, [None], True, temperature)[0]
 
 
 def test_encoder_runs_window_by_window_on_the_cpu(bundled):
@@ -167,3 +167,24 @@ def test_int8_linears_are_bit_identical_to_quantize_dynamic():
         a = ours(input_features=feats, decoder_input_ids=ids).logits
         b = theirs(input_features=feats, decoder_input_ids=ids).logits
     assert torch.equal(a, b)
+
+
+def test_no_speech_probability_from_the_first_step_matches_a_separate_pass(bundled):
+    import torch
+
+    samples = audio_mod.load(str(EXAMPLES / "short.wav"))
+    chunks = [samples, np.zeros(SR * 5, np.float32), np.random.default_rng(0).normal(0, 0.003, SR * 8).astype(np.float32)]
+    feats = bundled._features(chunks)
+    with bundled._attention_context():
+        rows, p_loop = bundled._generate_rows(feats, [None] * 3, True, 0.0)
+        hidden = bundled.model.get_encoder()(feats)[0]
+        sot = torch.full((3, 1), int(bundled.model.generation_config.decoder_start_token_id))
+        from transformers.modeling_outputs import BaseModelOutput
+
+        logits = bundled.model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), decoder_input_ids=sot).logits
+        p_pass = torch.softmax(logits[:, 0].float(), dim=-1)[:, bundled.no_speech_id].tolist()
+        silent = bundled._silent_windows(hidden, rows, [None] * 3, True, p_loop)
+        assert silent == bundled._silent_windows(hidden, rows, [None] * 3, True)
+    assert p_loop == pytest.approx(p_pass, abs=1e-6)
+    assert p_loop[0] < 0.6 < p_loop[1]  # speech vs digital silence
+    assert silent[0] is False and silent[1] is True

@@ -411,13 +411,18 @@ class Transcriber:
             self._decode_batch(batch[:half], progress)
             self._decode_batch(batch[half:], progress)
 
-    def _generate_rows(self, feats, languages: list[str | None], want_ts: bool, temperature: float) -> list[list[int]]:
+    def _generate_rows(
+        self, feats, languages: list[str | None], want_ts: bool, temperature: float
+    ) -> tuple[list[list[int]], list[float] | None]:
+        """Decoded rows (prompt included), and each row's no-speech probability when the lean loop read it."""
         kw = self._generate_kwargs(want_ts, temperature)
         if self.greedy is not None and temperature == 0 and kw["num_beams"] == 1 and "prompt_ids" not in kw:
             prompts = [self._prefix(lang, want_ts) for lang in languages]
             hidden = self.model.get_encoder()(feats)[0]
-            rows = self.greedy(hidden, prompts, want_ts, kw.get("max_new_tokens"), kw.get("min_new_tokens") or 0)
-            return [p + r for p, r in zip(prompts, rows)]
+            rows, no_speech = self.greedy(
+                hidden, prompts, want_ts, kw.get("max_new_tokens"), kw.get("min_new_tokens") or 0, self.no_speech_id
+            )
+            return [p + r for p, r in zip(prompts, rows)], no_speech
         if self.multilingual:
             kw["language"] = languages
         if self.unique_call:
@@ -426,7 +431,7 @@ class Transcriber:
             kw["force_unique_generate_call"] = True
         out = self.model.generate(input_features=feats, **kw)
         sequences = out["sequences"] if isinstance(out, dict) else out
-        return sequences.tolist()  # copies to the host: the device is synchronised here
+        return sequences.tolist(), None  # copies to the host: the device is synchronised here
 
     def _generated_count(self, row: list[int], timestamps: bool) -> int:
         """Tokens the decoder generated in ``row``: without the prompt some transformers versions echo, and
@@ -449,19 +454,24 @@ class Transcriber:
             prefix.append(int(gen.no_timestamps_token_id))
         return prefix
 
-    def _silent_windows(self, hidden, rows: list[list[int]], languages: list[str | None], timestamps: bool) -> list[bool]:
+    def _silent_windows(
+        self, hidden, rows: list[list[int]], languages: list[str | None], timestamps: bool,
+        p_no_speech: list[float] | None = None,
+    ) -> list[bool]:
         """openai-whisper's rule: a window is silence when P(no-speech) at the start token exceeds
         NO_SPEECH_THRESHOLD and the decoded tokens' mean log-probability is below LOGPROB_THRESHOLD; a window
-        whose text has no letter or digit at all is dropped too."""
+        whose text has no letter or digit at all is dropped too. ``p_no_speech``: the probabilities when the
+        decoding loop already read them (else one decoder step over the batch computes them)."""
         import torch
         from transformers.modeling_outputs import BaseModelOutput
 
         no_speech = self.no_speech_id
         if no_speech is None:
             return [False] * len(rows)
-        sot = torch.full((len(rows), 1), int(self.model.generation_config.decoder_start_token_id), device=hidden.device)
-        logits = self.model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), decoder_input_ids=sot).logits
-        p_no_speech = torch.softmax(logits[:, 0].float(), dim=-1)[:, no_speech].tolist()
+        if p_no_speech is None:
+            sot = torch.full((len(rows), 1), int(self.model.generation_config.decoder_start_token_id), device=hidden.device)
+            logits = self.model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), decoder_input_ids=sot).logits
+            p_no_speech = torch.softmax(logits[:, 0].float(), dim=-1)[:, no_speech].tolist()
         silent = []
         for i, (row, p) in enumerate(zip(rows, p_no_speech)):
             tokens = [t for t in row if t < self.eos_id or t >= self.timestamp_begin]
@@ -528,7 +538,7 @@ class Transcriber:
             encoder = self.model.get_encoder()
             hook = encoder.register_forward_hook(lambda m, a, o: captured.append(o[0]) if not captured else None)
             try:
-                rows = self._generate_rows(feats, languages, want_ts, cfg.temperature[0])
+                rows, p_no_speech = self._generate_rows(feats, languages, want_ts, cfg.temperature[0])
             finally:
                 hook.remove()
             # Temperature fallback, as openai-whisper: a window whose text compresses too well is a repetition
@@ -537,12 +547,12 @@ class Transcriber:
                 redo = [i for i, r in enumerate(rows) if _compression_ratio(self._decode([t for t in r if t < self.eos_id])) > COMPRESSION_RATIO_THRESHOLD]
                 if not redo or cfg.weights != "pretrained" or cfg.decode_tokens:
                     break
-                again = self._generate_rows(feats[redo], [languages[i] for i in redo], want_ts, temperature)
+                again, _ = self._generate_rows(feats[redo], [languages[i] for i in redo], want_ts, temperature)
                 for i, r in zip(redo, again):
                     rows[i] = r
             if cfg.weights == "pretrained":
                 hidden = captured[0] if captured and captured[0].shape[0] == len(batch) else encoder(feats)[0]
-                silent = self._silent_windows(hidden, rows, [s.language for s, _ in batch], want_ts)
+                silent = self._silent_windows(hidden, rows, [s.language for s, _ in batch], want_ts, p_no_speech)
                 rows = [[] if quiet else r for r, quiet in zip(rows, silent)]
         elapsed = time.perf_counter() - t0
         if self.batch_observer is not None:

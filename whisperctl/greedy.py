@@ -91,23 +91,28 @@ class GreedyDecoder:
         timestamps: bool,
         max_new_tokens: int | None = None,
         min_new_tokens: int = 0,
-    ) -> list[list[int]]:
+        no_speech_id: int | None = None,
+    ) -> tuple[list[list[int]], list[float] | None]:
         """Greedy continuations of ``prompts`` (one per row of ``encoder_hidden``, all the same length).
 
         Returns each row's generated tokens, ending with end-of-text when the row finished (as the rows of
-        ``generate()``'s output after the prompt, without trailing padding)."""
+        ``generate()``'s output after the prompt, without trailing padding), and, given ``no_speech_id``, each
+        row's probability of that token at the start-of-transcript position (openai-whisper's no-speech
+        probability), read from the first step instead of a separate decoder pass."""
         import torch
 
         batch, prompt_len = len(prompts), len(prompts[0])
         device, dtype = encoder_hidden.device, encoder_hidden.dtype
         max_len = self.max_length if max_new_tokens is None else min(self.max_length, prompt_len + max_new_tokens)
         if prompt_len >= max_len:
-            return [[] for _ in prompts]
+            return [[] for _ in prompts], None
         cross = []
         for layer in self.layers:
             att = layer.encoder_attn
             cross.append((self._split(att.k_proj(encoder_hidden)), self._split(att.v_proj(encoder_hidden))))
-        keys = [torch.empty(batch, self.heads, max_len, self.head_dim, device=device, dtype=dtype) for _ in self.layers]
+        # Self-attention keys/values: room for 128 tokens, doubled when a window needs more (most need fewer).
+        capacity = min(max_len, prompt_len + 128)
+        keys = [torch.empty(batch, self.heads, capacity, self.head_dim, device=device, dtype=dtype) for _ in self.layers]
         values = [torch.empty_like(k) for k in keys]
 
         tb = self.timestamp_begin
@@ -118,10 +123,15 @@ class GreedyDecoder:
         before = torch.full((batch,), -1, dtype=torch.long, device=device)  # the one before it
         last_timestamp = torch.full((batch,), -1, dtype=torch.long, device=device)
         vocab_ids = None
+        no_speech: list[float] | None = None
         pos = 0
         steps = 0
         for step in range(max_len - prompt_len):  # generate() stops when prompt + generated reach max_length
             n = tokens.shape[1]
+            if pos + n > capacity:
+                capacity = min(max_len, 2 * capacity)
+                keys = [_grown(k, capacity) for k in keys]
+                values = [_grown(v, capacity) for v in values]
             hidden = self.embed_tokens(tokens) + self.positions[pos : pos + n]
             for layer, k_cache, v_cache, (ck, cv) in zip(self.layers, keys, values, cross):
                 att = layer.self_attn
@@ -139,6 +149,9 @@ class GreedyDecoder:
                 hidden = hidden + layer.fc2(layer.activation_fn(layer.fc1(x)))
             pos += n
             scores = self.proj_out(self.final_norm(hidden[:, -1:]))[:, 0].float()
+            if step == 0 and no_speech_id is not None:
+                first = scores if n == 1 else self.proj_out(self.final_norm(hidden[:, :1]))[:, 0].float()
+                no_speech = torch.softmax(first, dim=-1)[:, no_speech_id].tolist()
 
             # transformers' order: begin-suppress, suppress, then the timestamp rules.
             if step == 0:
@@ -168,7 +181,7 @@ class GreedyDecoder:
             if self.eos in row:
                 row = row[: row.index(self.eos) + 1]
             out.append(row)
-        return out
+        return out, no_speech
 
     def _timestamp_rules(self, scores, step: int, last, before, last_timestamp, vocab_ids) -> None:
         """``WhisperTimeStampLogitsProcessor`` for the whole batch at once (greedy: no sampling)."""
@@ -193,3 +206,12 @@ class GreedyDecoder:
         timestamp_logprob = logprobs[:, tb:].logsumexp(dim=-1)
         text_max = logprobs[:, :tb].max(dim=-1).values
         scores[:, :tb].masked_fill_((timestamp_logprob > text_max)[:, None], NEG_INF)
+
+
+def _grown(cache: Any, capacity: int) -> Any:
+    """``cache`` (batch, heads, length, dim) copied into a buffer with room for ``capacity`` positions."""
+    import torch
+
+    out = torch.empty(*cache.shape[:2], capacity, cache.shape[3], device=cache.device, dtype=cache.dtype)
+    out[:, :, : cache.shape[2]] = cache
+    return out

