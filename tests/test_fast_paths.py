@@ -98,6 +98,8 @@ class _Refuse:
 
 def test_generate_is_used_where_the_loop_does_not_apply():
     assert Transcriber(EngineConfig(decoder="generate")).load().greedy is None
+    beam = Transcriber(EngineConfig(beam_size=2)).load()
+    assert beam.greedy is None and beam.runtime_info()["decoder"] == "generate"
     feats = None
     for config, temperature, lean_expected in [
         (EngineConfig(), 0.0, True),

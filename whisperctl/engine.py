@@ -115,7 +115,8 @@ class Transcriber:
         attention = self.plan.attention.hf_name
         self.greedy = (
             greedy.GreedyDecoder(self.model, attention)
-            if self.config.decoder == Decoder.AUTO and self.plan.device == "cpu" and greedy.supported(self.model, attention)
+            if self.config.decoder == Decoder.AUTO and self.config.beam_size == 1 and self.plan.device == "cpu"
+            and greedy.supported(self.model, attention)
             else None
         )
         if self.source.english_only is None and not self.multilingual:
