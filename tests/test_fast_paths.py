@@ -15,6 +15,9 @@ SR = audio_mod.SAMPLE_RATE
 
 def _both(t: Transcriber, chunks, timestamps=True, languages=None):
     """Rows from the lean loop and from generate() for the same windows (prompt echo included in both)."""
+    if timestamps and not t.unique_call:
+        pytest.skip("this transformers has no force_unique_generate_call: its generate() re-segments timestamped "
+                    "output instead of returning the single decoding pass the lean loop reproduces")
     feats = t._features(chunks)
     languages = languages or [None] * len(chunks)
     lean = t.greedy
