@@ -232,7 +232,8 @@ def run(
             continue
         for bs in spec.batch_sizes:
             row = {**base_row, "batch_size": bs, "load_s": round(load_s, 3),
-                   "attention_in_effect": transcriber.runtime_info()["attention"]}
+                   "attention_in_effect": transcriber.runtime_info()["attention"],
+                   "decoder": transcriber.runtime_info()["decoder"]}
             say(f"{config.model} {config.attention.value} {plan.dtype.value} {config.quantization.value} batch {bs}")
             try:
                 row.update(_measure(transcriber, config.replace(batch_size=bs), inputs, spec, plan.device))
