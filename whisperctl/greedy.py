@@ -15,7 +15,7 @@ It does greedy decoding only (temperature 0, one beam), with or without timestam
 transformers' processors (begin-suppress, suppress, timestamps). Finished rows keep being fed, as in
 ``generate()``: dynamic int8 quantizes each Linear's input over the whole batch, so dropping rows would change
 the other rows' numbers. The engine checks eligibility (:func:`supported`) and otherwise uses ``generate()``;
-``tests/test_greedy.py`` compares the two on real speech.
+``tests/test_fast_paths.py`` compares the two on real speech.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ class GreedyDecoder:
 
         gen = model.generation_config
         decoder = model.get_decoder()
-        self.model = model
         self.attention = attention
         self.layers = list(decoder.layers)
         self.embed_tokens = decoder.embed_tokens
