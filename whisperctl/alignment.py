@@ -49,3 +49,14 @@ def token_timings(
     logits = out.logits[0, len(prefix) - 1 : len(prefix) - 1 + len(tokens)].float()
     probs = torch.softmax(logits, dim=-1)[torch.arange(len(tokens)), torch.tensor(tokens)].cpu().numpy()
     return [(float(jump_times[i]), float(jump_times[i + 1]), float(probs[i])) for i in range(len(tokens))]
+
+
+def align_window(loaded: Any, samples: np.ndarray, timed: list, window_start: float, language: str | None, task: Any) -> None:
+    """Set measured times and probabilities on the timed tokens ``timed`` decoded from ``samples`` (≤ 30 s)
+    that start at ``window_start`` seconds."""
+    times = token_timings(
+        loaded.model, loaded.features([samples]), loaded.prefix(language, task, timestamps=False), [t.id for t in timed],
+        loaded.eos_id, len(samples) / 16_000, loaded.plan.attention.hf_name,
+    )
+    for tok, (s, e, p) in zip(timed, times):
+        tok.start, tok.end, tok.probability = window_start + s, window_start + e, p

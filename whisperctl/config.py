@@ -60,8 +60,8 @@ class Quantization(str, enum.Enum):
 
 
 class Chunking(str, enum.Enum):
-    BATCHED = "batched"
-    SEQUENTIAL = "sequential"
+    BATCHED = "batched"  # overlapping windows decoded in batches, merged at the seams
+    SEQUENTIAL = "sequential"  # one window at a time, each starting where the last complete segment ended
 
 
 class Decoder(str, enum.Enum):
@@ -154,9 +154,105 @@ MAX_CHUNK_SECONDS = 30.0
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
+#: openai-whisper's decoding-policy defaults (``whisper.transcribe``), used by both chunking modes.
+COMPRESSION_RATIO_THRESHOLD = 2.4  # gzip ratio of a window's text above which the decode is a repetition loop
+LOGPROB_THRESHOLD = -1.0  # mean token log-probability below which a decode failed
+NO_SPEECH_THRESHOLD = 0.6  # P(<|nospeech|>) above which a window whose decode failed is silence
+
+#: The options a model is loaded with; everything else in EngineConfig is a per-call DecodeOptions field.
+LOAD_FIELDS = ("model", "attention", "dtype", "device", "quantization", "threads", "weights", "allow_pickle", "decoder")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeOptions:
+    """Per-call decoding options: passed to ``Transcriber.transcribe*()``, defaulted from the EngineConfig.
+
+    One decoding policy for both chunking modes (openai-whisper's): each window is decoded at the first
+    temperature; a decode whose text compresses above ``compression_ratio_threshold`` or whose mean token
+    log-probability is below ``logprob_threshold`` is decoded again at the next temperature; a window whose
+    no-speech probability is above ``no_speech_threshold`` while its log-probability is below
+    ``logprob_threshold`` is silence and yields no text (as does a window with no letter or digit).
+    """
+
+    batch_size: int = 8  # windows decoded together (across chunks and files)
+    chunking: Chunking = Chunking.BATCHED  # batched overlapping windows, or sequential seeking (openai-whisper's)
+    chunk_length_s: float = 30.0  # window length for batched chunking, (0, 30]
+    chunk_overlap_s: float | None = None  # overlap between windows; None = chunk_length_s / 6
+    language: str | None = None  # ISO code or name; None = English for .en models, detect otherwise
+    task: Task = Task.TRANSCRIBE
+    timestamps: Timestamps = Timestamps.SEGMENT  # word timestamps add an eager-attention alignment pass
+    beam_size: int = 1  # 1 = greedy
+    temperature: tuple[float, ...] = DEFAULT_TEMPERATURES  # tried in turn while a decode fails the thresholds
+    compression_ratio_threshold: float | None = COMPRESSION_RATIO_THRESHOLD  # None: no repetition check
+    logprob_threshold: float | None = LOGPROB_THRESHOLD  # None: no log-probability check
+    no_speech_threshold: float | None = NO_SPEECH_THRESHOLD  # None: never call a window silence
+    condition_on_previous_text: bool = True  # sequential: prompt each window with the text before it
+    initial_prompt: str | None = None  # text conditioning the first window (names, spelling)
+    max_new_tokens: int | None = None  # cap per window; None = model maximum
+    decode_tokens: int | None = None  # force exactly N generated tokens per window (fixed work for benchmarks)
+    halve_on_oom: bool = True  # on CUDA out-of-memory halve the batch and go on (bench turns it off)
+
+    def __post_init__(self) -> None:
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
+        set_("chunking", parse_choice(Chunking, self.chunking, "--chunking"))
+        set_("task", parse_choice(Task, self.task, "--task"))
+        set_("timestamps", parse_choice(Timestamps, self.timestamps, "--timestamps"))
+        _require_int(self.batch_size, "--batch-size", minimum=1)
+        _require_int(self.beam_size, "--beam-size", minimum=1)
+        if self.max_new_tokens is not None:
+            _require_int(self.max_new_tokens, "--max-new-tokens", minimum=1)
+        if self.decode_tokens is not None:
+            _require_int(self.decode_tokens, "--decode-tokens", minimum=1)
+        chunk = _require_float(self.chunk_length_s, "--chunk-length")
+        if not 0 < chunk <= MAX_CHUNK_SECONDS:
+            raise UsageError(f"--chunk-length: {chunk:g} s is outside (0, 30]. Whisper windows are at most 30 s.")
+        if self.chunk_overlap_s is not None:
+            overlap = _require_float(self.chunk_overlap_s, "--chunk-overlap")
+            if not 0 <= overlap < chunk / 2:
+                raise UsageError(
+                    f"--chunk-overlap: {overlap:g} s must be ≥ 0 and less than half the chunk length ({chunk:g} s)."
+                )
+        temps = self.temperature
+        if isinstance(temps, (int, float)):
+            temps = (temps,)
+        elif isinstance(temps, str):
+            temps = tuple(t for t in temps.split(",") if t.strip())
+        temps = tuple(_require_float(t, "--temperature") for t in temps)
+        if not temps or any(not 0.0 <= t <= 1.0 for t in temps):
+            raise UsageError("--temperature: give one or more values in [0, 1], e.g. 0 or 0,0.2,0.4.")
+        set_("temperature", temps)
+        for name, flag in (("compression_ratio_threshold", "--compression-ratio-threshold"),
+                           ("logprob_threshold", "--logprob-threshold"), ("no_speech_threshold", "--no-speech-threshold")):
+            value = getattr(self, name)
+            if value is not None:
+                set_(name, _require_float(value, flag))
+        if self.language is not None:
+            lang = str(self.language).strip().lower()
+            if lang in ("", "auto"):
+                lang = None
+            elif not _LANGUAGE_RE.match(lang):
+                raise UsageError(f"--language: '{self.language}' is not a language code or name (e.g. en, de, french).")
+            set_("language", lang)
+
+    @property
+    def overlap_s(self) -> float:
+        """Overlap between consecutive batched windows, in seconds."""
+        return self.chunk_length_s / 6 if self.chunk_overlap_s is None else float(self.chunk_overlap_s)
+
+    def replace(self, **changes: Any) -> "DecodeOptions":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(self)
+
+
 @dataclasses.dataclass(frozen=True)
 class EngineConfig:
-    """Everything that decides what the engine computes and how fast. Validated on construction."""
+    """Everything a run is configured with (CLI flags and TOML presets map onto it). Validated on construction.
+
+    The fields in :data:`LOAD_FIELDS` decide how the model is loaded; the others are the defaults of the
+    per-call :class:`DecodeOptions` (``config.decode_options()``), which validates them.
+    """
 
     model: str = "tiny.en"  # alias, hub repo id, transformers dir or CTranslate2 dir; tiny.en is bundled
     attention: Attention = Attention.AUTO  # attention kernel; auto picks fa2 > sdpa > eager by eligibility
@@ -164,14 +260,18 @@ class EngineConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     quantization: Quantization = Quantization.AUTO  # auto: int8 on CPU in fp32 (fastest at equal WER), else none
     batch_size: int = 8  # windows decoded together (across chunks and files)
-    chunking: Chunking = Chunking.BATCHED  # batched windows, or transformers' sequential long-form
+    chunking: Chunking = Chunking.BATCHED  # batched overlapping windows, or sequential seeking
     chunk_length_s: float = 30.0  # window length for batched chunking, (0, 30]
     chunk_overlap_s: float | None = None  # overlap between windows; None = chunk_length_s / 6
     language: str | None = None  # ISO code or name; None = English for .en models, detect otherwise
     task: Task = Task.TRANSCRIBE
     timestamps: Timestamps = Timestamps.SEGMENT  # word timestamps add an eager-attention alignment pass
     beam_size: int = 1  # 1 = greedy
-    temperature: tuple[float, ...] = DEFAULT_TEMPERATURES  # tried in turn when a decode looks degenerate
+    temperature: tuple[float, ...] = DEFAULT_TEMPERATURES  # tried in turn while a decode fails the thresholds
+    compression_ratio_threshold: float | None = COMPRESSION_RATIO_THRESHOLD
+    logprob_threshold: float | None = LOGPROB_THRESHOLD
+    no_speech_threshold: float | None = NO_SPEECH_THRESHOLD
+    condition_on_previous_text: bool = True  # sequential chunking: prompt each window with the text before it
     initial_prompt: str | None = None  # text conditioning the first window (names, spelling)
     threads: int | None = None  # torch intra-op threads on CPU; None = torch's default
     max_new_tokens: int | None = None  # cap per window; None = model maximum
@@ -185,9 +285,6 @@ class EngineConfig:
         set_("attention", parse_choice(Attention, self.attention, "--attn"))
         set_("dtype", parse_choice(DType, self.dtype, "--dtype"))
         set_("quantization", parse_choice(Quantization, self.quantization, "--quantize"))
-        set_("chunking", parse_choice(Chunking, self.chunking, "--chunking"))
-        set_("task", parse_choice(Task, self.task, "--task"))
-        set_("timestamps", parse_choice(Timestamps, self.timestamps, "--timestamps"))
         set_("decoder", parse_choice(Decoder, self.decoder, "--decoder"))
 
         if not isinstance(self.model, str) or not self.model.strip():
@@ -196,44 +293,20 @@ class EngineConfig:
         if not _DEVICE_RE.match(device):
             raise UsageError(f"--device: unknown device '{self.device}'. Valid: auto, cpu, cuda, cuda:N, mps.")
         set_("device", device)
-
-        _require_int(self.batch_size, "--batch-size", minimum=1)
-        _require_int(self.beam_size, "--beam-size", minimum=1)
         if self.threads is not None:
             _require_int(self.threads, "--threads", minimum=1)
-        if self.max_new_tokens is not None:
-            _require_int(self.max_new_tokens, "--max-new-tokens", minimum=1)
-        chunk = _require_float(self.chunk_length_s, "--chunk-length")
-        if not 0 < chunk <= MAX_CHUNK_SECONDS:
-            raise UsageError(f"--chunk-length: {chunk:g} s is outside (0, 30]. Whisper windows are at most 30 s.")
-        if self.chunk_overlap_s is not None:
-            overlap = _require_float(self.chunk_overlap_s, "--chunk-overlap")
-            if not 0 <= overlap < chunk / 2:
-                raise UsageError(
-                    f"--chunk-overlap: {overlap:g} s must be ≥ 0 and less than half the chunk length ({chunk:g} s)."
-                )
-
-        temps = self.temperature
-        if isinstance(temps, (int, float)):
-            temps = (temps,)
-        elif isinstance(temps, str):
-            temps = tuple(t for t in temps.split(",") if t.strip())
-        temps = tuple(_require_float(t, "--temperature") for t in temps)
-        if not temps or any(not 0.0 <= t <= 1.0 for t in temps):
-            raise UsageError("--temperature: give one or more values in [0, 1], e.g. 0 or 0,0.2,0.4.")
-        set_("temperature", temps)
-
-        if self.language is not None:
-            lang = str(self.language).strip().lower()
-            if lang in ("", "auto"):
-                lang = None
-            elif not _LANGUAGE_RE.match(lang):
-                raise UsageError(f"--language: '{self.language}' is not a language code or name (e.g. en, de, french).")
-            set_("language", lang)
-        if self.decode_tokens is not None:
-            _require_int(self.decode_tokens, "--decode-tokens", minimum=1)
         if self.weights not in ("pretrained", "random"):
             raise UsageError(f"--weights: unknown value '{self.weights}'. Valid: pretrained, random.")
+        # The per-call fields are validated (and normalised) by DecodeOptions, the one place for them.
+        options = self.decode_options()
+        for f in dataclasses.fields(DecodeOptions):
+            if f.name != "halve_on_oom":
+                set_(f.name, getattr(options, f.name))
+
+    def decode_options(self, **changes: Any) -> DecodeOptions:
+        """The per-call options this config defaults to, with ``changes`` applied."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(DecodeOptions) if hasattr(self, f.name)}
+        return DecodeOptions(**{**values, **changes})
 
     @property
     def overlap_s(self) -> float:
@@ -245,15 +318,7 @@ class EngineConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready view: enums as their values, tuples as lists."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, enum.Enum):
-                value = value.value
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[f.name] = value
-        return out
+        return _jsonable(self)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], base: "EngineConfig | None" = None) -> "EngineConfig":
@@ -266,6 +331,19 @@ class EngineConfig:
         if "temperature" in normalised and isinstance(normalised["temperature"], list):
             normalised["temperature"] = tuple(normalised["temperature"])
         return dataclasses.replace(base, **normalised) if base else cls(**normalised)
+
+
+def _jsonable(obj: Any) -> dict[str, Any]:
+    """A dataclass as JSON-ready values: enums as their values, tuples as lists."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, enum.Enum):
+            value = value.value
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

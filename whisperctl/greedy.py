@@ -91,20 +91,23 @@ class GreedyDecoder:
         max_new_tokens: int | None = None,
         min_new_tokens: int = 0,
         no_speech_id: int | None = None,
-    ) -> tuple[list[list[int]], list[float] | None]:
+        sot_index: int = 0,
+    ) -> tuple[list[list[int]], list[float] | None, list[float]]:
         """Greedy continuations of ``prompts`` (one per row of ``encoder_hidden``, all the same length).
 
         Returns each row's generated tokens, ending with end-of-text when the row finished (as the rows of
-        ``generate()``'s output after the prompt, without trailing padding), and, given ``no_speech_id``, each
-        row's probability of that token at the start-of-transcript position (openai-whisper's no-speech
-        probability), read from the first step instead of a separate decoder pass."""
+        ``generate()``'s output after the prompt, without trailing padding); given ``no_speech_id``, each
+        row's probability of that token at the start-of-transcript position ``sot_index`` (openai-whisper's no-speech
+        probability), read from the first step instead of a separate decoder pass; and each row's sum of the
+        chosen tokens' log-probabilities after the logit rules, end-of-text included (openai-whisper's
+        ``sum_logprobs``)."""
         import torch
 
         batch, prompt_len = len(prompts), len(prompts[0])
         device, dtype = encoder_hidden.device, encoder_hidden.dtype
         max_len = self.max_length if max_new_tokens is None else min(self.max_length, prompt_len + max_new_tokens)
         if prompt_len >= max_len:
-            return [[] for _ in prompts], None
+            return [[] for _ in prompts], None, [0.0] * batch
         cross = []
         for layer in self.layers:
             att = layer.encoder_attn
@@ -123,6 +126,7 @@ class GreedyDecoder:
         last_timestamp = torch.full((batch,), -1, dtype=torch.long, device=device)
         vocab_ids = None
         no_speech: list[float] | None = None
+        sum_logprobs = torch.zeros(batch, dtype=torch.float32, device=device)
         pos = 0
         steps = 0
         for step in range(max_len - prompt_len):  # generate() stops when prompt + generated reach max_length
@@ -149,7 +153,7 @@ class GreedyDecoder:
             pos += n
             scores = self.proj_out(self.final_norm(hidden[:, -1:]))[:, 0].float()
             if step == 0 and no_speech_id is not None:
-                first = scores if n == 1 else self.proj_out(self.final_norm(hidden[:, :1]))[:, 0].float()
+                first = scores if n == 1 else self.proj_out(self.final_norm(hidden[:, sot_index : sot_index + 1]))[:, 0].float()
                 no_speech = torch.softmax(first, dim=-1)[:, no_speech_id].tolist()
 
             # transformers' order: begin-suppress, suppress, then the timestamp rules.
@@ -163,6 +167,8 @@ class GreedyDecoder:
                     vocab_ids = torch.arange(scores.shape[-1], device=device)
                 self._timestamp_rules(scores, step, last, before, last_timestamp, vocab_ids)
             nxt = torch.argmax(scores, dim=-1)
+            chosen = torch.log_softmax(scores, dim=-1).gather(1, nxt[:, None])[:, 0]
+            sum_logprobs += torch.where(unfinished, chosen, torch.zeros_like(chosen))
             nxt = torch.where(unfinished, nxt, torch.full_like(nxt, self.pad))
             generated[:, step] = nxt
             steps = step + 1
@@ -180,7 +186,7 @@ class GreedyDecoder:
             if self.eos in row:
                 row = row[: row.index(self.eos) + 1]
             out.append(row)
-        return out, no_speech
+        return out, no_speech, sum_logprobs.tolist()
 
     def _timestamp_rules(self, scores, step: int, last, before, last_timestamp, vocab_ids) -> None:
         """``WhisperTimeStampLogitsProcessor`` for the whole batch at once (greedy: no sampling)."""

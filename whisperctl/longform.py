@@ -24,7 +24,7 @@ TIME_PRECISION = 0.02  # seconds per Whisper timestamp token
 
 @dataclasses.dataclass
 class Window:
-    index: int
+    index: int  # position in the file (the engine may key it otherwise)
     start: float  # absolute start, seconds
     samples: np.ndarray  # 16 kHz mono float32, at most chunk length
     sample_rate: int = 16_000
@@ -39,7 +39,7 @@ class TimedToken:
     id: int
     start: float  # absolute seconds
     end: float
-    segment: tuple[int, int]  # (window index, segment index in that window)
+    segment: tuple[object, int]  # (window key, segment index in that window)
     segment_start: float  # the segment's own timestamps, absolute
     segment_end: float
     probability: float | None = None  # set by the word alignment pass
@@ -72,7 +72,7 @@ def windows(blocks: Iterable[np.ndarray], chunk_s: float, overlap_s: float, samp
 
 def parse_window(
     ids: Sequence[int],
-    window_index: int,
+    window_index: object,
     window_start: float,
     window_duration: float,
     eos_id: int,
@@ -197,11 +197,16 @@ def build_segments(
     duration: float,
     with_words: bool = False,
     is_word_start: Callable[[int], bool] | None = None,
+    prev_end: float = 0.0,
+    quality: Callable[[object], dict[str, float | None]] | None = None,
 ) -> list[Segment]:
-    """Group merged tokens back into segments with monotonic timestamps inside [0, duration]."""
+    """Group merged tokens back into segments with monotonic timestamps inside [prev_end, duration].
+
+    ``prev_end``: where the segments already built end (streaming builds segments in several calls);
+    ``quality(window_key)``: the Segment quality fields of the window a segment comes from.
+    """
     segments: list[Segment] = []
     i = 0
-    prev_end = 0.0
     while i < len(tokens):
         j = i
         while j < len(tokens) and tokens[j].segment == tokens[i].segment:
@@ -215,7 +220,7 @@ def build_segments(
         ids = [t.id for t in group]
         text = decode(ids)
         if text.strip():
-            seg = Segment(round(start, 3), round(end, 3), text, ids)
+            seg = Segment(round(start, 3), round(end, 3), text, ids, **(quality(first.segment[0]) if quality else {}))
             if with_words and is_word_start is not None:
                 seg.words = _words(group, decode, is_word_start, start, end)
             segments.append(seg)

@@ -21,6 +21,12 @@ class Segment:
     text: str
     tokens: list[int] = dataclasses.field(default_factory=list)
     words: list[Word] | None = None
+    # Quality of the window decode the segment comes from (openai-whisper's fields): filter hallucinations
+    # with them, e.g. a low avg_logprob with a high no_speech_prob, or a compression_ratio above 2.4.
+    avg_logprob: float | None = None  # mean log-probability of the window's generated tokens
+    no_speech_prob: float | None = None  # P(<|nospeech|>) at the window's start
+    compression_ratio: float | None = None  # gzip ratio of the window's text (repetition loops score high)
+    temperature: float | None = None  # of the decode that was kept (> 0: a fallback pass)
 
 
 @dataclasses.dataclass

@@ -16,7 +16,7 @@ from typing import Callable
 
 from .config import OutputFormat
 from .errors import OutputError
-from .results import Transcript
+from .results import Segment, Transcript
 
 
 def format_timestamp(seconds: float, always_include_hours: bool = False, decimal_marker: str = ".") -> str:
@@ -68,6 +68,31 @@ WRITERS: dict[OutputFormat, tuple[str, Callable[[Transcript], str]]] = {
     OutputFormat.TSV: ("tsv", to_tsv),
     OutputFormat.JSON: ("json", to_json),
 }
+
+
+class SegmentStream:
+    """txt, srt or vtt written segment by segment, as they settle; the same text the whole-file writer gives."""
+
+    FORMATS = (OutputFormat.TXT, OutputFormat.SRT, OutputFormat.VTT)
+
+    def __init__(self, fmt: OutputFormat):
+        if fmt not in self.FORMATS:
+            raise ValueError(f"{fmt.value} is not written segment by segment")
+        self.fmt, self.count = fmt, 0
+
+    def header(self) -> str:
+        return "WEBVTT\n\n" if self.fmt == OutputFormat.VTT else ""
+
+    def segment(self, seg: Segment) -> str:
+        text = seg.text.strip().replace("-->", "->") if self.fmt != OutputFormat.TXT else seg.text.strip()
+        if not text:
+            return ""
+        self.count += 1
+        if self.fmt == OutputFormat.TXT:
+            return text + "\n"
+        if self.fmt == OutputFormat.SRT:
+            return f"{self.count}\n{format_timestamp(seg.start, True, ',')} --> {format_timestamp(seg.end, True, ',')}\n{text}\n\n"
+        return f"{format_timestamp(seg.start)} --> {format_timestamp(seg.end)}\n{text}\n\n"
 
 
 def expand_formats(fmt: OutputFormat) -> list[OutputFormat]:

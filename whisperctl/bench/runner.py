@@ -222,7 +222,6 @@ def run(
         try:
             _cuda_reset(plan.device)
             transcriber = factory(config, env)
-            transcriber.retry_oom = False
             t0 = time.perf_counter()
             transcriber.load()
             load_s = time.perf_counter() - t0
@@ -259,24 +258,25 @@ def run(
 def _measure(transcriber: Any, config: EngineConfig, inputs: list[BenchInput], spec: BenchSpec, device: str) -> dict[str, Any]:
     import torch
 
-    transcriber.config = config
-    transcriber._batch_limit = None
+    # The batch size changes per row through the per-call options; OOM is a row here, not a halved batch.
+    options = config.decode_options(halve_on_oom=False)
     _cuda_reset(device)
     warm = inputs[0].samples[: int(config.batch_size * config.chunk_length_s * audio_mod.SAMPLE_RATE)]
     for _ in range(spec.warmup):
-        transcriber.batch_observer = None
-        transcriber.transcribe(warm, name="warmup")
+        transcriber.transcribe(warm, options, name="warmup")
     samples: list[dict[str, Any]] = []
     texts: list[str] = []
     audio_s = sum(i.duration for i in inputs)
     with _PeakRSS() as rss:
         for repeat in range(spec.repeats):
             batches: list[dict[str, Any]] = []
-            transcriber.batch_observer = batches.append
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            results = list(transcriber.transcribe_many([(i.name, i.samples) for i in inputs]))
+            results = list(transcriber.transcribe_many(
+                [(i.name, i.samples) for i in inputs], options,
+                on_batch=lambda stats: batches.append(dataclasses.asdict(stats)),
+            ))
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             wall = time.perf_counter() - t0
@@ -285,7 +285,6 @@ def _measure(transcriber: Any, config: EngineConfig, inputs: list[BenchInput], s
                     raise result
             texts = [r.text for _, r in results]
             samples.append({"repeat": repeat, "wall_s": wall, "audio_s": audio_s, "rtfx": audio_s / wall, "batches": batches})
-    transcriber.batch_observer = None
     latencies = [b["seconds"] for s in samples for b in s["batches"]]
     tok_rates = [sum(b["tokens"] for b in s["batches"]) / max(sum(b["seconds"] for b in s["batches"]), 1e-9) for s in samples]
     enc = sum(b["encoder_s"] for s in samples for b in s["batches"])

@@ -127,13 +127,34 @@ def transcribe(
     try:
         if progress_ctx:
             progress_ctx.__enter__()
-        for inp, result in transcriber.transcribe_many(todo, progress=progress_ctx.advance if progress_ctx else None):
+        from ..transcript import SegmentReady
+        from ..writers import SegmentStream
+
+        # To stdout, txt/srt/vtt are written segment by segment as they settle (a long file shows text within
+        # seconds); files in --output-dir are written whole and atomically once the input is done.
+        streamed = outputs is None and formats[0] in SegmentStream.FORMATS
+        stream: SegmentStream | None = None
+        for event in transcriber.events(todo, progress=progress_ctx.advance if progress_ctx else None):
+            if isinstance(event, SegmentReady):
+                if streamed:
+                    if stream is None:
+                        stream = SegmentStream(formats[0])
+                        sys.stdout.write(stream.header())
+                    sys.stdout.write(stream.segment(event.segment))
+                    sys.stdout.flush()
+                continue
+            inp, result = event.source, event.result
+            started_stream, stream = stream, None
             if isinstance(result, WhisperctlError):
                 failures.append((inp.name, str(result)))
                 typer.echo(f"whisperctl: error: {result}" if str(result).startswith(inp.name) else f"whisperctl: error: {inp.name}: {result}", err=True)
                 continue
             try:
-                if outputs is None:
+                if streamed:
+                    if started_stream is None:
+                        sys.stdout.write(SegmentStream(formats[0]).header())
+                        sys.stdout.flush()
+                elif outputs is None:
                     sys.stdout.write(WRITERS[formats[0]][1](result))
                     sys.stdout.flush()
                 else:

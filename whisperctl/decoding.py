@@ -1,0 +1,371 @@
+"""Decoding: a batch of ≤ 30 s windows in, one :class:`WindowResult` per window out.
+
+This module owns the decoding policy, the same for both chunking modes (openai-whisper's rules, named in
+:class:`~whisperctl.config.DecodeOptions`):
+
+1. each window is decoded at the first temperature (greedy or beam search);
+2. a window whose text compresses like a repetition loop (gzip ratio > ``compression_ratio_threshold``) or
+   whose mean token log-probability is below ``logprob_threshold`` is decoded again at the next temperature
+   (sampled, seeded per pass so a rerun gives the same text), unless its no-speech probability says silence;
+3. a window whose no-speech probability exceeds ``no_speech_threshold`` while its log-probability is below
+   ``logprob_threshold`` is silence, and so is one whose text has no letter or digit: no text.
+
+It also chooses the decoding loop (whisperctl's lean greedy loop on the CPU where it applies, transformers'
+``generate()`` otherwise), detects the language of windows that have none, and halves the batch on CUDA
+out-of-memory. Each window is logged at debug level with the numbers behind these decisions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import zlib
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .config import DecodeOptions
+from .errors import ModelError, OutOfMemoryError
+from .loaded import LoadedModel
+
+log = logging.getLogger(__name__)
+
+SAMPLING_SEED = 0  # sampled fallback passes run under this seed: the same input gives the same text
+
+
+@dataclasses.dataclass
+class WindowResult:
+    """One window's decode: its tokens and the numbers openai-whisper's rules judged it by."""
+
+    tokens: list[int]  # generated text and timestamp tokens; no prompt, no end-of-text; [] when silent
+    language: str | None
+    avg_logprob: float  # sum of the chosen tokens' log-probabilities / (tokens + 1)
+    no_speech_prob: float | None  # P(<|nospeech|>) at the start-of-transcript position
+    compression_ratio: float  # gzip ratio of the text
+    temperature: float  # of the decode that was kept
+    silent: bool = False  # judged silence: tokens dropped
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchStats:
+    """What one forward batch cost (for ``bench``), reported through ``on_batch``."""
+
+    size: int  # windows
+    seconds: float  # wall time of the batch, all passes included
+    features_s: float
+    encoder_s: float  # encoder forward time (CUDA synchronised)
+    tokens: int  # generated tokens in the kept decodes
+    audio_s: float
+
+
+BatchObserver = Callable[[BatchStats], None]
+
+
+def compression_ratio(text: str) -> float:
+    """openai-whisper's repetition measure: bytes of the text over bytes of its zlib compression."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def needs_fallback(result: WindowResult, options: DecodeOptions) -> bool:
+    """openai-whisper's rule: too repetitive or too unlikely, unless the window is silence."""
+    low_logprob = options.logprob_threshold is not None and result.avg_logprob < options.logprob_threshold
+    repetitive = options.compression_ratio_threshold is not None and result.compression_ratio > options.compression_ratio_threshold
+    silence = (
+        options.no_speech_threshold is not None and result.no_speech_prob is not None
+        and result.no_speech_prob > options.no_speech_threshold and low_logprob
+    )
+    return (repetitive or low_logprob) and not silence
+
+
+def is_silence(result: WindowResult, text: str, options: DecodeOptions) -> bool:
+    """openai-whisper's no-speech rule, and punctuation alone (a lone '.' on noise) carries no words."""
+    if not any(ch.isalnum() for ch in text):
+        return True
+    if options.no_speech_threshold is None or result.no_speech_prob is None:
+        return False
+    if result.no_speech_prob <= options.no_speech_threshold:
+        return False
+    return options.logprob_threshold is None or result.avg_logprob < options.logprob_threshold
+
+
+class WindowDecoder:
+    """Decodes batches of windows under one :class:`DecodeOptions` (one per ``transcribe*()`` call)."""
+
+    def __init__(self, loaded: LoadedModel, options: DecodeOptions, on_batch: BatchObserver | None = None):
+        self.loaded = loaded
+        self.options = options
+        self.on_batch = on_batch
+        self.batch_limit: int | None = None  # learnt from CUDA out-of-memory during this call
+        # Windows are decoded with timestamps: without them Whisper sometimes ends a 30 s window early (measured:
+        # 20 % WER on the LJ file with int8), and seams and seeking need token times. Random weights (speed runs)
+        # decode untimed, a fixed amount of work.
+        self.timestamps = not loaded.random_weights
+
+    # ------------------------------------------------------------------ public
+    def decode(
+        self, chunks: Sequence[np.ndarray], languages: Sequence[str | None], prompts: Sequence[list[int]] | None = None,
+    ) -> list[WindowResult]:
+        """Decode ``chunks`` (≤ 30 s each) together; ``languages[i]`` None means detect it; ``prompts[i]``: text
+        tokens to condition window i on (previous text or the initial prompt). On CUDA out-of-memory the batch is
+        halved and retried (when ``options.halve_on_oom``), down to one window."""
+        n = len(chunks)
+        prompts = list(prompts) if prompts is not None else [[] for _ in range(n)]
+        limit = self.batch_limit
+        if limit is not None and n > limit:
+            out: list[WindowResult] = []
+            for i in range(0, n, limit):
+                out += self.decode(chunks[i : i + limit], languages[i : i + limit], prompts[i : i + limit])
+            return out
+        try:
+            return self._decode_once(chunks, list(languages), prompts)
+        except OutOfMemoryError:
+            raise
+        except RuntimeError as exc:
+            if not _is_oom(exc):
+                raise ModelError(f"decoding failed on {self.loaded.plan.device}: {str(exc).splitlines()[0]}") from exc
+            _free_cuda_cache()
+            if not self.options.halve_on_oom or n == 1:
+                plan = self.loaded.plan
+                raise OutOfMemoryError(
+                    f"{plan.device} ran out of memory decoding {n} window(s) with model "
+                    f"'{self.loaded.source.describe()}' in {plan.dtype.value} at batch size {n}. Use a smaller or "
+                    "distil model, --dtype fp16, --quantize int8, or a smaller --batch-size."
+                ) from None
+            half = n // 2
+            log.warning("out of memory at batch size %d on %s: continuing with batch size %d", n, self.loaded.plan.device, half)
+            self.batch_limit = half
+            return self.decode(chunks[:half], languages[:half], prompts[:half]) + self.decode(
+                chunks[half:], languages[half:], prompts[half:])
+
+    def uses_lean_loop(self, temperature: float = 0.0) -> bool:
+        return self.loaded.lean_loop is not None and temperature == 0 and self.options.beam_size == 1
+
+    # ---------------------------------------------------------------- private
+    def _decode_once(self, chunks, languages: list[str | None], prompts: list[list[int]]) -> list[WindowResult]:
+        lm, opts = self.loaded, self.options
+        random_weights = lm.random_weights
+        t0 = time.perf_counter()
+        feats = lm.features(chunks)
+        features_s = time.perf_counter() - t0
+        timer = _EncoderTimer(lm) if self.on_batch is not None else None
+        try:
+            with lm.attention_context():
+                languages = self._languages(feats, languages)
+                results = self._pass(feats, languages, prompts, opts.temperature[0])
+                if not random_weights and not opts.decode_tokens:
+                    self._fallback(feats, languages, prompts, results)
+        finally:
+            if timer is not None:
+                timer.remove()
+        for i, r in enumerate(results):
+            text = lm.decode(r.tokens)
+            if not random_weights and is_silence(r, text, opts):
+                r.silent, r.tokens = True, []
+            log.debug("window %d/%d: T=%.1f avg_logprob=%.3f no_speech=%s ratio=%.2f %s %r", i + 1, len(results),
+                      r.temperature, r.avg_logprob, "-" if r.no_speech_prob is None else f"{r.no_speech_prob:.3f}",
+                      r.compression_ratio, "silent" if r.silent else "kept", text[:60])
+        if self.on_batch is not None:
+            self.on_batch(BatchStats(
+                size=len(chunks), seconds=time.perf_counter() - t0, features_s=features_s,
+                encoder_s=timer.seconds if timer else 0.0, tokens=sum(len(r.tokens) for r in results),
+                audio_s=sum(len(c) for c in chunks) / 16_000,
+            ))
+        return results
+
+    def _languages(self, feats, languages: list[str | None]) -> list[str | None]:
+        lm, opts = self.loaded, self.options
+        if not lm.multilingual:
+            return ["en"] * len(languages)
+        from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+
+        if opts.language:
+            return [TO_LANGUAGE_CODE.get(opts.language, opts.language)] * len(languages)
+        unknown = [i for i, lang in enumerate(languages) if lang is None]
+        if unknown:
+            ids = lm.model.detect_language(input_features=feats[unknown]).reshape(-1).tolist()
+            for i, tok in zip(unknown, ids):
+                code = lm.token_str(int(tok)).strip("<|>")
+                languages[i] = code if code in LANGUAGES else "en"
+        return languages
+
+    def _fallback(self, feats, languages, prompts, results: list[WindowResult]) -> None:
+        for temperature in self.options.temperature[1:]:
+            redo = [i for i, r in enumerate(results) if needs_fallback(r, self.options)]
+            if not redo:
+                return
+            again = self._pass(feats[redo], [languages[i] for i in redo], [prompts[i] for i in redo], temperature)
+            for i, r in zip(redo, again):
+                results[i] = r
+
+    def _pass(self, feats, languages, prompts: list[list[int]], temperature: float) -> list[WindowResult]:
+        """One decoding pass at ``temperature`` over every window of ``feats``."""
+        import torch
+
+        lm = self.loaded
+        full = [self._full_prompt(p, lang) for p, lang in zip(prompts, languages)]
+        if self.uses_lean_loop(temperature) and len({len(p) for p in full}) == 1:
+            hidden = lm.model.get_encoder()(feats)[0]
+            max_new, min_new = self._token_limits()
+            rows, no_speech, sums = lm.lean_loop(
+                hidden, full, self.timestamps, max_new, min_new, lm.no_speech_id, sot_index=full[0].index(lm.sot_id),
+            )
+        else:
+            if temperature > 0:
+                devices = [torch.device(lm.plan.device).index or 0] if lm.plan.device.startswith("cuda") else []
+                with torch.random.fork_rng(devices=devices):
+                    torch.manual_seed(SAMPLING_SEED)
+                    rows, hidden = self._generate(feats, languages, prompts, temperature)
+            else:
+                rows, hidden = self._generate(feats, languages, prompts, temperature)
+            no_speech, sums = self._score(hidden, full, rows)
+        out = []
+        for i, row in enumerate(rows):
+            tokens = [t for t in row if t != lm.eos_id]
+            out.append(WindowResult(
+                tokens=tokens, language=languages[i], avg_logprob=sums[i] / (len(tokens) + 1),
+                no_speech_prob=None if no_speech is None else no_speech[i],
+                compression_ratio=compression_ratio(lm.decode(tokens)), temperature=temperature,
+            ))
+        return out
+
+    def _full_prompt(self, prompt: list[int], language: str | None) -> list[int]:
+        lm = self.loaded
+        head = [lm.sot_prev_id, *prompt[-(lm.max_length // 2 - 1):]] if prompt and lm.sot_prev_id is not None else []
+        return head + lm.prefix(language, self.options.task, timestamps=self.timestamps)
+
+    def _token_limits(self) -> tuple[int | None, int]:
+        opts = self.options
+        if opts.decode_tokens:
+            return opts.decode_tokens, opts.decode_tokens
+        return opts.max_new_tokens, 0
+
+    def _generate(self, feats, languages, prompts: list[list[int]], temperature: float) -> tuple[list[list[int]], Any]:
+        """transformers' generate(): rows of generated tokens (prompt removed), and the encoder output."""
+        import torch
+
+        lm, opts = self.loaded, self.options
+        kw: dict[str, Any] = {"return_timestamps": self.timestamps, "num_beams": opts.beam_size}
+        max_new, min_new = self._token_limits()
+        if max_new:
+            kw["max_new_tokens"] = max_new
+        if min_new:
+            kw["min_new_tokens"] = min_new
+        if temperature > 0:
+            kw.update(temperature=temperature, do_sample=True, num_beams=1)
+        else:
+            kw["do_sample"] = False
+        if lm.multilingual:
+            kw["task"] = opts.task.value
+            kw["language"] = list(languages)
+        if lm.unique_call:
+            # One decoding pass per window: transformers would otherwise seek past the last timestamp and decode
+            # the window's tail again with timestamps restarting at 0; the overlapping next window covers it.
+            kw["force_unique_generate_call"] = True
+        captured: list[Any] = []
+        encoder = lm.model.get_encoder()
+        hook = encoder.register_forward_hook(lambda m, a, o: captured.append(o[0]) if not captured else None)
+        try:
+            groups = _group_by_prompt(prompts)
+            rows: list[list[int]] = [[] for _ in prompts]
+            for prompt, idx in groups:
+                call = dict(kw)
+                if prompt and lm.sot_prev_id is not None:
+                    call["prompt_ids"] = torch.tensor([lm.sot_prev_id, *prompt[-(lm.max_length // 2 - 1):]], device=lm.plan.device)
+                if lm.multilingual:
+                    call["language"] = [languages[i] for i in idx]
+                out = lm.model.generate(input_features=feats[idx], **call)
+                sequences = out["sequences"] if isinstance(out, dict) else out
+                for i, row in zip(idx, sequences.tolist()):  # copies to the host: the device is synchronised
+                    rows[i] = self._strip_prompt(row, languages[i])
+        finally:
+            hook.remove()
+        hidden = captured[0] if len(groups) == 1 and captured and captured[0].shape[0] == len(prompts) else encoder(feats)[0]
+        return rows, hidden
+
+    def _strip_prompt(self, row: list[int], language: str | None) -> list[int]:
+        """generate()'s row without the prompt some transformers versions echo, and without padding."""
+        lm = self.loaded
+        if lm.sot_id in row[: lm.max_length // 2 + 4]:
+            start = row.index(lm.sot_id) + len(lm.prefix(language, self.options.task, timestamps=self.timestamps))
+            row = row[start:]
+        while row and row[-1] == lm.eos_id:
+            row = row[:-1]
+        return row + [lm.eos_id]
+
+    def _score(self, hidden, prompts: list[list[int]], rows: list[list[int]]) -> tuple[list[float] | None, list[float]]:
+        """No-speech probability at the start-of-transcript position and the sum of the generated tokens'
+        log-probabilities (end-of-text included), from one teacher-forced decoder pass over the batch."""
+        import torch
+        from transformers.modeling_outputs import BaseModelOutput
+
+        lm = self.loaded
+        seqs = [p + r for p, r in zip(prompts, rows)]
+        width = max(len(s) for s in seqs)
+        ids = torch.tensor([s + [lm.eos_id] * (width - len(s)) for s in seqs], device=hidden.device)
+        logits = lm.model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), decoder_input_ids=ids).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        sums = []
+        no_speech = [] if lm.no_speech_id is not None else None
+        for i, (p, r) in enumerate(zip(prompts, rows)):
+            positions = torch.arange(len(p) - 1, len(p) - 1 + len(r), device=hidden.device)
+            sums.append(float(logprobs[i, positions, torch.tensor(r, device=hidden.device)].sum()) if r else 0.0)
+            if no_speech is not None:
+                no_speech.append(float(logprobs[i, p.index(lm.sot_id), lm.no_speech_id].exp()))
+        return no_speech, sums
+
+
+class _EncoderTimer:
+    """Forward hooks that time the encoder (synchronising CUDA), for bench's encoder/decoder split."""
+
+    def __init__(self, loaded: LoadedModel):
+        import torch
+
+        self.seconds = 0.0
+        cuda = loaded.plan.device.startswith("cuda")
+        started: list[float] = []
+
+        def pre(module, args):
+            if cuda:
+                torch.cuda.synchronize()
+            started.append(time.perf_counter())
+
+        def post(module, args, output):
+            if cuda:
+                torch.cuda.synchronize()
+            if started:
+                self.seconds += time.perf_counter() - started.pop()
+
+        encoder = loaded.model.get_encoder()
+        self._hooks = [encoder.register_forward_pre_hook(pre), encoder.register_forward_hook(post)]
+
+    def remove(self) -> None:
+        for h in self._hooks:
+            h.remove()
+
+
+def _group_by_prompt(prompts: list[list[int]]) -> list[tuple[list[int], list[int]]]:
+    """(prompt, row indices) for each distinct prompt: generate() takes one prompt per call."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, p in enumerate(prompts):
+        groups.setdefault(tuple(p), []).append(i)
+    return [(list(k), v) for k, v in groups.items()]
+
+
+def _is_oom(exc: BaseException) -> bool:
+    try:
+        import torch
+
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            return True
+    except ImportError:
+        pass
+    return "out of memory" in str(exc).lower()
+
+
+def _free_cuda_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,95 @@
+"""Final tokens → segments (emitted as soon as they can no longer change) → the :class:`Transcript`.
+
+Both chunking modes hand the tokens they have settled to a :class:`TranscriptBuilder`; it builds segments in
+order, remembers each window's decode quality for the segments it yields, and assembles the self-describing
+result at the end. The transcript's segments are exactly the segments streamed, in the same order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable, Union
+
+from . import longform
+from .audio import AudioInput
+from .decoding import WindowResult
+from .errors import WhisperctlError
+from .results import Segment, Transcript
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentReady:
+    """A segment of ``source`` that can no longer change."""
+
+    source: AudioInput
+    segment: Segment
+
+
+@dataclasses.dataclass(frozen=True)
+class FileDone:
+    """``source`` is finished: its transcript, or the error that stopped it."""
+
+    source: AudioInput
+    result: Union[Transcript, WhisperctlError]
+
+
+Event = Union[SegmentReady, FileDone]
+
+
+class TranscriptBuilder:
+    def __init__(self, source: AudioInput, decode: Callable[[list[int]], str], is_word_start: Callable[[int], bool],
+                 with_words: bool):
+        self.source = source
+        self.segments: list[Segment] = []
+        self.language: str | None = None
+        self.decode_s = 0.0
+        self.align_s = 0.0
+        self.started = time.perf_counter()
+        self._decode, self._is_word_start, self._with_words = decode, is_word_start, with_words
+        self._quality: dict[Any, dict[str, float | None]] = {}
+
+    def window_decoded(self, key: Any, result: WindowResult) -> None:
+        """Remember the quality of window ``key`` for the segments built from it."""
+        self._quality[key] = {
+            "avg_logprob": round(result.avg_logprob, 4),
+            "no_speech_prob": None if result.no_speech_prob is None else round(result.no_speech_prob, 4),
+            "compression_ratio": round(result.compression_ratio, 3),
+            "temperature": result.temperature,
+        }
+        if self.language is None:
+            self.language = result.language
+
+    def add(self, tokens: list[longform.TimedToken], duration: float = math.inf) -> list[Segment]:
+        """Segments of ``tokens`` (settled, in order, after everything added before); returns the new ones."""
+        prev_end = self.segments[-1].end if self.segments else 0.0
+        new = longform.build_segments(
+            tokens, self._decode, duration, with_words=self._with_words, is_word_start=self._is_word_start,
+            prev_end=prev_end, quality=lambda key: self._quality.get(key, {}),
+        )
+        self.segments.extend(new)
+        return new
+
+    def forget(self, keys: Any) -> None:
+        """Drop the quality of windows whose segments are all built (memory stays flat on long files)."""
+        for key in keys:
+            self._quality.pop(key, None)
+
+    def finish(self, duration: float, config: dict[str, Any], runtime: dict[str, Any]) -> Transcript:
+        total = time.perf_counter() - self.started
+        return Transcript(
+            source=self.source.name,
+            text="".join(s.text for s in self.segments).strip(),
+            segments=self.segments,
+            language=self.language,
+            duration=round(duration, 3),
+            config=config,
+            runtime=runtime,
+            timings={
+                "decode_s": round(self.decode_s, 4),
+                "align_s": round(self.align_s, 4),
+                "total_s": round(total, 4),
+                "rtfx": round(duration / total, 2) if total > 0 else None,
+            },
+        )
