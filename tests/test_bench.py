@@ -53,17 +53,24 @@ def test_matrix_rows_skip_reasons_and_schema(tiny_random_model):
     assert data["spec"]["attentions"] == ["eager", "sdpa", "flash_attention_2"]
 
 
-def test_simulated_oom_is_a_row_and_the_run_continues(tiny_random_model, monkeypatch):
-    from whisperctl.engine import Transcriber
+def _oom_over_one(monkeypatch, sizes=None):
+    """Features of more than one window raise CUDA's out-of-memory error (through LoadedModel's public method)."""
+    from whisperctl.loaded import LoadedModel
 
-    real = Transcriber._decode_batch_once
+    real = LoadedModel.features
 
-    def oom_over_one(self, batch, progress):
-        if len(batch) > 1:
+    def features(self, chunks):
+        if sizes is not None:
+            sizes.append(len(chunks))
+        if len(chunks) > 1:
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(self, batch, progress)
+        return real(self, chunks)
 
-    monkeypatch.setattr(Transcriber, "_decode_batch_once", oom_over_one)
+    monkeypatch.setattr(LoadedModel, "features", features)
+
+
+def test_simulated_oom_is_a_row_and_the_run_continues(tiny_random_model, monkeypatch):
+    _oom_over_one(monkeypatch)
     result = runner.run(_spec(tiny_random_model, attentions=(Attention.SDPA,), batch_sizes=(1, 2, 4)), _inputs(), probe())
     assert [r["status"] for r in result["rows"]] == ["ok", "OOM at batch 2", "OOM at batch 4"]
 
@@ -71,16 +78,8 @@ def test_simulated_oom_is_a_row_and_the_run_continues(tiny_random_model, monkeyp
 def test_engine_halves_the_batch_on_oom_outside_bench(tiny_random_model, monkeypatch, caplog):
     from whisperctl.engine import Transcriber
 
-    real = Transcriber._decode_batch_once
-    sizes = []
-
-    def oom_over_one(self, batch, progress):
-        sizes.append(len(batch))
-        if len(batch) > 1:
-            raise RuntimeError("CUDA out of memory.")
-        return real(self, batch, progress)
-
-    monkeypatch.setattr(Transcriber, "_decode_batch_once", oom_over_one)
+    sizes: list[int] = []
+    _oom_over_one(monkeypatch, sizes)
     t = Transcriber(EngineConfig(model=str(tiny_random_model), max_new_tokens=2, batch_size=4))
     result = t.transcribe(np.zeros(16000 * 200, np.float32))  # 8 windows
     assert result.duration == pytest.approx(200.0)

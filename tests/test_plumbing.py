@@ -50,3 +50,41 @@ def test_offline_hub_model_is_one_clear_line(monkeypatch, tmp_path):
         t.load()
     msg = str(err.value)
     assert "distil-whisper/distil-small.en" in msg and "not in the local Hugging Face cache" in msg and "\n" not in msg
+
+
+def test_arrays_of_the_same_name_stay_apart(tiny_random_model):
+    t = Transcriber(EngineConfig(model=str(tiny_random_model), max_new_tokens=2))
+    short, long = np.zeros(16000 * 2, np.float32), np.zeros(16000 * 5, np.float32)
+    results = list(t.transcribe_many([("clip", short), ("clip", long)]))
+    assert [r.duration for _, r in results] == [pytest.approx(2.0), pytest.approx(5.0)]
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.uint8, bool])
+def test_integer_and_bool_arrays_are_refused(tiny_random_model, dtype):
+    t = Transcriber(EngineConfig(model=str(tiny_random_model), max_new_tokens=2))
+    with pytest.raises(UsageError, match="float samples"):
+        t.transcribe(np.zeros(16000, dtype))
+
+
+def test_per_call_options_leave_the_loaded_model_alone(tiny_random_model):
+    t = Transcriber(EngineConfig(model=str(tiny_random_model), max_new_tokens=2))
+    loaded = t.loaded
+    audio = np.zeros(16000 * 70, np.float32)
+    batches = []
+    t.transcribe_many([("a", audio)], t.options.replace(batch_size=1), on_batch=batches.append).__next__()
+    assert {b.size for b in batches} == {1} and t.loaded is loaded and t.options.batch_size == 8
+    with pytest.raises(UsageError, match="--batch-size"):
+        t.options.replace(batch_size=0)
+
+
+def test_module_level_transcribe_keeps_the_model_between_calls(tiny_random_model, monkeypatch):
+    import whisperctl
+    from whisperctl import loaded as loaded_mod
+
+    calls = []
+    real = loaded_mod.load
+    monkeypatch.setattr(loaded_mod, "load", lambda *a: calls.append(1) or real(*a))
+    audio = np.zeros(16000, np.float32)
+    whisperctl.transcribe(audio, model=str(tiny_random_model), max_new_tokens=2)
+    whisperctl.transcribe(audio, model=str(tiny_random_model), max_new_tokens=3, beam_size=2)
+    assert len(calls) <= 1  # 0 when an earlier test already loaded this model through it

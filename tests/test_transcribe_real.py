@@ -5,7 +5,7 @@ import json
 import pytest
 
 from whisperctl import EngineConfig, Transcriber
-from whisperctl.wer import normalize, wer
+from whisperctl.wer import wer
 
 JFK = "whisper/jfk.flac"
 LJ = "TTS/LJ001-0001_to_0032_concat.wav"
@@ -16,19 +16,23 @@ def sdpa():
     return Transcriber(EngineConfig(attention="sdpa")).load()
 
 
-def test_jfk_exact_after_normalisation(sdpa, speech, references):
+# Bounds, not exact text: int8 and float kernels round differently on other CPUs (AVX2 vs AVX-512 VNNI), which
+# moves a comma or a word. JFK has 22 reference words: 0.1 allows two errors.
+JFK_WER = 0.1
+
+
+def test_jfk_within_wer_bound(sdpa, speech, references):
     result = sdpa.transcribe(str(speech / JFK))
-    assert normalize(result.text) == normalize(references[JFK])
+    assert wer([references[JFK]], [result.text]) <= JFK_WER
     assert result.runtime["attention"] == "sdpa" and result.runtime["device"] == "cpu"
     assert result.language == "en" and result.duration == pytest.approx(11.0, abs=0.05)
 
 
 @pytest.mark.parametrize("attention", ["eager", "sdpa:math", "sdpa:flash"])
-def test_attention_implementations_give_the_same_text(sdpa, speech, attention):
-    base = sdpa.transcribe(str(speech / JFK)).text
+def test_attention_implementations_keep_the_words(speech, references, attention):
     other = Transcriber(EngineConfig(attention=attention)).transcribe(str(speech / JFK))
     assert other.runtime["attention"] == attention
-    assert other.text == base
+    assert wer([references[JFK]], [other.text]) <= JFK_WER
 
 
 def _lj_reference(references):
@@ -53,10 +57,11 @@ def test_batched_int8_keeps_the_words(speech, references):
     assert result.runtime["quantization"] == "int8"
 
 
-def test_word_timestamps_monotonic_inside_audio(speech):
+def test_word_timestamps_monotonic_inside_audio(speech, references):
     result = Transcriber(EngineConfig(attention="sdpa", timestamps="word")).transcribe(str(speech / JFK))
     words = [w for s in result.segments for w in s.words]
-    assert [w.word.strip() for w in words][:4] == ["And", "so", "my", "fellow"]
+    assert "".join(w.word for w in words).strip() == result.text  # the words are the text, split
+    assert wer([references[JFK]], [" ".join(w.word for w in words)]) <= JFK_WER
     assert all(0 <= w.start <= w.end <= 11.0 for w in words)
     assert all(a.start <= b.start for a, b in zip(words, words[1:]))
     assert result.runtime["attention"] == "sdpa" and result.runtime["word_alignment_attention"] == "eager"
@@ -70,7 +75,7 @@ def test_many_files_batched_across_files(speech, references):
     results = list(t.transcribe_many(files + ["does-not-exist.wav"]))
     assert [r[0].name for r in results] == files + ["does-not-exist.wav"]
     assert "no such file" in str(results[-1][1])
-    assert normalize(results[-2][1].text) == normalize(references[JFK])
+    assert wer([references[JFK]], [results[-2][1].text]) <= JFK_WER
     hyps = [r[1].text for r in results[:5]]
     assert wer([references[f"pocketsphinx/cards_00{i}.wav"] for i in range(1, 6)], hyps) < 0.35
 
@@ -84,7 +89,7 @@ def test_ctranslate2_directory_as_model(tmp_path, speech, references):
     shutil.copytree(models.bundled_dir(), d)
     t = Transcriber(EngineConfig(model=str(d)))
     assert t.source.kind == "ct2"
-    assert normalize(t.transcribe(str(speech / JFK)).text) == normalize(references[JFK])
+    assert wer([references[JFK]], [t.transcribe(str(speech / JFK)).text]) <= JFK_WER
 
 
 def test_transcript_json_is_self_describing(sdpa, speech):
@@ -102,3 +107,57 @@ def test_silence_and_noise_give_no_hallucinated_text(sdpa):
     for audio in (silence, noise, silence[:800]):
         result = sdpa.transcribe(audio)
         assert result.text == "" and result.segments == []
+
+
+def test_segments_carry_their_window_quality(sdpa, speech):
+    data = json.loads(json.dumps(sdpa.transcribe(str(speech / JFK)).to_dict()))
+    for seg in data["segments"]:
+        assert -1.0 < seg["avg_logprob"] < 0 and 0 <= seg["no_speech_prob"] < 0.6
+        assert 0 < seg["compression_ratio"] < 2.4 and seg["temperature"] == 0.0
+
+
+@pytest.mark.parametrize("chunking", ["batched", "sequential"])
+def test_one_fallback_policy_in_both_chunking_modes(speech, chunking):
+    """A decode the compression-ratio rule rejects is decoded again hotter, in either mode. A threshold of 1.0
+    rejects every real text (the usual 2.4 rejects repetition loops), so each window runs the whole schedule."""
+    audio = str(speech / JFK)
+    normal = Transcriber(EngineConfig(chunking=chunking)).transcribe(audio)
+    assert normal.segments and {s.temperature for s in normal.segments} == {0.0}
+    strict = Transcriber(EngineConfig(chunking=chunking, compression_ratio_threshold=1.0, temperature=(0.0, 0.4, 0.8)))
+    result = strict.transcribe(audio)
+    assert result.segments and {s.temperature for s in result.segments} == {0.8}
+    assert strict.transcribe(audio).text == result.text  # sampled passes are seeded: the same text again
+
+
+def test_a_repetition_loop_fails_the_compression_rule():
+    from whisperctl.config import DecodeOptions
+    from whisperctl.decoding import WindowResult, compression_ratio, needs_fallback
+
+    loop = " I'm sorry." * 30
+    result = WindowResult([], "en", -0.2, 0.01, compression_ratio(loop), 0.0)
+    assert result.compression_ratio > 2.4 and needs_fallback(result, DecodeOptions())
+    fine = WindowResult([], "en", -0.2, 0.01, compression_ratio("And so my fellow Americans, ask not."), 0.0)
+    assert not needs_fallback(fine, DecodeOptions())
+    silence = WindowResult([], "en", -1.5, 0.9, 1.0, 0.0)  # unlikely text, but the window is silence
+    assert not needs_fallback(silence, DecodeOptions())
+    assert needs_fallback(WindowResult([], "en", -1.5, 0.1, 1.0, 0.0), DecodeOptions())
+
+
+@pytest.mark.parametrize("chunking", ["batched", "sequential"])
+def test_stream_yields_settled_segments_before_the_file_ends(speech, chunking):
+    from whisperctl.transcript import FileDone, SegmentReady
+
+    t = Transcriber(EngineConfig(chunking=chunking, batch_size=2))
+    batches = []
+    first_segment_at = None
+    streamed, done = [], None
+    for event in t.events([str(speech / LJ)], on_batch=batches.append):
+        if isinstance(event, SegmentReady):
+            first_segment_at = len(batches) if first_segment_at is None else first_segment_at
+            streamed.append(event.segment)
+        else:
+            assert isinstance(event, FileDone)
+            done = event.result
+    assert first_segment_at is not None and first_segment_at <= len(batches) // 3
+    assert streamed == done.segments and len(streamed) > 20
+    assert [s.text for s in t.stream(str(speech / JFK))] == [s.text for s in t.transcribe(str(speech / JFK)).segments]

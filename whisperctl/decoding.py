@@ -40,7 +40,7 @@ class WindowResult:
 
     tokens: list[int]  # generated text and timestamp tokens; no prompt, no end-of-text; [] when silent
     language: str | None
-    avg_logprob: float  # sum of the chosen tokens' log-probabilities / (tokens + 1)
+    avg_logprob: float  # sum of the chosen tokens' log-probabilities / (tokens + 1), before the logit rules
     no_speech_prob: float | None  # P(<|nospeech|>) at the start-of-transcript position
     compression_ratio: float  # gzip ratio of the text
     temperature: float  # of the decode that was kept
@@ -93,7 +93,8 @@ def is_silence(result: WindowResult, text: str, options: DecodeOptions) -> bool:
 class WindowDecoder:
     """Decodes batches of windows under one :class:`DecodeOptions` (one per ``transcribe*()`` call)."""
 
-    def __init__(self, loaded: LoadedModel, options: DecodeOptions, on_batch: BatchObserver | None = None):
+    def __init__(self, loaded: LoadedModel, options: DecodeOptions, on_batch: BatchObserver | None = None,
+                 timestamps: bool | None = None):
         self.loaded = loaded
         self.options = options
         self.on_batch = on_batch
@@ -101,7 +102,7 @@ class WindowDecoder:
         # Windows are decoded with timestamps: without them Whisper sometimes ends a 30 s window early (measured:
         # 20 % WER on the LJ file with int8), and seams and seeking need token times. Random weights (speed runs)
         # decode untimed, a fixed amount of work.
-        self.timestamps = not loaded.random_weights
+        self.timestamps = not loaded.random_weights if timestamps is None else timestamps
 
     # ------------------------------------------------------------------ public
     def decode(
@@ -139,7 +140,20 @@ class WindowDecoder:
             return self.decode(chunks[:half], languages[:half], prompts[:half]) + self.decode(
                 chunks[half:], languages[half:], prompts[half:])
 
+    def decode_pass(
+        self, chunks: Sequence[np.ndarray], languages: Sequence[str | None] | None = None,
+        prompts: Sequence[list[int]] | None = None, temperature: float = 0.0,
+    ) -> list[WindowResult]:
+        """One decoding pass at ``temperature``, without the fallback and silence rules: what the decoding loop
+        produced, with the numbers the rules would judge."""
+        lm = self.loaded
+        feats = lm.features(chunks)
+        with lm.attention_context():
+            langs = self._languages(feats, list(languages) if languages else [None] * len(chunks))
+            return self._pass(feats, langs, list(prompts) if prompts else [[] for _ in chunks], temperature)
+
     def uses_lean_loop(self, temperature: float = 0.0) -> bool:
+        """Whether a pass at ``temperature`` runs whisperctl's lean loop (else transformers' generate())."""
         return self.loaded.lean_loop is not None and temperature == 0 and self.options.beam_size == 1
 
     # ---------------------------------------------------------------- private
@@ -290,30 +304,41 @@ class WindowDecoder:
         if lm.sot_id in row[: lm.max_length // 2 + 4]:
             start = row.index(lm.sot_id) + len(lm.prefix(language, self.options.task, timestamps=self.timestamps))
             row = row[start:]
+        finished = bool(row) and row[-1] == lm.eos_id  # rows cut at the length limit have no end-of-text
         while row and row[-1] == lm.eos_id:
             row = row[:-1]
-        return row + [lm.eos_id]
+        return row + [lm.eos_id] if finished else row
 
     def _score(self, hidden, prompts: list[list[int]], rows: list[list[int]]) -> tuple[list[float] | None, list[float]]:
-        """No-speech probability at the start-of-transcript position and the sum of the generated tokens'
-        log-probabilities (end-of-text included), from one teacher-forced decoder pass over the batch."""
+        """No-speech probability at the start-of-transcript position (from a pass over the prompts alone, as the
+        lean loop's first step computes it: dynamic int8 scales each Linear's input over the whole tensor) and
+        the sum of the generated tokens' log-probabilities, end-of-text included (one teacher-forced pass)."""
+        import torch
+
+        lm = self.loaded
+        no_speech = None
+        if lm.no_speech_id is not None:
+            logits = self._logits(hidden, prompts)
+            no_speech = [
+                float(torch.softmax(logits[i, p.index(lm.sot_id)].float(), dim=-1)[lm.no_speech_id]) for i, p in enumerate(prompts)
+            ]
+        logprobs = torch.log_softmax(self._logits(hidden, [p + r for p, r in zip(prompts, rows)]).float(), dim=-1)
+        sums = []
+        for i, (p, r) in enumerate(zip(prompts, rows)):
+            positions = torch.arange(len(p) - 1, len(p) - 1 + len(r), device=hidden.device)
+            sums.append(float(logprobs[i, positions, torch.tensor(r, device=hidden.device)].sum()) if r else 0.0)
+        return no_speech, sums
+
+    def _logits(self, hidden, sequences: list[list[int]]):
+        """Decoder logits for token sequences (right-padded with end-of-text: the decoder is causal)."""
         import torch
         from transformers.modeling_outputs import BaseModelOutput
 
         lm = self.loaded
-        seqs = [p + r for p, r in zip(prompts, rows)]
-        width = max(len(s) for s in seqs)
-        ids = torch.tensor([s + [lm.eos_id] * (width - len(s)) for s in seqs], device=hidden.device)
-        logits = lm.model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), decoder_input_ids=ids).logits
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        sums = []
-        no_speech = [] if lm.no_speech_id is not None else None
-        for i, (p, r) in enumerate(zip(prompts, rows)):
-            positions = torch.arange(len(p) - 1, len(p) - 1 + len(r), device=hidden.device)
-            sums.append(float(logprobs[i, positions, torch.tensor(r, device=hidden.device)].sum()) if r else 0.0)
-            if no_speech is not None:
-                no_speech.append(float(logprobs[i, p.index(lm.sot_id), lm.no_speech_id].exp()))
-        return no_speech, sums
+        sequences = [s[: lm.max_length] for s in sequences]
+        width = max(len(s) for s in sequences)
+        ids = torch.tensor([s + [lm.eos_id] * (width - len(s)) for s in sequences], device=hidden.device)
+        return lm.model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), decoder_input_ids=ids).logits
 
 
 class _EncoderTimer:

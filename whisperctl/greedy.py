@@ -99,8 +99,8 @@ class GreedyDecoder:
         ``generate()``'s output after the prompt, without trailing padding); given ``no_speech_id``, each
         row's probability of that token at the start-of-transcript position ``sot_index`` (openai-whisper's no-speech
         probability), read from the first step instead of a separate decoder pass; and each row's sum of the
-        chosen tokens' log-probabilities after the logit rules, end-of-text included (openai-whisper's
-        ``sum_logprobs``)."""
+        chosen tokens' log-probabilities under the model's distribution (before the logit rules), end-of-text
+        included."""
         import torch
 
         batch, prompt_len = len(prompts), len(prompts[0])
@@ -156,6 +156,9 @@ class GreedyDecoder:
                 first = scores if n == 1 else self.proj_out(self.final_norm(hidden[:, sot_index : sot_index + 1]))[:, 0].float()
                 no_speech = torch.softmax(first, dim=-1)[:, no_speech_id].tolist()
 
+            # log-probabilities of the model's own distribution (before the rules below), as a teacher-forced pass
+            # over the tokens computes them: the decoding policy judges every decoding path by the same measure
+            logprobs = torch.log_softmax(scores, dim=-1)
             # transformers' order: begin-suppress, suppress, then the timestamp rules.
             if step == 0:
                 scores.masked_fill_(self.begin_suppress, NEG_INF)
@@ -167,7 +170,7 @@ class GreedyDecoder:
                     vocab_ids = torch.arange(scores.shape[-1], device=device)
                 self._timestamp_rules(scores, step, last, before, last_timestamp, vocab_ids)
             nxt = torch.argmax(scores, dim=-1)
-            chosen = torch.log_softmax(scores, dim=-1).gather(1, nxt[:, None])[:, 0]
+            chosen = logprobs.gather(1, nxt[:, None])[:, 0]
             sum_logprobs += torch.where(unfinished, chosen, torch.zeros_like(chosen))
             nxt = torch.where(unfinished, nxt, torch.full_like(nxt, self.pad))
             generated[:, step] = nxt
