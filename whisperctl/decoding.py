@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .config import DecodeOptions
+from .config import DecodeOptions, Timestamps
 from .errors import ModelError, OutOfMemoryError
 from .loaded import LoadedModel
 
@@ -45,6 +45,9 @@ class WindowResult:
     compression_ratio: float  # gzip ratio of the text
     temperature: float  # of the decode that was kept
     silent: bool = False  # judged silence: tokens dropped
+    # word timestamps: (start, end, probability) per text token, seconds from the window start
+    token_times: list[tuple[float, float, float]] | None = None
+    align_s: float = 0.0  # this window's share of the batch's word-alignment time
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,7 +153,7 @@ class WindowDecoder:
         feats = lm.features(chunks)
         with lm.attention_context():
             langs = self._languages(feats, list(languages) if languages else [None] * len(chunks))
-            return self._pass(feats, langs, list(prompts) if prompts else [[] for _ in chunks], temperature)
+            return self._pass(feats, langs, list(prompts) if prompts else [[] for _ in chunks], temperature)[0]
 
     def uses_lean_loop(self, temperature: float = 0.0) -> bool:
         """Whether a pass at ``temperature`` runs whisperctl's lean loop (else transformers' generate())."""
@@ -167,16 +170,19 @@ class WindowDecoder:
         try:
             with lm.attention_context():
                 languages = self._languages(feats, languages)
-                results = self._pass(feats, languages, prompts, opts.temperature[0])
+                results, hidden = self._pass(feats, languages, prompts, opts.temperature[0])
                 if not random_weights and not opts.decode_tokens:
                     self._fallback(feats, languages, prompts, results)
+                for r in results:
+                    if not random_weights and is_silence(r, lm.decode(r.tokens), opts):
+                        r.silent, r.tokens = True, []
+                if opts.timestamps == Timestamps.WORD and not random_weights:
+                    self._align(hidden, results, [len(c) / 16_000 for c in chunks])
         finally:
             if timer is not None:
                 timer.remove()
         for i, r in enumerate(results):
             text = lm.decode(r.tokens)
-            if not random_weights and is_silence(r, text, opts):
-                r.silent, r.tokens = True, []
             log.debug("window %d/%d: T=%.1f avg_logprob=%.3f no_speech=%s ratio=%.2f %s %r", i + 1, len(results),
                       r.temperature, r.avg_logprob, "-" if r.no_speech_prob is None else f"{r.no_speech_prob:.3f}",
                       r.compression_ratio, "silent" if r.silent else "kept", text[:60])
@@ -187,6 +193,18 @@ class WindowDecoder:
                 audio_s=sum(len(c) for c in chunks) / 16_000,
             ))
         return results
+
+    def _align(self, hidden, results: list[WindowResult], seconds: list[float]) -> None:
+        from .alignment import token_timings
+
+        lm = self.loaded
+        t0 = time.perf_counter()
+        prefixes = [lm.prefix(r.language, self.options.task, timestamps=False) for r in results]
+        texts = [[t for t in r.tokens if t < lm.eos_id] for r in results]
+        timings = token_timings(lm, hidden, prefixes, texts, seconds)
+        share = (time.perf_counter() - t0) / len(results)
+        for r, times in zip(results, timings):
+            r.token_times, r.align_s = times, share
 
     def _languages(self, feats, languages: list[str | None]) -> list[str | None]:
         lm, opts = self.loaded, self.options
@@ -209,12 +227,12 @@ class WindowDecoder:
             redo = [i for i, r in enumerate(results) if needs_fallback(r, self.options)]
             if not redo:
                 return
-            again = self._pass(feats[redo], [languages[i] for i in redo], [prompts[i] for i in redo], temperature)
+            again, _ = self._pass(feats[redo], [languages[i] for i in redo], [prompts[i] for i in redo], temperature)
             for i, r in zip(redo, again):
                 results[i] = r
 
-    def _pass(self, feats, languages, prompts: list[list[int]], temperature: float) -> list[WindowResult]:
-        """One decoding pass at ``temperature`` over every window of ``feats``."""
+    def _pass(self, feats, languages, prompts: list[list[int]], temperature: float) -> tuple[list[WindowResult], Any]:
+        """One decoding pass at ``temperature`` over every window of ``feats``; and the encoder output."""
         import torch
 
         lm = self.loaded
@@ -242,7 +260,7 @@ class WindowDecoder:
                 no_speech_prob=None if no_speech is None else no_speech[i],
                 compression_ratio=compression_ratio(lm.decode(tokens)), temperature=temperature,
             ))
-        return out
+        return out, hidden
 
     def _full_prompt(self, prompt: list[int], language: str | None) -> list[int]:
         lm = self.loaded

@@ -130,6 +130,16 @@ def parse_window(
     return out
 
 
+def apply_token_times(
+    timed: list[TimedToken], times: Sequence[tuple[float, float, float]] | None, window_start: float
+) -> None:
+    """Replace the spread-out times of a window's text tokens with measured (start, end, probability) ones."""
+    if not times:
+        return
+    for tok, (s, e, p) in zip(timed, times):
+        tok.start, tok.end, tok.probability = window_start + s, window_start + e, p
+
+
 def _longest_common_run(a: Sequence[TimedToken], b: Sequence[TimedToken], max_shift: float) -> tuple[int, int, int]:
     """(start in a, start in b, length) of the longest contiguous run of the same ids in both whose tokens lie
     within ``max_shift`` seconds of each other; ties go to the run whose times agree best.

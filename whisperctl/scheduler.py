@@ -20,8 +20,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from . import audio as audio_mod, longform
-from .alignment import align_window
-from .config import DecodeOptions, Timestamps
+from .config import DecodeOptions
 from .decoding import WindowDecoder
 from .errors import WhisperctlError
 from .transcript import Event, FileDone, SegmentReady, TranscriptBuilder
@@ -115,7 +114,7 @@ class BatchedScheduler:
         results = self.decoder.decode(
             [w.samples for _, _, w in items], [f.builder.language for f, _, _ in items], [self.prompt] * len(items),
         )
-        elapsed = time.perf_counter() - t0
+        elapsed = time.perf_counter() - t0 - sum(r.align_s for r in results)
         lm = self.loaded
         for (f, key, window), result in zip(items, results):
             f.builder.window_decoded(key, result)
@@ -123,10 +122,8 @@ class BatchedScheduler:
                 result.tokens, key, window.start, window.duration, lm.eos_id, lm.timestamp_begin, lambda t: len(lm.token_str(t)),
             )
             f.builder.decode_s += elapsed / len(items)
-            if self.options.timestamps == Timestamps.WORD and timed and not lm.random_weights:
-                ta = time.perf_counter()
-                align_window(lm, window.samples, timed, window.start, result.language, self.options.task)
-                f.builder.align_s += time.perf_counter() - ta
+            f.builder.align_s += result.align_s
+            longform.apply_token_times(timed, result.token_times, window.start)
             f.tokens[key] = timed
             if not key.gap:
                 f.kept[key.index] = (window, timed[-1].end if timed else None)

@@ -16,8 +16,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from . import audio as audio_mod, longform
-from .alignment import align_window
-from .config import DecodeOptions, Timestamps
+from .config import DecodeOptions
 from .decoding import WindowDecoder
 from .errors import WhisperctlError
 from .transcript import Event, FileDone, SegmentReady, TranscriptBuilder
@@ -90,7 +89,8 @@ class SequentialRunner:
             t0 = time.perf_counter()
             conditioning = history[reset_at:] if opts.condition_on_previous_text else prompt if key == 0 else []
             result = self.decoder.decode([window], [builder.language], [conditioning])[0]
-            builder.decode_s += time.perf_counter() - t0
+            builder.decode_s += time.perf_counter() - t0 - result.align_s
+            builder.align_s += result.align_s
             builder.window_decoded(key, result)
             duration = len(window) / sr
             kept, advance = split_at_last_segment(result.tokens, lm.timestamp_begin, duration)
@@ -99,10 +99,7 @@ class SequentialRunner:
             timed = longform.parse_window(
                 kept, key, start, duration, lm.eos_id, lm.timestamp_begin, lambda t: len(lm.token_str(t)),
             )
-            if opts.timestamps == Timestamps.WORD and timed:
-                ta = time.perf_counter()
-                align_window(lm, window, timed, start, result.language, opts.task)
-                builder.align_s += time.perf_counter() - ta
+            longform.apply_token_times(timed, result.token_times, start)
             yield from builder.add(timed)
             builder.forget([key])
             history += kept
