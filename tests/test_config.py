@@ -94,3 +94,16 @@ def test_missing_and_broken_config_files(tmp_path):
     bad.write_text("engine = [")
     with pytest.raises(UsageError, match="cannot read"):
         load_config_file(bad)
+
+
+def test_every_config_field_is_load_time_or_per_call():
+    import dataclasses
+
+    from whisperctl.config import LOAD_FIELDS, DecodeOptions
+
+    config = {f.name for f in dataclasses.fields(EngineConfig)}
+    per_call = {f.name for f in dataclasses.fields(DecodeOptions)} - {"halve_on_oom"}
+    assert config == set(LOAD_FIELDS) | per_call and not set(LOAD_FIELDS) & per_call
+    assert EngineConfig().decode_options() == DecodeOptions()  # the same defaults
+    opts = EngineConfig(batch_size=3, temperature="0,0.5").decode_options(beam_size=2)
+    assert (opts.batch_size, opts.temperature, opts.beam_size) == (3, (0.0, 0.5), 2)

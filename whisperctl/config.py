@@ -246,12 +246,15 @@ class DecodeOptions:
         return _jsonable(self)
 
 
+_PER_CALL = DecodeOptions  # EngineConfig's per-call fields take their defaults from here: one place, no drift
+
+
 @dataclasses.dataclass(frozen=True)
 class EngineConfig:
     """Everything a run is configured with (CLI flags and TOML presets map onto it). Validated on construction.
 
     The fields in :data:`LOAD_FIELDS` decide how the model is loaded; the others are the defaults of the
-    per-call :class:`DecodeOptions` (``config.decode_options()``), which validates them.
+    per-call :class:`DecodeOptions` (``config.decode_options()``), which documents, defaults and validates them.
     """
 
     model: str = "tiny.en"  # alias, hub repo id, transformers dir or CTranslate2 dir; tiny.en is bundled
@@ -259,24 +262,24 @@ class EngineConfig:
     dtype: DType = DType.AUTO  # auto: fp16 on CUDA, fp32 on CPU/MPS
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     quantization: Quantization = Quantization.AUTO  # auto: int8 on CPU in fp32 (fastest at equal WER), else none
-    batch_size: int = 8  # windows decoded together (across chunks and files)
-    chunking: Chunking = Chunking.BATCHED  # batched overlapping windows, or sequential seeking
-    chunk_length_s: float = 30.0  # window length for batched chunking, (0, 30]
-    chunk_overlap_s: float | None = None  # overlap between windows; None = chunk_length_s / 6
-    language: str | None = None  # ISO code or name; None = English for .en models, detect otherwise
-    task: Task = Task.TRANSCRIBE
-    timestamps: Timestamps = Timestamps.SEGMENT  # word timestamps add an eager-attention alignment pass
-    beam_size: int = 1  # 1 = greedy
-    temperature: tuple[float, ...] = DEFAULT_TEMPERATURES  # tried in turn while a decode fails the thresholds
-    compression_ratio_threshold: float | None = COMPRESSION_RATIO_THRESHOLD
-    logprob_threshold: float | None = LOGPROB_THRESHOLD
-    no_speech_threshold: float | None = NO_SPEECH_THRESHOLD
-    condition_on_previous_text: bool = True  # sequential chunking: prompt each window with the text before it
-    initial_prompt: str | None = None  # text conditioning the first window (names, spelling)
+    batch_size: int = _PER_CALL.batch_size
+    chunking: Chunking = _PER_CALL.chunking
+    chunk_length_s: float = _PER_CALL.chunk_length_s
+    chunk_overlap_s: float | None = _PER_CALL.chunk_overlap_s
+    language: str | None = _PER_CALL.language
+    task: Task = _PER_CALL.task
+    timestamps: Timestamps = _PER_CALL.timestamps
+    beam_size: int = _PER_CALL.beam_size
+    temperature: tuple[float, ...] = _PER_CALL.temperature
+    compression_ratio_threshold: float | None = _PER_CALL.compression_ratio_threshold
+    logprob_threshold: float | None = _PER_CALL.logprob_threshold
+    no_speech_threshold: float | None = _PER_CALL.no_speech_threshold
+    condition_on_previous_text: bool = _PER_CALL.condition_on_previous_text
+    initial_prompt: str | None = _PER_CALL.initial_prompt
     threads: int | None = None  # torch intra-op threads on CPU; None = torch's default
-    max_new_tokens: int | None = None  # cap per window; None = model maximum
+    max_new_tokens: int | None = _PER_CALL.max_new_tokens
     weights: str = "pretrained"  # "pretrained", or "random": the alias's architecture, offline (speed runs)
-    decode_tokens: int | None = None  # force exactly N generated tokens per window (fixed work for benchmarks)
+    decode_tokens: int | None = _PER_CALL.decode_tokens
     allow_pickle: bool = False  # load pickle checkpoints (.bin/.pt, with weights_only=True); safetensors otherwise
     decoder: Decoder = Decoder.AUTO  # greedy decoding loop: auto (lean loop on CPU) | generate (transformers')
 
