@@ -14,7 +14,6 @@ Load-time options (model, device, dtype, quantization, attention, threads, weigh
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any, Callable, Iterable, Iterator
 
@@ -30,7 +29,6 @@ from .results import Segment, Transcript
 from .transcript import Event, FileDone, SegmentReady, TranscriptBuilder
 
 ProgressFn = Callable[[str, float], None]  # (input name, seconds of audio just finished)
-Source = "str | audio_mod.AudioInput | np.ndarray | tuple[str, np.ndarray]"
 
 
 class Transcriber:
