@@ -14,7 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-TIME_PRECISION = 0.02  # seconds per encoder frame pair (Whisper's timestamp resolution)
+from .longform import TIME_PRECISION  # seconds per encoder frame pair (Whisper's timestamp resolution)
+
 MEDIAN_FILTER_WIDTH = 7  # openai-whisper's
 
 

@@ -313,8 +313,8 @@ class EngineConfig:
 
     @property
     def overlap_s(self) -> float:
-        """Overlap between consecutive batched windows, in seconds."""
-        return self.chunk_length_s / 6 if self.chunk_overlap_s is None else float(self.chunk_overlap_s)
+        """Overlap between consecutive batched windows, in seconds (DecodeOptions.overlap_s)."""
+        return self.decode_options().overlap_s
 
     def replace(self, **changes: Any) -> "EngineConfig":
         return dataclasses.replace(self, **changes)

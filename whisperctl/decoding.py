@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .audio import SAMPLE_RATE
 from .config import DecodeOptions, Timestamps
 from .errors import ModelError, OutOfMemoryError
 from .loaded import LoadedModel
@@ -44,6 +45,7 @@ class WindowResult:
     no_speech_prob: float | None  # P(<|nospeech|>) at the start-of-transcript position
     compression_ratio: float  # gzip ratio of the text
     temperature: float  # of the decode that was kept
+    text: str = ""  # the tokens' text ("" when silent)
     silent: bool = False  # judged silence: tokens dropped
     # word timestamps: (start, end, probability) per text token, seconds from the window start
     token_times: list[tuple[float, float, float]] | None = None
@@ -174,23 +176,22 @@ class WindowDecoder:
                 if not random_weights and not opts.decode_tokens:
                     self._fallback(feats, languages, prompts, results)
                 for r in results:
-                    if not random_weights and is_silence(r, lm.decode(r.tokens), opts):
-                        r.silent, r.tokens = True, []
+                    if not random_weights and is_silence(r, r.text, opts):
+                        r.silent, r.tokens, r.text = True, [], ""
                 if opts.timestamps == Timestamps.WORD and not random_weights:
-                    self._align(hidden, results, [len(c) / 16_000 for c in chunks])
+                    self._align(hidden, results, [len(c) / SAMPLE_RATE for c in chunks])
         finally:
             if timer is not None:
                 timer.remove()
         for i, r in enumerate(results):
-            text = lm.decode(r.tokens)
             log.debug("window %d/%d: T=%.1f avg_logprob=%.3f no_speech=%s ratio=%.2f %s %r", i + 1, len(results),
                       r.temperature, r.avg_logprob, "-" if r.no_speech_prob is None else f"{r.no_speech_prob:.3f}",
-                      r.compression_ratio, "silent" if r.silent else "kept", text[:60])
+                      r.compression_ratio, "silent" if r.silent else "kept", r.text[:60])
         if self.on_batch is not None:
             self.on_batch(BatchStats(
                 size=len(chunks), seconds=time.perf_counter() - t0, features_s=features_s,
                 encoder_s=timer.seconds if timer else 0.0, tokens=sum(len(r.tokens) for r in results),
-                audio_s=sum(len(c) for c in chunks) / 16_000,
+                audio_s=sum(len(c) for c in chunks) / SAMPLE_RATE,
             ))
         return results
 
@@ -255,17 +256,21 @@ class WindowDecoder:
         out = []
         for i, row in enumerate(rows):
             tokens = [t for t in row if t != lm.eos_id]
+            text = lm.decode(tokens)
             out.append(WindowResult(
                 tokens=tokens, language=languages[i], avg_logprob=sums[i] / (len(tokens) + 1),
                 no_speech_prob=None if no_speech is None else no_speech[i],
-                compression_ratio=compression_ratio(lm.decode(tokens)), temperature=temperature,
+                compression_ratio=compression_ratio(text), temperature=temperature, text=text,
             ))
         return out, hidden
 
-    def _full_prompt(self, prompt: list[int], language: str | None) -> list[int]:
+    def _prompt_head(self, prompt: list[int]) -> list[int]:
+        """<|startofprev|> and the prompt's last tokens (at most half the decoder's positions, as openai-whisper)."""
         lm = self.loaded
-        head = [lm.sot_prev_id, *prompt[-(lm.max_length // 2 - 1):]] if prompt and lm.sot_prev_id is not None else []
-        return head + lm.prefix(language, self.options.task, timestamps=self.timestamps)
+        return [lm.sot_prev_id, *prompt[-(lm.max_length // 2 - 1):]] if prompt and lm.sot_prev_id is not None else []
+
+    def _full_prompt(self, prompt: list[int], language: str | None) -> list[int]:
+        return self._prompt_head(prompt) + self.loaded.prefix(language, self.options.task, timestamps=self.timestamps)
 
     def _token_limits(self) -> tuple[int | None, int]:
         opts = self.options
@@ -303,8 +308,9 @@ class WindowDecoder:
             rows: list[list[int]] = [[] for _ in prompts]
             for prompt, idx in groups:
                 call = dict(kw)
-                if prompt and lm.sot_prev_id is not None:
-                    call["prompt_ids"] = torch.tensor([lm.sot_prev_id, *prompt[-(lm.max_length // 2 - 1):]], device=lm.plan.device)
+                head = self._prompt_head(prompt)
+                if head:
+                    call["prompt_ids"] = torch.tensor(head, device=lm.plan.device)
                 if lm.multilingual:
                     call["language"] = [languages[i] for i in idx]
                 out = lm.model.generate(input_features=feats[idx], **call)

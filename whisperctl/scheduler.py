@@ -23,7 +23,7 @@ from . import audio as audio_mod, longform
 from .config import DecodeOptions
 from .decoding import WindowDecoder
 from .errors import WhisperctlError
-from .transcript import Event, FileDone, SegmentReady, TranscriptBuilder
+from .transcript import Event, FileDone, SegmentReady, TranscriptBuilder, window_tokens
 
 ProgressFn = Callable[[str, float], None]  # (input name, seconds of audio just finished)
 MERGE_SLACK_S = 1.5  # how far before a seam merging may still change tokens (longform.merge's slack)
@@ -84,6 +84,14 @@ class BatchedScheduler:
                 yield FileDone(f.source, f.error if f.error else self._complete(f))
                 current += 1
 
+        def decode_while(waiting: int) -> Iterator[Event]:
+            """Decode batches while at least ``waiting`` windows wait (gap windows join the queue)."""
+            nonlocal batch
+            while batch and len(batch) >= waiting:
+                head, batch = batch[: opts.batch_size], batch[opts.batch_size :]
+                batch += self._run_batch(head)
+                yield from emit()
+
         for f in files:
             try:
                 for window in longform.windows(f.blocks, opts.chunk_length_s, opts.overlap_s):
@@ -91,10 +99,7 @@ class BatchedScheduler:
                     f.spans[key] = (window.start, window.duration)
                     f.pending += 1
                     batch.append((f, key, window))
-                    while len(batch) >= opts.batch_size:
-                        head, batch = batch[: opts.batch_size], batch[opts.batch_size :]
-                        batch += self._run_batch(head)
-                        yield from emit()
+                    yield from decode_while(opts.batch_size)
                 f.last_index = max((k.index for k in f.spans), default=None)
             except WhisperctlError as exc:
                 f.error = exc
@@ -102,10 +107,7 @@ class BatchedScheduler:
             f.exhausted = True
             batch += self._gap_windows([f])
             yield from emit()
-        while batch:
-            head, batch = batch[: opts.batch_size], batch[opts.batch_size :]
-            batch += self._run_batch(head)
-            yield from emit()
+        yield from decode_while(1)
         yield from emit()
 
     # --------------------------------------------------------------- decoding
@@ -114,16 +116,10 @@ class BatchedScheduler:
         results = self.decoder.decode(
             [w.samples for _, _, w in items], [f.builder.language for f, _, _ in items], [self.prompt] * len(items),
         )
-        elapsed = time.perf_counter() - t0 - sum(r.align_s for r in results)
-        lm = self.loaded
+        decode_share = (time.perf_counter() - t0 - sum(r.align_s for r in results)) / len(items)
         for (f, key, window), result in zip(items, results):
-            f.builder.window_decoded(key, result)
-            timed = longform.parse_window(
-                result.tokens, key, window.start, window.duration, lm.eos_id, lm.timestamp_begin, lambda t: len(lm.token_str(t)),
-            )
-            f.builder.decode_s += elapsed / len(items)
-            f.builder.align_s += result.align_s
-            longform.apply_token_times(timed, result.token_times, window.start)
+            f.builder.window_decoded(key, result, decode_share)
+            timed = window_tokens(self.loaded, key, result.tokens, window.start, window.duration, result.token_times)
             f.tokens[key] = timed
             if not key.gap:
                 f.kept[key.index] = (window, timed[-1].end if timed else None)

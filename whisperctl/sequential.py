@@ -11,7 +11,7 @@ window and one block, whatever the file's length.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Generator, Iterable, Iterator
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from . import audio as audio_mod, longform
 from .config import DecodeOptions
 from .decoding import WindowDecoder
 from .errors import WhisperctlError
-from .transcript import Event, FileDone, SegmentReady, TranscriptBuilder
+from .transcript import Event, FileDone, SegmentReady, TranscriptBuilder, window_tokens
 
 WINDOW_S = 30.0
 PROMPT_RESET_TEMPERATURE = 0.5  # openai-whisper: a window decoded hotter than this does not prompt the next
@@ -54,14 +54,14 @@ class SequentialRunner:
         for inp, blocks in inputs:
             builder = self._new_builder(inp)
             try:
-                for segment in self._file(builder, blocks):
-                    yield SegmentReady(inp, segment)
+                duration = yield from self._file(builder, blocks)
             except WhisperctlError as exc:
                 yield FileDone(inp, exc)
                 continue
-            yield FileDone(inp, self._finish(builder, self._duration))
+            yield FileDone(inp, self._finish(builder, duration))
 
-    def _file(self, builder: TranscriptBuilder, blocks: Iterable[np.ndarray]) -> Iterator[Any]:
+    def _file(self, builder: TranscriptBuilder, blocks: Iterable[np.ndarray]) -> Generator[Event, None, float]:
+        """The file's settled segments as it is decoded; returns its duration in seconds."""
         lm, opts, sr = self.loaded, self.options, audio_mod.SAMPLE_RATE
         size = int(WINDOW_S * sr)
         buffer = np.zeros(0, np.float32)
@@ -81,26 +81,20 @@ class SequentialRunner:
                 else:
                     buffer = np.concatenate([buffer, block]) if len(buffer) else np.asarray(block, np.float32)
             buffer, buffer_start = buffer[seek - buffer_start :], seek
-            self._duration = (buffer_start + len(buffer)) / sr
             window = buffer[:size]
-            if len(window) < sr // 100 and (exhausted or not len(window)):
-                break
+            if len(window) < sr // 100:  # (a short window means the stream is exhausted)
+                return (buffer_start + len(buffer)) / sr
             start = seek / sr
             t0 = time.perf_counter()
             conditioning = history[reset_at:] if opts.condition_on_previous_text else prompt if key == 0 else []
             result = self.decoder.decode([window], [builder.language], [conditioning])[0]
-            builder.decode_s += time.perf_counter() - t0 - result.align_s
-            builder.align_s += result.align_s
-            builder.window_decoded(key, result)
+            builder.window_decoded(key, result, time.perf_counter() - t0 - result.align_s)
             duration = len(window) / sr
             kept, advance = split_at_last_segment(result.tokens, lm.timestamp_begin, duration)
             if result.silent or not kept:
                 advance = duration
-            timed = longform.parse_window(
-                kept, key, start, duration, lm.eos_id, lm.timestamp_begin, lambda t: len(lm.token_str(t)),
-            )
-            longform.apply_token_times(timed, result.token_times, start)
-            yield from builder.add(timed)
+            for segment in builder.add(window_tokens(lm, key, kept, start, duration, result.token_times)):
+                yield SegmentReady(builder.source, segment)
             builder.forget([key])
             history += kept
             if result.temperature > PROMPT_RESET_TEMPERATURE:
@@ -109,5 +103,3 @@ class SequentialRunner:
             if self.progress:
                 self.progress(builder.source.name, advance)
             key += 1
-            if exhausted and seek >= buffer_start + len(buffer):
-                break

@@ -16,6 +16,7 @@ from . import longform
 from .audio import AudioInput
 from .decoding import WindowResult
 from .errors import WhisperctlError
+from .loaded import LoadedModel
 from .results import Segment, Transcript
 
 
@@ -38,6 +39,18 @@ class FileDone:
 Event = Union[SegmentReady, FileDone]
 
 
+def window_tokens(
+    loaded: LoadedModel, key: Any, tokens: list[int], start: float, duration: float,
+    token_times: list[tuple[float, float, float]] | None,
+) -> list[longform.TimedToken]:
+    """A window's decoded ``tokens`` as absolutely timed text tokens (measured word times where aligned)."""
+    timed = longform.parse_window(
+        tokens, key, start, duration, loaded.eos_id, loaded.timestamp_begin, lambda t: len(loaded.token_str(t)),
+    )
+    longform.apply_token_times(timed, token_times, start)
+    return timed
+
+
 class TranscriptBuilder:
     def __init__(self, source: AudioInput, decode: Callable[[list[int]], str], is_word_start: Callable[[int], bool],
                  with_words: bool):
@@ -50,8 +63,10 @@ class TranscriptBuilder:
         self._decode, self._is_word_start, self._with_words = decode, is_word_start, with_words
         self._quality: dict[Any, dict[str, float | None]] = {}
 
-    def window_decoded(self, key: Any, result: WindowResult) -> None:
-        """Remember the quality of window ``key`` for the segments built from it."""
+    def window_decoded(self, key: Any, result: WindowResult, decode_s: float) -> None:
+        """Book window ``key``'s decoding time and remember its quality for the segments built from it."""
+        self.decode_s += decode_s
+        self.align_s += result.align_s
         self._quality[key] = {
             "avg_logprob": round(result.avg_logprob, 4),
             "no_speech_prob": None if result.no_speech_prob is None else round(result.no_speech_prob, 4),

@@ -28,28 +28,59 @@ def format_timestamp(seconds: float, always_include_hours: bool = False, decimal
     return f"{prefix}{minutes:02d}:{secs:02d}{decimal_marker}{ms:03d}"
 
 
+def _cue_text(seg: Segment) -> str:
+    return seg.text.strip().replace("-->", "->")  # an arrow in the text would end an srt/vtt cue line
+
+
 def _cues(t: Transcript):
     for seg in t.segments:
-        text = seg.text.strip().replace("-->", "->")
+        text = _cue_text(seg)
         if text:
             yield seg.start, seg.end, text
+
+
+class SegmentStream:
+    """txt, srt or vtt written segment by segment, as they settle (the whole-file writers use it too)."""
+
+    FORMATS = (OutputFormat.TXT, OutputFormat.SRT, OutputFormat.VTT)
+
+    def __init__(self, fmt: OutputFormat):
+        if fmt not in self.FORMATS:
+            raise ValueError(f"{fmt.value} is not written segment by segment")
+        self.fmt, self.count = fmt, 0
+
+    def header(self) -> str:
+        return "WEBVTT\n\n" if self.fmt == OutputFormat.VTT else ""
+
+    def segment(self, seg: Segment) -> str:
+        text = _cue_text(seg) if self.fmt != OutputFormat.TXT else seg.text.strip()
+        if not text:
+            return ""
+        self.count += 1
+        if self.fmt == OutputFormat.TXT:
+            return text + "\n"
+        if self.fmt == OutputFormat.SRT:
+            return f"{self.count}\n{format_timestamp(seg.start, True, ',')} --> {format_timestamp(seg.end, True, ',')}\n{text}\n\n"
+        return f"{format_timestamp(seg.start)} --> {format_timestamp(seg.end)}\n{text}\n\n"
+
+
+def _whole(fmt: OutputFormat, t: Transcript) -> str:
+    stream = SegmentStream(fmt)
+    return stream.header() + "".join(stream.segment(seg) for seg in t.segments)
 
 
 def to_txt(t: Transcript) -> str:
     if not t.segments:
         return (t.text.strip() + "\n") if t.text.strip() else ""
-    return "".join(seg.text.strip() + "\n" for seg in t.segments if seg.text.strip())
+    return _whole(OutputFormat.TXT, t)
 
 
 def to_srt(t: Transcript) -> str:
-    return "".join(
-        f"{i}\n{format_timestamp(s, True, ',')} --> {format_timestamp(e, True, ',')}\n{text}\n\n"
-        for i, (s, e, text) in enumerate(_cues(t), start=1)
-    )
+    return _whole(OutputFormat.SRT, t)
 
 
 def to_vtt(t: Transcript) -> str:
-    return "WEBVTT\n\n" + "".join(f"{format_timestamp(s)} --> {format_timestamp(e)}\n{text}\n\n" for s, e, text in _cues(t))
+    return _whole(OutputFormat.VTT, t)
 
 
 def to_tsv(t: Transcript) -> str:
@@ -68,31 +99,6 @@ WRITERS: dict[OutputFormat, tuple[str, Callable[[Transcript], str]]] = {
     OutputFormat.TSV: ("tsv", to_tsv),
     OutputFormat.JSON: ("json", to_json),
 }
-
-
-class SegmentStream:
-    """txt, srt or vtt written segment by segment, as they settle; the same text the whole-file writer gives."""
-
-    FORMATS = (OutputFormat.TXT, OutputFormat.SRT, OutputFormat.VTT)
-
-    def __init__(self, fmt: OutputFormat):
-        if fmt not in self.FORMATS:
-            raise ValueError(f"{fmt.value} is not written segment by segment")
-        self.fmt, self.count = fmt, 0
-
-    def header(self) -> str:
-        return "WEBVTT\n\n" if self.fmt == OutputFormat.VTT else ""
-
-    def segment(self, seg: Segment) -> str:
-        text = seg.text.strip().replace("-->", "->") if self.fmt != OutputFormat.TXT else seg.text.strip()
-        if not text:
-            return ""
-        self.count += 1
-        if self.fmt == OutputFormat.TXT:
-            return text + "\n"
-        if self.fmt == OutputFormat.SRT:
-            return f"{self.count}\n{format_timestamp(seg.start, True, ',')} --> {format_timestamp(seg.end, True, ',')}\n{text}\n\n"
-        return f"{format_timestamp(seg.start)} --> {format_timestamp(seg.end)}\n{text}\n\n"
 
 
 def expand_formats(fmt: OutputFormat) -> list[OutputFormat]:
