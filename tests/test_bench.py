@@ -101,7 +101,7 @@ def test_spec_validation_before_anything_runs():
     with pytest.raises(UsageError, match="--compare: unknown value 'bogus'"):
         runner.parse_list("sdpa,bogus", Attention, "--compare")
     assert runner.parse_list("fa2,flash_attn_2,sdpa", Attention, "--compare") == (Attention.FLASH_ATTENTION_2, Attention.SDPA)
-    with pytest.raises(UsageError, match="batch sizes must be ≥ 1"):
+    with pytest.raises(UsageError, match=r"batch sizes must be in \[1, 512\]"):
         runner.parse_list("1,0", int, "--batch-sizes")
     with pytest.raises(UsageError, match="--baseline eager is not among --compare"):
         runner.BenchSpec(EngineConfig(), ("tiny.en",), (Attention.SDPA,), (DType.FP32,), (Quantization.NONE,), (1,), baseline=Attention.EAGER)
@@ -118,11 +118,11 @@ def test_report_formats_and_compare_to(tmp_path, tiny_random_model):
     previous = json.loads((tmp_path / "a.json").read_text())
     previous["rows"][0]["rtfx_median"] = result["rows"][0]["rtfx_median"] / 2
     (tmp_path / "prev.json").write_text(json.dumps(previous))
-    report.add_previous(result, tmp_path / "prev.json")
+    report.add_previous(result, report.load_previous(tmp_path / "prev.json"))
     assert result["rows"][0]["vs_previous"] == pytest.approx(2.0)
     (tmp_path / "junk.json").write_text("{}")
     with pytest.raises(UsageError, match="not a whisperctl bench JSON"):
-        report.add_previous(result, tmp_path / "junk.json")
+        report.load_previous(tmp_path / "junk.json")
 
 
 def test_cli_bench_on_cpu_skips_fa2_with_reason(tmp_path, capsys):
@@ -153,7 +153,7 @@ def test_cli_bench_manifest_adds_wer(tmp_path, capsys, speech):
     (["--compare", "bogus"], "--compare: unknown value 'bogus'"),
     (["--models", "nope-model"], "--model nope-model: unknown model"),
     (["--weights", "random", "--models", "openai/custom"], "no architecture on record"),
-    (["--batch-sizes", "0"], "batch sizes must be ≥ 1"),
+    (["--batch-sizes", "0"], "batch sizes must be in [1, 512]"),
     (["--compare-to", "/nonexistent.json"], "no such file"),
 ])
 def test_cli_bench_usage_errors(capsys, flags, fragment):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from whisperctl import ct2, models
+from whisperctl import cache, ct2, models
 from whisperctl.errors import ConversionError
 
 
@@ -138,7 +138,7 @@ def test_wrong_version_and_garbage(tmp_path):
 def test_bundled_hash_mismatch_is_an_error(tmp_path, monkeypatch):
     monkeypatch.setenv("WHISPERCTL_CACHE", str(tmp_path / "cache"))
     with pytest.raises(ConversionError, match="does not match the pinned"):
-        ct2.converted_checkpoint(models.bundled_dir(), expected_sha256="0" * 64)
+        cache.converted_checkpoint(models.bundled_dir(), expected_sha256="0" * 64)
     assert not any((tmp_path / "cache" / "converted").glob("model-*")), "no cache entry after a failed check"
 
 
@@ -147,10 +147,10 @@ def test_cache_is_reused_and_concurrent_first_runs_agree(tmp_path, monkeypatch):
 
     monkeypatch.setenv("WHISPERCTL_CACHE", str(tmp_path / "cache"))
     with cf.ThreadPoolExecutor(2) as pool:
-        paths = list(pool.map(lambda _: ct2.converted_checkpoint(models.bundled_dir(), models.BUNDLED_SHA256), range(2)))
-    assert paths[0] == paths[1] and (paths[0] / ct2.MARKER).is_file()
+        paths = list(pool.map(lambda _: cache.converted_checkpoint(models.bundled_dir(), models.BUNDLED_SHA256), range(2)))
+    assert paths[0] == paths[1] and (paths[0] / cache.MARKER).is_file()
     entries = [p for p in (tmp_path / "cache" / "converted").iterdir()]
     assert entries == [paths[0]], "no temporary directories left behind"
     mtime = (paths[0] / "model.safetensors").stat().st_mtime_ns
-    assert ct2.converted_checkpoint(models.bundled_dir(), models.BUNDLED_SHA256) == paths[0]
+    assert cache.converted_checkpoint(models.bundled_dir(), models.BUNDLED_SHA256) == paths[0]
     assert (paths[0] / "model.safetensors").stat().st_mtime_ns == mtime

@@ -15,6 +15,7 @@ import soundfile as sf
 from conftest import EXAMPLES, ROOT, run_cli
 from whisperctl import EngineConfig, Transcriber
 from whisperctl.errors import ModelError, OutputError
+from whisperctl.outputs import RECORDS_DIR
 from whisperctl.writers import write_atomic
 
 
@@ -84,7 +85,7 @@ def test_corrupt_and_disguised_files(tmp_path, capsys, make, fragment):
     make(bad)
     code, _, err = run_cli(["transcribe", bad, EXAMPLES / "short.wav", "-o", tmp_path / "out", "-q"], capsys)
     assert code == 1 and re.search(fragment, err) and "Traceback" not in err
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["short.txt"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.name != RECORDS_DIR) == ["short.txt"]
 
 
 def test_truncated_wav_transcribes_what_is_there_or_fails_cleanly(tmp_path, capsys):
@@ -150,7 +151,7 @@ def test_output_names_cannot_escape_the_output_dir(tmp_path, capsys):
     out = tmp_path / "out"
     code, _, err = run_cli(["transcribe", odd, "-o", out, "-q"], capsys)
     assert code == 0, err
-    written = list(out.iterdir())
+    written = [p for p in out.iterdir() if p.name != RECORDS_DIR]
     assert len(written) == 1 and written[0].parent == out and not written[0].name.startswith(".")
 
 
@@ -176,7 +177,7 @@ def test_sigint_and_sigterm_keep_finished_outputs_and_resume(tmp_path):
         done = sorted(out.glob("*.txt"))
         assert 1 <= len(done) < 6
         assert all(p.read_text().strip() for p in done)
-        assert not [p for p in out.iterdir() if p.name.startswith(".")], "no partial files"
+        assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != RECORDS_DIR], "no partial files"
     resumed = subprocess.run(exe + ["transcribe", str(inputs), "-o", str(out), "--skip-existing"],
                              capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert resumed.returncode == 0, resumed.stderr

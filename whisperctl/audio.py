@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import hashlib
 import io
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator
 
 import numpy as np
 
@@ -28,6 +29,16 @@ AUDIO_EXTENSIONS = frozenset(
 )
 _FFMPEG_ONLY = frozenset({".m4a", ".mp4", ".webm", ".aac", ".wma", ".mkv"})
 _BLOCK_FRAMES = 1 << 18  # input frames per read (~6 s at 44.1 kHz)
+_BLOCK_SAMPLES = 1 << 22  # at most this many samples (frames × channels, 16 MiB of float32) per read
+#: Plausible headers. A 1 Hz header turned one read into a 16,000× upsampled 17 GB buffer; no audio format in
+#: use records speech below 1 kHz or above 768 kHz, or in more than 256 channels.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000
+MAX_CHANNELS = 256
+#: Piped input (stdin, a FIFO, a process substitution) is read into memory; beyond this, write a file.
+MAX_PIPED_BYTES = 4 << 30
+#: Float audio is full scale at ±1. Peaks above this are not a few clipped samples but audio on another scale
+#: (int16 values stored as float, say), which Whisper turns into invented text: such files are scaled to ±1.
+FLOAT_FULL_SCALE_TOLERANCE = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,35 +59,182 @@ class AudioInput:
 
 
 def expand_inputs(args: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Files, directories (recursive, audio extensions), globs and ``-`` → (inputs, problems)."""
+    """Files, directories (recursive, audio extensions), globs and ``-`` → (inputs, problems).
+
+    Directories and ``**`` globs are walked following symbolic links, but each real directory is entered once
+    and each real file is listed once, so a link to ``..`` or two links into one tree neither loop nor repeat
+    an input. An input named twice on the command line is transcribed once.
+    """
     inputs: list[str] = []
     problems: list[tuple[str, str]] = []
+    seen: set[str] = set()
+
+    def add(name: str) -> None:
+        key = os.path.realpath(name) if name != "-" else "-"
+        if key not in seen:
+            seen.add(key)
+            inputs.append(name)
+
     for arg in args:
         path = Path(arg)
         if arg == "-":
-            inputs.append(arg)
+            add(arg)
         elif path.is_dir():
-            found = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+            found = [f for f in _walk(path) if Path(f).suffix.lower() in AUDIO_EXTENSIONS]
             if not found:
                 problems.append((arg, f"directory has no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})."))
-            inputs.extend(found)
+            for f in found:
+                add(f)
         elif not path.exists() and any(ch in arg for ch in "*?["):
-            found = sorted(p for p in glob.glob(arg, recursive=True) if Path(p).is_file())
+            found = _glob(arg)
             if not found:
                 problems.append((arg, "the pattern matches no file."))
-            inputs.extend(found)
+            for f in found:
+                add(f)
         else:
-            inputs.append(arg)  # missing files are reported per file by the engine
+            add(arg)  # missing files are reported per file by the engine
     return inputs, problems
 
 
+def _walk(root: Path) -> list[str]:
+    """Every file under ``root``, sorted, following links but entering each real directory once."""
+    out: list[str] = []
+    visited: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in visited:
+            dirnames[:] = []
+            continue
+        visited.add(real)
+        # real subdirectories before links, so a file is named by its real path when a link also reaches it
+        dirnames[:] = sorted((d for d in dirnames if os.path.realpath(os.path.join(dirpath, d)) not in visited),
+                             key=lambda d: (os.path.islink(os.path.join(dirpath, d)), d))
+        out.extend(os.path.join(dirpath, f) for f in filenames if os.path.isfile(os.path.join(dirpath, f)))
+    return sorted(out)
+
+
+def _glob(pattern: str) -> list[str]:
+    """``glob`` with ``**`` walked with :func:`_walk`'s loop protection (the standard glob follows a link to ``..``
+    until the path is too long, and with two such links never finishes). Hidden names match only explicitly."""
+    parts = Path(pattern).parts
+    fixed = next((i for i, part in enumerate(parts) if any(ch in part for ch in "*?[")), len(parts))
+    if "**" not in parts[fixed:]:
+        return sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
+    base = os.path.join(*parts[:fixed]) if fixed else "."
+    if not os.path.isdir(base):
+        return []
+    regex = _glob_regex(parts)
+    out = []
+    for f in _walk(Path(base)):
+        name = f[2:] if not fixed and f.startswith("./") else f
+        if regex.fullmatch(name):
+            out.append(name)
+    return out
+
+
+def _glob_regex(parts: tuple[str, ...]):
+    import re
+
+    pieces = []
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if part == "**":
+            pieces.append(r"(?:[^/.][^/]*/)*" + (r"[^/.][^/]*" if last else ""))
+            continue
+        body, j = "" if part.startswith(".") else r"(?!\.)", 0
+        while j < len(part):
+            ch = part[j]
+            if ch == "*":
+                body += r"[^/]*"
+            elif ch == "?":
+                body += r"[^/]"
+            elif ch == "[" and _class_end(part, j) > 0:
+                close = _class_end(part, j)
+                inner = part[j + 1:close]
+                negate = inner.startswith("!")
+                inner = inner[1:] if negate else inner
+                for special in "\\[&~|":  # literal inside a glob class; set operations or nesting in a regex
+                    inner = inner.replace(special, "\\" + special)
+                if inner.startswith("^"):
+                    inner = "\\" + inner
+                body += ("[^/" if negate else "[") + inner + "]"
+                j = close
+            else:
+                body += re.escape(ch)
+            j += 1
+        pieces.append(body + ("" if last else "/"))
+    root = "/" if parts and parts[0] == "/" else ""
+    if root:
+        pieces = pieces[1:]
+    return re.compile(root + "".join(pieces))
+
+
+def input_identity(name: str) -> dict[str, Any]:
+    """What identifies an input across runs and machines: its real path, size and a content fingerprint.
+
+    The fingerprint hashes the size, the first and last MiB and 16 evenly spaced 64 KiB blocks (BLAKE2b):
+    a changed recording changes it, a copied or moved file keeps it, and a 10,000-file resume stays cheap.
+    Standard input has no identity beyond its name."""
+    if name == "-":
+        return {"input": "-", "size": None, "fingerprint": None}
+    path = os.path.realpath(name)
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if not os.path.isfile(path):
+                return {"input": path, "size": None, "fingerprint": None}
+            digest = hashlib.blake2b(str(size).encode(), digest_size=16)
+            offsets = {0, max(size - (1 << 20), 0)} | {size * k // 17 for k in range(1, 17)}
+            for offset in sorted(offsets):
+                fh.seek(offset)
+                digest.update(fh.read(1 << 20 if offset in (0, max(size - (1 << 20), 0)) else _FINGERPRINT_BLOCK))
+    except OSError:
+        return {"input": path, "size": None, "fingerprint": None}
+    return {"input": path, "size": size, "fingerprint": digest.hexdigest()}
+
+
+_FINGERPRINT_BLOCK = 1 << 16
+
+
+def _class_end(part: str, start: int) -> int:
+    """Index of the ``]`` closing the glob character class opened at ``start`` (-1: a literal ``[``)."""
+    k = start + 1
+    if part[k:k + 1] == "!":
+        k += 1
+    if part[k:k + 1] == "]":
+        k += 1
+    return part.find("]", k)
+
+
+def _read_pipe(fh: BinaryIO, name: str) -> BinaryIO:
+    """The whole of a pipe (stdin, FIFO, process substitution) in memory: decoders need to seek."""
+    buf = io.BytesIO()
+    while chunk := fh.read(1 << 20):
+        buf.write(chunk)
+        if buf.tell() > MAX_PIPED_BYTES:
+            raise AudioError(f"{name}: more than {MAX_PIPED_BYTES >> 30} GiB through a pipe; write it to a file first.")
+    if buf.tell() == 0:
+        raise AudioError(f"{name}: no data (the pipe was empty).")
+    buf.seek(0)
+    return buf
+
+
 def _open_stdin() -> BinaryIO:
-    return io.BytesIO(sys.stdin.buffer.read())
+    return _read_pipe(sys.stdin.buffer, "-")
+
+
+def _is_pipe(path: Path) -> bool:
+    import stat
+
+    try:
+        return stat.S_ISFIFO(path.stat().st_mode)
+    except OSError:
+        return False
 
 
 def duration_seconds(source: AudioInput) -> float | None:
     """Duration from the header when soundfile can read it (cheap); None otherwise."""
-    if source.path is None:
+    if source.path is None or not source.path.is_file():  # a FIFO must not be read twice
         return None
     import soundfile as sf
 
@@ -93,7 +251,16 @@ def stream(source: AudioInput, block_seconds: float = 30.0) -> Iterator[np.ndarr
     if source.path is not None and source.path.suffix.lower() in _FFMPEG_ONLY:
         yield from _stream_ffmpeg(source)
         return
-    data = _open_stdin() if source.path is None else None
+    if source.path is None:
+        data: BinaryIO | None = _open_stdin()
+    elif _is_pipe(source.path):  # a FIFO or <(…): read it once, like stdin
+        try:
+            with open(source.path, "rb") as fh:
+                data = _read_pipe(fh, source.name)
+        except OSError as exc:
+            raise AudioError(f"{source.name}: cannot read: {exc.strerror or exc}.") from None
+    else:
+        data = None
     try:
         yield from _stream_soundfile(source, data, block_seconds)
     except _NotSoundfile as exc:
@@ -128,6 +295,15 @@ def _check_readable(source: AudioInput) -> None:
         raise AudioError(f"{source.name}: is a directory; pass the directory itself as an input to scan it.")
     if not os.access(p, os.R_OK):
         raise AudioError(f"{source.name}: permission denied; make it readable (chmod +r).")
+    import stat
+
+    mode = p.stat().st_mode
+    if stat.S_ISFIFO(mode):
+        return  # read whole, like stdin
+    if not stat.S_ISREG(mode):
+        kind = ("a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+                else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        raise AudioError(f"{source.name}: {kind}, not an audio file; pass a file, a FIFO or - (stdin).")
     if p.stat().st_size == 0:
         raise AudioError(f"{source.name}: empty file (0 bytes).")
 
@@ -150,11 +326,16 @@ def _stream_soundfile(source: AudioInput, data: BinaryIO | None, block_seconds: 
     except OSError as exc:
         raise AudioError(f"{source.name}: cannot read: {exc.strerror or exc}.") from None
     with fh:
-        rate = fh.samplerate
-        if rate <= 0:
-            raise AudioError(f"{source.name}: invalid sample rate {rate}.")
+        rate, channels = fh.samplerate, fh.channels
+        if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+            raise AudioError(f"{source.name}: the header says {rate} Hz, outside the plausible "
+                             f"{MIN_SAMPLE_RATE}–{MAX_SAMPLE_RATE} Hz; the file is corrupt or not audio.")
+        if not 1 <= channels <= MAX_CHANNELS:
+            raise AudioError(f"{source.name}: the header says {channels} channels (at most {MAX_CHANNELS} are read); "
+                             "the file is corrupt.")
+        scale = _float_scale(fh, source)
         resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ") if rate != SAMPLE_RATE else None
-        frames = max(_BLOCK_FRAMES, int(rate * block_seconds))
+        frames = max(1024, min(max(_BLOCK_FRAMES, int(rate * block_seconds)), _BLOCK_SAMPLES // channels))
         while True:
             try:
                 block = fh.read(frames, dtype="float32", always_2d=True)
@@ -162,11 +343,39 @@ def _stream_soundfile(source: AudioInput, data: BinaryIO | None, block_seconds: 
                 raise AudioError(f"{source.name}: decoding failed mid-file ({exc}); the file is truncated or corrupt.") from None
             last = len(block) < frames
             mono = _checked(block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0], source)
+            if scale != 1.0:
+                mono = mono * np.float32(scale)
             out = resampler.resample_chunk(mono, last=last) if resampler else mono
             if len(out):
                 yield np.ascontiguousarray(out, dtype=np.float32)
             if last:
                 break
+
+
+def _float_scale(fh, source: AudioInput) -> float:
+    """1.0, or the factor that brings float audio recorded on another scale back to ±1 (said once as a warning).
+
+    Only float subtypes can exceed ±1; their peak is found by one extra pass over the file (float PCM reads at
+    well over 1 GB/s, so it costs little next to decoding)."""
+    if fh.subtype not in ("FLOAT", "DOUBLE") or not fh.seekable():
+        return 1.0
+    peak = 0.0
+    while True:
+        block = fh.read(_BLOCK_SAMPLES // fh.channels, dtype="float32")
+        if not len(block):
+            break
+        finite = block[np.isfinite(block)]
+        if finite.size:
+            peak = max(peak, float(np.abs(finite).max()))
+    fh.seek(0)
+    if peak <= FLOAT_FULL_SCALE_TOLERANCE:
+        return 1.0
+    import logging
+
+    logging.getLogger("whisperctl").warning(
+        "%s: float samples reach ±%.4g, far beyond full scale ±1 (audio on another scale, or noise); scaled by "
+        "1/%.4g so Whisper hears it at full scale.", source.name, peak, peak)
+    return 1.0 / peak
 
 
 def _stream_ffmpeg(source: AudioInput, data: BinaryIO | None = None) -> Iterator[np.ndarray]:
@@ -176,9 +385,10 @@ def _stream_ffmpeg(source: AudioInput, data: BinaryIO | None = None) -> Iterator
             f"{source.name}: this container needs ffmpeg, which is not on PATH; install ffmpeg "
             "(e.g. apt-get install ffmpeg) or convert the file to wav/flac."
         )
-    cmd = [exe, "-nostdin", "-v", "error", "-i", "pipe:0" if source.path is None else str(source.path),
+    piped = source.path is None or data is not None
+    cmd = [exe, "-nostdin", "-v", "error", "-i", "pipe:0" if piped else str(source.path),
            "-vn", "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE), "pipe:1"]
-    if source.path is None:
+    if piped:
         cmd.remove("-nostdin")
     proc = subprocess.Popen(
         cmd,

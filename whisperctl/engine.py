@@ -22,7 +22,7 @@ import numpy as np
 from . import __version__, audio as audio_mod, models
 from .config import LOAD_FIELDS, Chunking, DecodeOptions, EngineConfig, Task, Timestamps
 from .decoding import BatchObserver, WindowDecoder
-from .eligibility import Environment, Plan, make_plan, probe
+from .eligibility import Environment, Plan, make_plan, memory_problem, probe
 from .errors import UsageError, WhisperctlError
 from .loaded import LoadedModel
 from .results import Segment, Transcript
@@ -38,7 +38,6 @@ class Transcriber:
         self.config = config or EngineConfig()
         self.options: DecodeOptions = self.config.decode_options()  # the per-call defaults
         self.source = models.resolve(self.config.model)
-        _check_language(self.source, self.options)
         if self.config.weights == "random" and models.architecture(self.config.model) is None:
             raise UsageError(
                 f"--weights random: no architecture on record for '{self.config.model}'. Use an alias: "
@@ -47,6 +46,14 @@ class Transcriber:
         self.env = env or probe()
         self.plan: Plan = make_plan(self.config, self.env)
         self._loaded: LoadedModel | None = None
+        self.check(self.options)
+
+    def check(self, options: DecodeOptions) -> None:
+        """Refuse per-call options this model cannot honour here (language, memory), before any decoding."""
+        _check_language(self.source, options)
+        problem = memory_problem(models.dimensions(self.source), self.plan, options.batch_size, options.beam_size, self.env)
+        if problem:
+            raise UsageError(problem)
 
     @property
     def loaded(self) -> LoadedModel:
@@ -59,7 +66,7 @@ class Transcriber:
 
             self._loaded = load(self.config, self.plan, self.source)
             self.source = self._loaded.source
-            _check_language(self.source, self.options)
+            self.check(self.options)
         return self
 
     def runtime_info(self, options: DecodeOptions | None = None) -> dict[str, Any]:
@@ -119,7 +126,7 @@ class Transcriber:
     ) -> Iterator[Event]:
         """Every input's settled segments (SegmentReady) then its result (FileDone), input after input."""
         opts = options or self.options
-        _check_language(self.source, opts)
+        self.check(opts)
         lm = self.loaded
         inputs = [_as_input(s) for s in sources]
         decoder = WindowDecoder(lm, opts, on_batch)

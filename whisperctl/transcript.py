@@ -13,7 +13,7 @@ import time
 from typing import Any, Callable, Union
 
 from . import longform
-from .audio import AudioInput
+from .audio import AudioInput, input_identity
 from .decoding import WindowResult
 from .errors import WhisperctlError
 from .loaded import LoadedModel
@@ -95,6 +95,7 @@ class TranscriptBuilder:
         total = time.perf_counter() - self.started
         return Transcript(
             source=self.source.name,
+            origin=None if self.source.path is None else input_identity(self.source.name),
             text="".join(s.text for s in self.segments).strip(),
             segments=self.segments,
             language=self.language,

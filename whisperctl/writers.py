@@ -121,6 +121,7 @@ def write_atomic(path: Path, content: str) -> None:
     except OSError as exc:
         raise OutputError(f"{path.parent}: cannot write outputs here: {exc.strerror or exc}.") from None
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the mode any new file would get
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(content)
             fh.flush()
@@ -135,3 +136,10 @@ def write_atomic(path: Path, content: str) -> None:
             raise
         hint = " (disk full)" if exc.errno == errno.ENOSPC else ""
         raise OutputError(f"{path}: write failed{hint}: {exc.strerror or exc}.") from None
+
+
+def _umask() -> int:
+    """The process umask (read by setting it, so set it straight back; whisperctl writes from one thread)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -60,19 +60,32 @@ def header(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def add_previous(result: dict[str, Any], previous_path: str | Path) -> None:
-    """Add ``vs_previous``: this run's RTFx over the saved run's, for rows present in both."""
+def load_previous(previous_path: str | Path) -> dict[str, Any]:
+    """A saved ``--json`` result, checked before the benchmark runs (a bad file must not cost the run)."""
+    where = f"--compare-to {previous_path}"
     try:
-        previous = json.loads(Path(previous_path).read_text())
+        previous = json.loads(Path(previous_path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{where}: no such file.") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{where}: not UTF-8 text, so not a bench JSON.") from None
     except (OSError, ValueError) as exc:
-        raise UsageError(f"--compare-to {previous_path}: cannot read a bench JSON: {exc}") from None
-    if previous.get("schema", "").split("/")[0] != "whisperctl.bench":
-        raise UsageError(f"--compare-to {previous_path}: not a whisperctl bench JSON.")
-    key = lambda r: (r["model"], r["attention"], r["dtype"], r["quantization"], r["batch_size"])  # noqa: E731
+        raise UsageError(f"{where}: cannot read a bench JSON: {getattr(exc, 'strerror', None) or exc}") from None
+    if not isinstance(previous, dict) or str(previous.get("schema", "")).split("/")[0] != "whisperctl.bench":
+        raise UsageError(f"{where}: not a whisperctl bench JSON (written by bench --json).")
+    rows = previous.get("rows", [])
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise UsageError(f"{where}: its 'rows' are not a list of result rows.")
+    return previous
+
+
+def add_previous(result: dict[str, Any], previous: dict[str, Any]) -> None:
+    """Add ``vs_previous``: this run's RTFx over the saved run's (:func:`load_previous`), for rows in both."""
+    key = lambda r: (r.get("model"), r.get("attention"), r.get("dtype"), r.get("quantization"), r.get("batch_size"))  # noqa: E731
     old = {key(r): r for r in previous.get("rows", []) if r.get("status") == "ok"}
     for row in result["rows"]:
         prev = old.get(key(row))
-        if prev and row.get("status") == "ok" and prev.get("rtfx_median"):
+        if prev and row.get("status") == "ok" and isinstance(prev.get("rtfx_median"), (int, float)) and prev["rtfx_median"] > 0:
             row["vs_previous"] = row["rtfx_median"] / prev["rtfx_median"]
 
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import audio as audio_mod
-from ..config import Attention, DType, EngineConfig, Quantization, parse_choice
+from ..config import MAX_BATCH_SIZE, Attention, DType, EngineConfig, Quantization, parse_choice
 from ..eligibility import Environment, environment_summary, make_plan
 from ..errors import EligibilityError, OutOfMemoryError, UsageError, WhisperctlError
 
@@ -75,7 +75,9 @@ class BenchSpec:
 def parse_list(text: str | Sequence[str] | None, kind: Any, option: str) -> tuple:
     if text is None:
         return ()
-    items = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if str(t).strip()]
+    if not isinstance(text, (str, list, tuple)):
+        text = str(text)  # a TOML number: batch_sizes = 8
+    items = [str(t).strip() for t in (text.split(",") if isinstance(text, str) else text) if str(t).strip()]
     if kind is int:
         out = []
         for item in items:
@@ -83,8 +85,8 @@ def parse_list(text: str | Sequence[str] | None, kind: Any, option: str) -> tupl
                 out.append(int(item))
             except ValueError:
                 raise UsageError(f"{option}: '{item}' is not an integer.") from None
-            if out[-1] < 1:
-                raise UsageError(f"{option}: batch sizes must be ≥ 1, got {item}.")
+            if not 1 <= out[-1] <= MAX_BATCH_SIZE:
+                raise UsageError(f"{option}: batch sizes must be in [1, {MAX_BATCH_SIZE}], got {item}.")
         return tuple(out)
     if kind is str:
         return tuple(items)
@@ -107,18 +109,37 @@ def default_audio() -> Path:
     return Path(__file__).resolve().parents[1] / "data" / "example.flac"
 
 
+#: --duration tiles the audio in memory: 4 hours is 0.9 GB of float32 samples.
+MAX_TILED_SECONDS = 4 * 3600.0
+
+
+def check_duration(duration: Any) -> float:
+    """--duration as a finite number of seconds in (0, 4 h]; a usage error otherwise (NaN included)."""
+    try:
+        value = float(duration)
+    except (TypeError, ValueError):
+        raise UsageError(f"--duration: '{duration}' is not a number of seconds.") from None
+    if not (0 < value <= MAX_TILED_SECONDS):  # also false for NaN
+        raise UsageError(f"--duration: {duration} is outside (0, {MAX_TILED_SECONDS:g}] seconds.")
+    return value
+
+
 def load_inputs(audio: Sequence[str] = (), manifest: str | None = None, duration: float | None = None) -> list[BenchInput]:
     """Audio files/directories and/or a manifest (file + reference columns); optionally tiled to ``duration`` s."""
     inputs: list[BenchInput] = []
     if manifest:
         mpath = Path(manifest)
         try:
-            with mpath.open(newline="") as fh:
+            with mpath.open(newline="", encoding="utf-8") as fh:
                 rows = list(csv.DictReader(fh, delimiter="\t"))
-        except OSError as exc:
-            raise UsageError(f"--manifest {manifest}: cannot read: {exc.strerror or exc}.") from None
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"--manifest {manifest}: not UTF-8 text (byte {exc.start}); save it as UTF-8.") from None
+        except (OSError, csv.Error) as exc:
+            raise UsageError(f"--manifest {manifest}: cannot read: {getattr(exc, 'strerror', None) or exc}.") from None
         if not rows or not {"file", "reference_text"} <= set(rows[0]):
             raise UsageError(f"--manifest {manifest}: needs tab-separated 'file' and 'reference_text' columns.")
+        if any(not row.get("file") or row.get("reference_text") is None for row in rows):
+            raise UsageError(f"--manifest {manifest}: a row lacks its file or reference_text.")
         for row in rows:
             path = mpath.parent / row["file"]
             if "concat" in row["file"]:
@@ -132,9 +153,8 @@ def load_inputs(audio: Sequence[str] = (), manifest: str | None = None, duration
         inputs.append(BenchInput(f, audio_mod.load(f)))
     if not inputs:
         inputs.append(BenchInput(default_audio().name, audio_mod.load(default_audio())))
-    if duration:
-        if duration <= 0:
-            raise UsageError("--duration must be > 0 seconds.")
+    if duration is not None:
+        duration = check_duration(duration)
         joined = np.concatenate([i.samples for i in inputs])
         reps = int(np.ceil(duration * audio_mod.SAMPLE_RATE / len(joined)))
         tiled = np.tile(joined, reps)[: int(duration * audio_mod.SAMPLE_RATE)]

@@ -6,7 +6,6 @@ import os
 import sys
 
 import typer
-from click import exceptions as click_exceptions
 
 from .. import __version__
 from ..errors import WhisperctlError
@@ -17,6 +16,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts say "[engine]" and "[bench]" (TOML tables), not rich markup
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -66,6 +66,39 @@ def _interrupted(terminated: bool) -> None:
     sys.exit(143 if terminated else 130)
 
 
+def _click_classes(name: str) -> tuple[type, ...]:
+    """``name`` from every click the running typer may use: click itself (typer < 0.25) and the copy typer ≥ 0.25
+    vendors as ``typer._click``. Matching only one of them turned every parse error into an "internal error"."""
+    import importlib
+
+    found = []
+    for module in ("click.exceptions", "typer._click.exceptions"):
+        try:
+            cls = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            continue
+        if isinstance(cls, type) and cls not in found:
+            found.append(cls)
+    return tuple(found)
+
+
+def usage_error_line(exc: BaseException) -> str:
+    """A click/typer parse error as one line: what is wrong, and where the help is."""
+    message = " ".join(str(exc.format_message() if hasattr(exc, "format_message") else exc).split())
+    ctx = getattr(exc, "ctx", None)
+    option = getattr(exc, "option_name", None) or ""
+    if message and message[-1] not in ".!?":
+        message += "."
+    if type(exc).__name__ == "NoSuchOption" and option.startswith("-") and not option.startswith("--"):
+        # `transcribe -take2.wav`: click reads -t… as short options; say how to pass such a file name
+        arg = next((a for a in sys.argv[1:] if a.startswith(option) and len(a) > len(option)), None)
+        if arg is not None and ("." in arg or os.path.exists(arg)):
+            message += f" A file name that starts with '-'? Write ./{arg} or put it after --."
+    if ctx is not None and getattr(ctx, "command_path", None):
+        message += f" See '{ctx.command_path} --help'."
+    return f"whisperctl: error: {message}"
+
+
 def main() -> None:
     """Entry point: library errors become one line on stderr and an exit code (2 usage, 1 runtime)."""
     import signal
@@ -77,7 +110,10 @@ def main() -> None:
     except ValueError:  # not the main thread (embedded use): keep the default
         pass
     try:
-        code = app(standalone_mode=False)
+        try:
+            code = app(standalone_mode=False)
+        finally:
+            _flush_stdout()
         if code == 130:  # typer turns Ctrl-C (and our SIGTERM) inside a command into exit code 130
             _interrupted(bool(_signal_seen))
         if isinstance(code, int) and code:
@@ -89,17 +125,49 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt as exc:
         _interrupted(isinstance(exc, _Terminated))
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click_exceptions.Abort as exc:  # click turns Ctrl-C inside a command into Abort
-        _interrupted(isinstance(exc.__context__, _Terminated))
-    except Exception as exc:  # click usage errors and the unexpected
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
+    except BrokenPipeError:  # `whisperctl transcribe … | head`: the reader left; not an error of ours
+        _quiet_stdout()
+        sys.exit(141)
+    except OSError as exc:
+        if debug:
+            raise
+        if exc.filename is None and exc.errno is not None:  # a failed write to stdout/stderr (e.g. /dev/full)
+            _quiet_stdout()
+            print(f"whisperctl: error: cannot write the output: {exc.strerror or exc}.", file=sys.stderr)
+            sys.exit(1)
+        print(f"whisperctl: error: {exc.filename}: {exc.strerror or exc}.", file=sys.stderr)
+        sys.exit(1)
+    except Exception as exc:  # click usage errors, typer.Exit/Abort, and the unexpected
+        if isinstance(exc, _click_classes("Exit") + (typer.Exit,)):
             sys.exit(exc.exit_code)
+        if isinstance(exc, _click_classes("Abort") + (typer.Abort,)):  # click turns Ctrl-C into Abort
+            _interrupted(isinstance(exc.__context__, _Terminated))
+        if isinstance(exc, _click_classes("NoArgsIsHelpError")):  # bare `whisperctl`: the help, as a request
+            exc.show()
+            sys.exit(0)
+        if isinstance(exc, _click_classes("UsageError")):
+            print(usage_error_line(exc), file=sys.stderr)
+            sys.exit(2)
+        if isinstance(exc, _click_classes("ClickException")):  # e.g. FileError: a runtime failure
+            print(f"whisperctl: error: {' '.join(exc.format_message().split())}", file=sys.stderr)
+            sys.exit(1)
         if debug:
             raise
         print(f"whisperctl: internal error: {type(exc).__name__}: {exc} (set WHISPERCTL_DEBUG=1 for a traceback)", file=sys.stderr)
         sys.exit(1)
+
+
+def _flush_stdout() -> None:
+    """Flush inside the error handling, so a failed write to stdout (a full disk, /dev/full) is reported, not lost
+    at interpreter exit with exit code 0... or 120."""
+    sys.stdout.flush()
+
+
+def _quiet_stdout() -> None:
+    """After stdout failed, point it at /dev/null so the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass

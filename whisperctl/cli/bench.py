@@ -12,7 +12,7 @@ import typer
 from ..config import Attention, DType, EngineConfig, Quantization, load_config_file
 from ..errors import UsageError
 from . import app
-from .options import engine_options, engine_overrides
+from .options import check_output_file, engine_options, engine_overrides
 
 AXES = frozenset({"model", "attention", "dtype", "quantization", "batch_size"})
 
@@ -48,12 +48,7 @@ def bench(
     preset: dict[str, Any] = {}
     if config_file is not None:
         data = load_config_file(config_file)
-        preset_engine = dict(data.get("engine", {}))
-        preset = dict(data.get("bench", {}))
-        unknown = set(preset) - {"compare", "batch_sizes", "dtypes", "quantize", "models", "warmup", "repeats", "duration",
-                                 "weights", "decode_tokens", "baseline", "audio", "manifest"}
-        if unknown:
-            raise UsageError(f"--config {config_file}: unknown [bench] key(s): {', '.join(sorted(unknown))}.")
+        preset_engine, preset = data["engine"], data["bench"]
 
     def pick(flag_value, key, default):
         return flag_value if flag_value is not None else preset.get(key, default)
@@ -71,8 +66,8 @@ def bench(
         dtypes=runner.parse_list(pick(dtypes, "dtypes", base.dtype.value), DType, "--dtypes"),
         quantizations=runner.parse_list(pick(quantize, "quantize", base.quantization.value), Quantization, "--quantize"),
         batch_sizes=runner.parse_list(str(pick(batch_sizes, "batch_sizes", base.batch_size)), int, "--batch-sizes"),
-        warmup=int(pick(warmup, "warmup", 2)),
-        repeats=int(pick(repeats, "repeats", 5)),
+        warmup=_count(pick(warmup, "warmup", 2), "--warmup", 0),
+        repeats=_count(pick(repeats, "repeats", 5), "--repeats", 1),
         baseline=runner.parse_list(pick(baseline, "baseline", None), Attention, "--baseline")[0] if pick(baseline, "baseline", None) else None,
     )
     from .. import models as model_registry
@@ -83,11 +78,23 @@ def bench(
                 raise UsageError(f"--weights random: no architecture on record for '{name}'. Use one of: {', '.join(model_registry.ARCHITECTURES)}.")
         else:
             model_registry.resolve(name)
+    # Everything that could fail after the run is checked before it: the samples of a long benchmark must not
+    # be lost to an unwritable --json or an unreadable --compare-to.
     if plot_out is not None:
         report.check_plot_available()
-    if compare_to is not None and not compare_to.is_file():
-        raise UsageError(f"--compare-to {compare_to}: no such file.")
-    inputs = runner.load_inputs(list(audio) or list(preset.get("audio", [])), pick(manifest, "manifest", None), pick(duration, "duration", None))
+    for path, flag in ((json_out, "--json"), (csv_out, "--csv"), (md_out, "--markdown"), (plot_out, "--plot")):
+        if path is not None:
+            check_output_file(path, flag)
+    previous = report.load_previous(compare_to) if compare_to is not None else None
+    tiled = pick(duration, "duration", None)
+    if tiled is not None:
+        tiled = runner.check_duration(tiled)
+    audio_list = list(audio) or preset.get("audio", [])
+    if isinstance(audio_list, str):
+        audio_list = [audio_list]
+    if not isinstance(audio_list, list) or not all(isinstance(a, str) for a in audio_list):
+        raise UsageError("--config [bench] audio: give a list of file or directory names.")
+    inputs = runner.load_inputs(audio_list, pick(manifest, "manifest", None), tiled)
 
     from ..eligibility import probe
 
@@ -104,8 +111,8 @@ def bench(
         if progress_cm:
             progress_cm.__exit__(None, None, None)
     result["command"] = "whisperctl " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    if compare_to is not None:
-        report.add_previous(result, compare_to)
+    if previous is not None:
+        report.add_previous(result, previous)
     report.print_table(result)
     if json_out:
         report.write_json(result, json_out)
@@ -119,3 +126,9 @@ def bench(
         report.write_plot(result, plot_out)
     if all(not r["status"].startswith(("ok", "skipped")) for r in result["rows"]):
         raise typer.Exit(1)
+
+
+def _count(value: Any, flag: str, minimum: int, maximum: int = 1000) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise UsageError(f"{flag}: must be an integer in [{minimum}, {maximum}], got {value!r}.")
+    return value

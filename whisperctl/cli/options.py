@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import inspect
+import os
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
 
 from ..config import EngineConfig
+from ..errors import UsageError
 
 _DEFAULTS = EngineConfig()
 
@@ -60,3 +63,28 @@ def engine_options(fn: Callable | None = None, *, exclude: frozenset[str] = froz
 def engine_overrides(values: dict[str, Any]) -> dict[str, Any]:
     """The engine options the user actually gave."""
     return {k: v for k, v in values.items() if v is not None and k in {f for f, *_ in ENGINE_OPTIONS}}
+
+
+def check_writable_dir(path: Path, option: str) -> None:
+    """Create ``path`` if needed and prove a file can be written there, before any model loads."""
+    import tempfile
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".whisperctl-probe-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write there: {exc.strerror or exc}. Choose a writable directory.") from None
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """Prove ``path`` can be written (its directory exists and takes a file; it is not a directory) before a long
+    run produces what goes into it: a result checked only at the end is lost with the run."""
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: is a directory; give a file name.")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"{option} {path}: the directory {parent} does not exist.")
+    check_writable_dir(parent, option)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UsageError(f"{option} {path}: the file exists and is not writable.")

@@ -12,43 +12,9 @@ import typer
 from ..config import EngineConfig, OutputFormat, load_config_file, parse_choice
 from ..errors import OutputError, UsageError, WhisperctlError
 from . import app
-from .options import engine_overrides, engine_options
+from .options import check_output_file, check_writable_dir, engine_overrides, engine_options
 
 DEFAULTS = EngineConfig()
-
-
-def _check_writable_dir(path: Path, option: str) -> None:
-    """Create ``path`` if needed and prove a file can be written there, before any model loads."""
-    import tempfile
-
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".whisperctl-probe-"):
-            pass
-    except OSError as exc:
-        raise UsageError(f"{option} {path}: cannot write there: {exc.strerror or exc}. Choose a writable directory.") from None
-
-
-class _Outputs:
-    """Decides the output paths of each input; no silent overwrite; names never escape the directory."""
-
-    def __init__(self, out_dir: Optional[Path], formats: list[OutputFormat], overwrite: bool, skip_existing: bool):
-        from ..writers import WRITERS
-
-        self.dir, self.formats, self.overwrite, self.skip_existing = out_dir, formats, overwrite, skip_existing
-        self.exts = [WRITERS[f][0] for f in formats]
-        self.used: set[str] = set()
-
-    def paths(self, input_name: str) -> list[Path]:
-        from ..writers import safe_stem
-
-        stem = safe_stem("stdin" if input_name == "-" else Path(input_name).stem)
-        candidate, n = stem, 2
-        while candidate in self.used:
-            candidate, n = f"{stem}-{n}", n + 1
-        self.used.add(candidate)
-        assert self.dir is not None
-        return [self.dir / f"{candidate}.{ext}" for ext in self.exts]
 
 
 @app.command()
@@ -75,13 +41,12 @@ def transcribe(
         raise UsageError("--output-format all writes five files per input; add --output-dir DIR.")
     preset: dict[str, Any] = {}
     if config_file is not None:
-        data = load_config_file(config_file)
-        preset = dict(data.get("engine", {k: v for k, v in data.items() if not isinstance(v, dict)}))
+        preset = load_config_file(config_file)["engine"]
     config = EngineConfig.from_mapping({**preset, **engine_overrides(engine)})
     if output_dir is not None:
-        _check_writable_dir(output_dir, "--output-dir")
+        check_writable_dir(output_dir, "--output-dir")
     if failures_file is not None:
-        _check_writable_dir(failures_file.parent if str(failures_file.parent) else Path("."), "--failures")
+        check_output_file(failures_file, "--failures")
 
     from ..audio import expand_inputs  # numpy: imported only when a command runs, not for --help
 
@@ -94,23 +59,32 @@ def transcribe(
     from ..engine import Transcriber
 
     transcriber = Transcriber(config)  # validates and plans: bad flags fail here, before the model loads
-    outputs = _Outputs(output_dir, formats, overwrite, skip_existing) if output_dir else None
+    from ..outputs import Claim, OutputDirectory
+
+    # Each input claims its output names exclusively (safe across concurrent runs sharing -o): x, x-2 … and a
+    # record in -o/.whisperctl/ says which input owns them (see whisperctl/outputs.py and docs/reliability.md).
+    outputs = OutputDirectory(output_dir, [WRITERS[f][0] for f in formats]) if output_dir else None
     todo: list[str] = []
-    planned: dict[str, list[Path]] = {}
+    planned: dict[str, Claim] = {}
     skipped = 0
     for name in files:
         if outputs is None:
             todo.append(name)
             continue
-        paths = outputs.paths(name)
-        existing = [p for p in paths if p.exists()]
-        if existing and skip_existing and len(existing) == len(paths):
+        try:
+            claim = outputs.claim(name, overwrite=overwrite)
+        except OutputError as exc:
+            problems.append((name, str(exc)))
+            continue
+        existing = claim.existing() if claim.previous is not None else []
+        if existing and skip_existing and claim.unchanged and len(existing) == len(claim.paths):
             skipped += 1
             continue
         if existing and not (overwrite or skip_existing):
-            problems.append((name, f"{existing[0]} exists; pass --overwrite to replace it or --skip-existing to keep it."))
+            problems.append((name, f"{existing[0]} exists (this input's, from an earlier run); pass --overwrite to "
+                                   "replace it or --skip-existing to keep it."))
             continue
-        planned[name] = paths
+        planned[name] = claim
         todo.append(name)
 
     show_progress = not quiet and sys.stderr.isatty()
@@ -158,8 +132,10 @@ def transcribe(
                     sys.stdout.write(WRITERS[formats[0]][1](result))
                     sys.stdout.flush()
                 else:
-                    for f, path in zip(formats, planned[inp.name]):
+                    claim = planned[inp.name]
+                    for f, path in zip(formats, claim.paths):
                         write_atomic(path, WRITERS[f][1](result))
+                    claim.written([WRITERS[f][0] for f in formats])
             except OutputError as exc:
                 failures.append((inp.name, str(exc)))
                 typer.echo(f"whisperctl: error: {exc}", err=True)
@@ -180,8 +156,7 @@ def transcribe(
             err=True,
         )
     if failures_file is not None:
-        write_atomic(failures_file, "input\treason\n" + "".join(
-            f"{name}\t{' '.join(str(why).split())}\n" for name, why in failures))
+        write_atomic(failures_file, failures_tsv(failures))
     if failures:
         raise typer.Exit(1)
 
@@ -218,3 +193,17 @@ class _progress:
     def file_done(self) -> None:
         self.progress.advance(self.task)
 
+
+
+def failures_tsv(failures: list[tuple[str, str]]) -> str:
+    """``input<TAB>reason`` rows, quoted as CSV quotes them (a tab, newline or quote in a name stays one field),
+    so ``csv.reader(fh, dialect="excel-tab")`` and pandas read every name back exactly."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, dialect="excel-tab", lineterminator="\n")
+    writer.writerow(["input", "reason"])
+    for name, why in failures:
+        writer.writerow([name, " ".join(str(why).split())])
+    return buf.getvalue()

