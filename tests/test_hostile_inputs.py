@@ -138,3 +138,13 @@ def test_glob_matches_like_the_standard_glob_without_links(tmp_path, monkeypatch
     for pattern in ("x/**/*.wav", "**/*.wav", "x/**/?.flac", "x/**/[a-c].*", "x/y/**/*", "x/**/*.[!w]*"):
         want = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
         assert audio.expand_inputs([pattern])[0] == want, pattern
+
+
+def test_library_arrays_beyond_full_scale_are_scaled_like_files(caplog, tiny_random_model):
+    from whisperctl import EngineConfig, Transcriber
+
+    t = Transcriber(EngineConfig(model=str(tiny_random_model), device="cpu", max_new_tokens=4, temperature=0))
+    loud = audio.load(EXAMPLES / "short.wav") * 32768.0
+    with caplog.at_level(logging.WARNING, logger="whisperctl"):
+        t.transcribe(loud, name="loud")
+    assert any("far beyond full scale" in r.getMessage() and "loud" in r.getMessage() for r in caplog.records)

@@ -17,6 +17,8 @@ from conftest import EXAMPLES, ROOT, run_cli
 from whisperctl.errors import OutputError
 from whisperctl.outputs import RECORDS_DIR, OutputDirectory
 
+FAST = ["--max-new-tokens", "4", "--temperature", "0"]  # the random-weight model: wiring, not words
+
 
 def _two_inputs_one_stem(tmp_path):
     (tmp_path / "a").mkdir()
@@ -56,7 +58,7 @@ def test_two_cli_runs_sharing_an_output_directory_keep_both_transcripts(tmp_path
     a, b = _two_inputs_one_stem(tmp_path)
     out = tmp_path / "out"
     exe = [sys.executable, "-c", "from whisperctl.cli import main; main()"]
-    procs = [subprocess.Popen(exe + ["transcribe", str(p), "-o", str(out), "-q", "-f", "json", "--model", str(tiny_random_model)],
+    procs = [subprocess.Popen(exe + ["transcribe", str(p), "-o", str(out), "-q", "-f", "json", "--model", str(tiny_random_model), *FAST],
                               stderr=subprocess.PIPE, text=True, cwd=ROOT) for p in (a, b)]
     for proc in procs:
         _, err = proc.communicate(timeout=300)
@@ -70,12 +72,12 @@ def test_two_cli_runs_sharing_an_output_directory_keep_both_transcripts(tmp_path
 def test_skip_existing_knows_which_input_owns_an_output(tmp_path, capsys, tiny_random_model):
     a, b = _two_inputs_one_stem(tmp_path)
     out = tmp_path / "out"
-    model = ["--model", tiny_random_model, "-q"]
+    model = ["--model", tiny_random_model, *FAST, "-q"]
     assert run_cli(["transcribe", a, "-o", out, *model], capsys)[0] == 0
     code, _, err = run_cli(["transcribe", b, "-o", out, "--skip-existing", *model], capsys)
     assert code == 0, err
     assert sorted(p.name for p in out.glob("*.txt")) == ["x-2.txt", "x.txt"], "b was transcribed, not skipped"
-    code, _, err = run_cli(["transcribe", b, a, "-o", out, "--skip-existing", "--model", tiny_random_model], capsys)
+    code, _, err = run_cli(["transcribe", b, a, "-o", out, "--skip-existing", "--model", tiny_random_model, *FAST], capsys)
     assert code == 0 and "0 transcribed, 0 failed, 2 skipped" in err
     # the names are permanent: listing b first does not swap them
     record = json.loads((out / RECORDS_DIR / "x-2.json").read_text())
@@ -86,7 +88,7 @@ def test_changed_input_is_transcribed_again_under_skip_existing(tmp_path, capsys
     src = tmp_path / "clip.wav"
     shutil.copy(EXAMPLES / "short.wav", src)
     out = tmp_path / "out"
-    args = ["transcribe", src, "-o", out, "-q", "--model", tiny_random_model]
+    args = ["transcribe", src, "-o", out, "-q", "--model", tiny_random_model, *FAST]
     assert run_cli(args, capsys)[0] == 0
     data = bytearray(src.read_bytes())
     data[1000:1100] = bytes(100)  # a re-recorded/edited file: same name, same size, other content
@@ -105,11 +107,11 @@ def test_a_moved_input_keeps_its_outputs(tmp_path, capsys, tiny_random_model):
     src = tmp_path / "clip.wav"
     shutil.copy(EXAMPLES / "short.wav", src)
     out = tmp_path / "out"
-    assert run_cli(["transcribe", src, "-o", out, "-q", "--model", tiny_random_model], capsys)[0] == 0
+    assert run_cli(["transcribe", src, "-o", out, "-q", "--model", tiny_random_model, *FAST], capsys)[0] == 0
     moved = tmp_path / "elsewhere" / "clip.wav"
     moved.parent.mkdir()
     src.rename(moved)
-    code, _, err = run_cli(["transcribe", moved, "-o", out, "--skip-existing", "--model", tiny_random_model], capsys)
+    code, _, err = run_cli(["transcribe", moved, "-o", out, "--skip-existing", "--model", tiny_random_model, *FAST], capsys)
     assert code == 0 and "1 skipped" in err
 
 
@@ -126,7 +128,7 @@ def test_outputs_nobody_recorded_are_not_taken_without_overwrite(tmp_path):
 def test_within_one_run_colliding_stems_are_numbered_in_input_order(tmp_path, capsys, tiny_random_model):
     a, b = _two_inputs_one_stem(tmp_path)
     out = tmp_path / "out"
-    code, _, err = run_cli(["transcribe", a, b, "-o", out, "-q", "-f", "json", "--model", tiny_random_model], capsys)
+    code, _, err = run_cli(["transcribe", a, b, "-o", out, "-q", "-f", "json", "--model", tiny_random_model, *FAST], capsys)
     assert code == 0, err
     assert json.loads((out / "x.json").read_text())["origin"]["input"] == str(a.resolve())
     assert json.loads((out / "x-2.json").read_text())["origin"]["input"] == str(b.resolve())
@@ -135,10 +137,10 @@ def test_within_one_run_colliding_stems_are_numbered_in_input_order(tmp_path, ca
 def test_outputs_respect_the_umask(tmp_path, capsys, tiny_random_model):
     old = os.umask(0o022)
     try:
-        assert run_cli(["transcribe", EXAMPLES / "short.wav", "-o", tmp_path, "-q", "--model", tiny_random_model], capsys)[0] == 0
+        assert run_cli(["transcribe", EXAMPLES / "short.wav", "-o", tmp_path, "-q", "--model", tiny_random_model, *FAST], capsys)[0] == 0
         assert (tmp_path / "short.txt").stat().st_mode & 0o777 == 0o644
         os.umask(0o077)
-        assert run_cli(["transcribe", EXAMPLES / "short.wav", "-o", tmp_path, "-q", "--overwrite", "--model", tiny_random_model], capsys)[0] == 0
+        assert run_cli(["transcribe", EXAMPLES / "short.wav", "-o", tmp_path, "-q", "--overwrite", "--model", tiny_random_model, *FAST], capsys)[0] == 0
         assert (tmp_path / "short.txt").stat().st_mode & 0o777 == 0o600
     finally:
         os.umask(old)
@@ -154,3 +156,21 @@ def test_failures_tsv_keeps_odd_names_in_one_field(tmp_path, capsys):
     assert rows[0] == ["input", "reason"]
     assert {r[0] for r in rows[1:]} == {str(odd), str(tmp_path / "missing.wav")}
     assert all(len(r) == 2 for r in rows)
+
+
+def test_stdin_outputs_are_never_skipped_or_replaced_unasked(tmp_path, capsys, monkeypatch, tiny_random_model):
+    """What came through stdin cannot be compared with an earlier run: no skip, no silent replacement."""
+    out = tmp_path / "out"
+    args = ["transcribe", "-", "-o", out, "-q", "--model", tiny_random_model, *FAST]
+    wav = (EXAMPLES / "short.wav").read_bytes()
+    assert run_cli(args, capsys, stdin=wav, monkeypatch=monkeypatch)[0] == 0
+    first = (out / "stdin.txt").read_text()
+    code, _, err = run_cli(args + ["--skip-existing"], capsys, stdin=wav, monkeypatch=monkeypatch)
+    assert code == 1 and "standard input cannot be matched" in err
+    assert (out / "stdin.txt").read_text() == first
+    assert run_cli(args + ["--overwrite"], capsys, stdin=wav, monkeypatch=monkeypatch)[0] == 0
+
+
+def test_skip_existing_without_an_output_dir_is_a_usage_error(capsys):
+    code, _, err = run_cli(["transcribe", EXAMPLES / "short.wav", "--skip-existing"], capsys)
+    assert code == 2 and "--skip-existing resumes a run into --output-dir" in err

@@ -170,6 +170,13 @@ def _blocks(inp: audio_mod.AudioInput, array: np.ndarray | None) -> Iterator[np.
     data = data.astype(np.float32, copy=False)
     if not np.isfinite(data).all():
         raise UsageError(f"{inp.name}: the array contains NaN or infinite samples.")
+    peak = float(np.abs(data).max()) if data.size else 0.0
+    if peak > audio_mod.FLOAT_FULL_SCALE_TOLERANCE:  # the same rule as float files (audio.FLOAT_FULL_SCALE_TOLERANCE)
+        import logging
+
+        logging.getLogger("whisperctl").warning(
+            "%s: samples reach ±%.4g, far beyond full scale ±1; scaled by 1/%.4g.", inp.name, peak, peak)
+        data = data / np.float32(peak)
     yield data
 
 

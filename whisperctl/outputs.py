@@ -44,10 +44,13 @@ class Claim:
     def unchanged(self) -> bool:
         """An earlier run wrote these outputs from this very content (so ``--skip-existing`` may skip them)."""
         prev = self.previous or {}
-        fingerprint = self.identity.get("fingerprint")
-        if self.identity.get("input") == "-":
-            return prev.get("input") == "-"
+        fingerprint = self.identity.get("fingerprint")  # None for stdin: what came through it is unknowable
         return fingerprint is not None and prev.get("fingerprint") == fingerprint
+
+    @property
+    def verifiable(self) -> bool:
+        """Whether the input can be compared with what produced existing outputs (not so for stdin)."""
+        return self.identity.get("fingerprint") is not None
 
     def existing(self) -> list[Path]:
         return [p for p in self.paths if p.exists()]

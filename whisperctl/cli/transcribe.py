@@ -37,6 +37,8 @@ def transcribe(
     formats = expand_formats(fmt)
     if overwrite and skip_existing:
         raise UsageError("--overwrite and --skip-existing contradict each other; pick one.")
+    if output_dir is None and skip_existing:
+        raise UsageError("--skip-existing resumes a run into --output-dir DIR; without one, output goes to stdout.")
     if output_dir is None and len(formats) > 1:
         raise UsageError("--output-format all writes five files per input; add --output-dir DIR.")
     preset: dict[str, Any] = {}
@@ -80,9 +82,13 @@ def transcribe(
         if existing and skip_existing and claim.unchanged and len(existing) == len(claim.paths):
             skipped += 1
             continue
-        if existing and not (overwrite or skip_existing):
-            problems.append((name, f"{existing[0]} exists (this input's, from an earlier run); pass --overwrite to "
-                                   "replace it or --skip-existing to keep it."))
+        if existing and not overwrite and not (skip_existing and claim.verifiable):
+            # without --overwrite, outputs are replaced only when the input is known to have changed since
+            if skip_existing:
+                why = "standard input cannot be matched to the outputs of an earlier run; pass --overwrite to replace them."
+            else:
+                why = "pass --overwrite to replace it or --skip-existing to keep it."
+            problems.append((name, f"{existing[0]} exists (this input's, from an earlier run); {why}"))
             continue
         planned[name] = claim
         todo.append(name)
