@@ -39,7 +39,7 @@ step() {  # step NAME COMMAND…: run it unless the budget is spent; its status 
 case "$part" in
 part1)
   step "machine" bash -c "nvidia-smi || true; $PY -c 'import torch, transformers; print(torch.__version__, torch.version.cuda, transformers.__version__)'; lscpu | head -20"
-  step "doctor" bash -c "W() { $PY -c 'from whisperctl.cli import main; main()' \"\$@\"; }; W doctor --model $MODEL > '$OUT/doctor.txt'; W doctor --model $MODEL --json > '$OUT/doctor.json'; cat '$OUT/doctor.txt'"
+  step "doctor" bash -c "W() { $PY -c 'from whisperctl.cli import main; main()' \"\$@\"; }; W doctor --model large-v3 > '$OUT/doctor.txt'; W doctor --model large-v3 --json > '$OUT/doctor.json'; cat '$OUT/doctor.txt'"
   step "pytest -m gpu" $PY -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py -rs
   step "real weights" $PY benchmarks/gpu_real_weights.py "$MODEL" .gpu/speech "$OUT" --device $DEVICE
   step "peer, real weights" $PY benchmarks/gpu_peer.py real "$MODEL" .gpu/speech/lj231.flac .gpu/speech/references.tsv "$OUT" --minutes $PEER_MINUTES --device $DEVICE

@@ -174,3 +174,28 @@ def test_stdin_outputs_are_never_skipped_or_replaced_unasked(tmp_path, capsys, m
 def test_skip_existing_without_an_output_dir_is_a_usage_error(capsys):
     code, _, err = run_cli(["transcribe", EXAMPLES / "short.wav", "--skip-existing"], capsys)
     assert code == 2 and "--skip-existing resumes a run into --output-dir" in err
+
+
+def test_outputs_never_replace_a_device_or_fifo(tmp_path):
+    from whisperctl.writers import write_atomic
+
+    fifo = tmp_path / "x.txt"
+    os.mkfifo(fifo)
+    with pytest.raises(OutputError, match="not a regular file"):
+        write_atomic(fifo, "text")
+    import stat
+
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+
+
+def test_file_names_that_are_not_utf8_round_trip(tmp_path, capsys, tiny_random_model):
+    name = os.fsdecode(bytes(tmp_path) + b"/\xff-clip.wav")
+    shutil.copy(EXAMPLES / "short.wav", name)
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["transcribe", name, "-f", "json", "-q", "--model", tiny_random_model, *FAST], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["source"] == name
+    code, _, err = run_cli(["transcribe", name, "-o", out, "-f", "all", "-q", "--model", tiny_random_model, *FAST], capsys)
+    assert code == 0, err
+    written = json.loads((out / "_-clip.json").read_text(encoding="utf-8"))
+    assert os.fsencode(written["source"]) == os.fsencode(name)

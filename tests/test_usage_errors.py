@@ -217,3 +217,20 @@ def test_json_result_names_its_input(tmp_path, capsys, tiny_random_model):
     assert code == 0, err
     origin = json.loads(out)["origin"]
     assert origin["input"] == os.path.realpath(J) and origin["size"] == os.path.getsize(J) and len(origin["fingerprint"]) == 32
+
+
+def test_second_pass_cases_are_usage_errors(tmp_path, capsys, no_model_load):
+    cases = [
+        (["doctor", "--model", "bogus"], "--model bogus: unknown model"),
+        (["transcribe", J, "--initial-prompt", "\udcff"], "--initial-prompt: not valid UTF-8"),
+        (["bench", "--audio", str(tmp_path / "missing.wav")], "--audio"),
+    ]
+    if os.path.exists("/dev/full"):
+        cases.append((["transcribe", J, "--failures", "/dev/full"], "not a regular file"))
+    for args, fragment in cases:
+        code, _, err = run_cli(args, capsys)
+        assert code == 2 and fragment in err, (args, err)
+    if os.path.exists("/dev/full"):
+        import stat
+
+        assert stat.S_ISCHR(os.stat("/dev/full").st_mode), "/dev/full is still the device"

@@ -239,7 +239,7 @@ def duration_seconds(source: AudioInput) -> float | None:
     import soundfile as sf
 
     try:
-        info = sf.info(str(source.path))
+        info = sf.info(os.fsencode(source.path))
     except Exception:  # noqa: BLE001 - any decoder failure just means "unknown here"
         return None
     return info.frames / info.samplerate if info.samplerate and info.frames > 0 else None
@@ -318,7 +318,7 @@ def _stream_soundfile(source: AudioInput, data: BinaryIO | None, block_seconds: 
     import soundfile as sf
     import soxr
 
-    target = data if data is not None else str(source.path)
+    target = data if data is not None else os.fsencode(source.path)  # bytes: names that are not UTF-8 open too
     try:
         fh = sf.SoundFile(target)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:

@@ -190,7 +190,7 @@ class DecodeOptions:
 
     batch_size: int = 8  # windows decoded together (across chunks and files)
     chunking: Chunking = Chunking.BATCHED  # batched overlapping windows, or sequential seeking (openai-whisper's)
-    chunk_length_s: float = 30.0  # window length for batched chunking, (0, 30]
+    chunk_length_s: float = 30.0  # window length for batched chunking, [1, 30]
     chunk_overlap_s: float | None = None  # overlap between windows; None = chunk_length_s / 6
     language: str | None = None  # ISO code or name; None = English for .en models, detect otherwise
     task: Task = Task.TRANSCRIBE
@@ -256,6 +256,10 @@ class DecodeOptions:
         if self.initial_prompt is not None:
             if not isinstance(self.initial_prompt, str):
                 raise UsageError(f"--initial-prompt: must be text, got {self.initial_prompt!r}.")
+            try:
+                self.initial_prompt.encode("utf-8")
+            except UnicodeEncodeError:
+                raise UsageError("--initial-prompt: not valid UTF-8 text (check the shell's locale).") from None
             if len(self.initial_prompt) > MAX_PROMPT_CHARS:
                 raise UsageError(f"--initial-prompt: {len(self.initial_prompt)} characters; at most {MAX_PROMPT_CHARS} "
                                  "(Whisper keeps only the last 223 tokens of a prompt).")

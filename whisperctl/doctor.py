@@ -214,7 +214,10 @@ def estimate_batch(model_name: str, free_bytes: int, dtype: DType) -> tuple[int,
 
     A rough estimate (about 20 % headroom), not a measurement; ``bench --batch-sizes`` measures.
     """
-    arch = models.architecture(model_name)
+    try:
+        arch = models.dimensions(models.resolve(model_name))
+    except WhisperctlError:
+        return None
     if arch is None or free_bytes <= 0:
         return None
     bytes_per = 4 if dtype == DType.FP32 else 2

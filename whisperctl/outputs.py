@@ -130,7 +130,7 @@ def _write_record(path: Path, data: dict[str, Any], exclusive: bool) -> bool:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
         os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
             json.dump(data, fh, ensure_ascii=False, indent=1)
         try:
             if not exclusive:

@@ -115,14 +115,20 @@ def safe_stem(stem: str) -> str:
 
 
 def write_atomic(path: Path, content: str) -> None:
-    """Write ``content`` to ``path`` via a temporary file in the same directory and one rename."""
+    """Write ``content`` to ``path`` via a temporary file in the same directory and one rename.
+
+    Only regular files are replaced: renaming over ``/dev/full`` (as root) would swap a device for a file. Text
+    that cannot be UTF-8 (a file name that is not, kept by Python as surrogates) is written as ``\\udcff``
+    escapes, which JSON readers turn back into the same name."""
+    if (path.exists() or path.is_symlink()) and not path.is_file():
+        raise OutputError(f"{path}: exists and is not a regular file; whisperctl replaces only files.")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     except OSError as exc:
         raise OutputError(f"{path.parent}: cannot write outputs here: {exc.strerror or exc}.") from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the mode any new file would get
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
             fh.write(content)
             fh.flush()
             os.fsync(fh.fileno())

@@ -109,6 +109,14 @@ def default_audio() -> Path:
     return Path(__file__).resolve().parents[1] / "data" / "example.flac"
 
 
+def _load(path: Any, option: str) -> np.ndarray:
+    """A benchmark input, read before anything runs: one that cannot be read is a usage error naming the option."""
+    try:
+        return audio_mod.load(path)
+    except WhisperctlError as exc:
+        raise UsageError(f"{option} {exc}") from None
+
+
 #: --duration tiles the audio in memory: 4 hours is 0.9 GB of float32 samples.
 MAX_TILED_SECONDS = 4 * 3600.0
 
@@ -144,13 +152,13 @@ def load_inputs(audio: Sequence[str] = (), manifest: str | None = None, duration
             path = mpath.parent / row["file"]
             if "concat" in row["file"]:
                 continue  # a concatenation of other rows would count the same speech twice
-            inputs.append(BenchInput(row["file"], audio_mod.load(path), row["reference_text"]))
+            inputs.append(BenchInput(row["file"], _load(path, "--manifest"), row["reference_text"]))
     files, problems = audio_mod.expand_inputs(list(audio))
     if problems:
         name, why = problems[0]
         raise UsageError(f"--audio {name}: {why}")
     for f in files:
-        inputs.append(BenchInput(f, audio_mod.load(f)))
+        inputs.append(BenchInput(f, _load(f, "--audio")))
     if not inputs:
         inputs.append(BenchInput(default_audio().name, audio_mod.load(default_audio())))
     if duration is not None:

@@ -18,8 +18,11 @@ def doctor(
     model: str = typer.Option("tiny.en", "--model", help="Model to recommend a batch size for (an alias)."),
 ) -> None:
     """Check Python, libraries, GPUs and attention kernels; recommend --attn/--dtype and a batch size."""
+    from .. import models
     from ..doctor import Status, gather, healthy, run_checks, to_json
     from ..eligibility import probe
+
+    models.resolve(model)  # an unknown name is a usage error (exit 2), not a silently missing recommendation
 
     env = probe(check_flash_attn_import=True)
     checks = run_checks(env, gather(), model=model)

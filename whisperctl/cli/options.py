@@ -23,7 +23,7 @@ ENGINE_OPTIONS: list[tuple[str, str, type, str]] = [
     ("quantization", "--quantize", str, "auto (int8 on CPU, none on GPU) | none | int8 | int4."),
     ("batch_size", "--batch-size", int, "Windows decoded together, across chunks and files."),
     ("chunking", "--chunking", str, "batched (overlapping windows, merged at seams) | sequential (openai-whisper's seeking)."),
-    ("chunk_length_s", "--chunk-length", float, "Window length in seconds for batched chunking, (0, 30]."),
+    ("chunk_length_s", "--chunk-length", float, "Window length in seconds for batched chunking, [1, 30]."),
     ("chunk_overlap_s", "--chunk-overlap", float, "Overlap between windows in seconds (default: chunk length / 6)."),
     ("language", "--language", str, "Spoken language (en, de, french …); default: detect (English for .en models)."),
     ("task", "--task", str, "transcribe | translate (to English; multilingual models only)."),
@@ -82,6 +82,8 @@ def check_output_file(path: Path, option: str) -> None:
     run produces what goes into it: a result checked only at the end is lost with the run."""
     if path.is_dir():
         raise UsageError(f"{option} {path}: is a directory; give a file name.")
+    if path.exists() and not path.is_file():
+        raise UsageError(f"{option} {path}: exists and is not a regular file (a device or FIFO); give a file name.")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise UsageError(f"{option} {path}: the directory {parent} does not exist.")
