@@ -148,3 +148,25 @@ def test_library_arrays_beyond_full_scale_are_scaled_like_files(caplog, tiny_ran
     with caplog.at_level(logging.WARNING, logger="whisperctl"):
         t.transcribe(loud, name="loud")
     assert any("far beyond full scale" in r.getMessage() and "loud" in r.getMessage() for r in caplog.records)
+
+
+def test_a_fifo_transcribes_to_the_end(tmp_path, tiny_random_model):
+    """The transcript's origin must not open the FIFO again (it waited forever for a second writer)."""
+    from whisperctl import EngineConfig, Transcriber
+
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    payload = (EXAMPLES / "short.wav").read_bytes()
+
+    def feed():
+        with open(fifo, "wb") as fh:
+            fh.write(payload)
+
+    threading.Thread(target=feed, daemon=True).start()
+    done: list = []
+    worker = threading.Thread(target=lambda: done.append(Transcriber(EngineConfig(
+        model=str(tiny_random_model), device="cpu", max_new_tokens=4, temperature=0)).transcribe(str(fifo))), daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    assert done, "transcribing a FIFO did not finish"
+    assert done[0].duration > 5 and done[0].origin["fingerprint"] is None

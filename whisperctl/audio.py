@@ -174,25 +174,31 @@ def input_identity(name: str) -> dict[str, Any]:
 
     The fingerprint hashes the size, the first and last MiB and 16 evenly spaced 64 KiB blocks (BLAKE2b):
     a changed recording changes it, a copied or moved file keeps it, and a 10,000-file resume stays cheap.
-    Standard input has no identity beyond its name."""
+    Standard input, FIFOs and other non-regular files have no fingerprint (opening a FIFO would wait for a
+    writer, and reading it would take the audio away)."""
     if name == "-":
         return {"input": "-", "size": None, "fingerprint": None}
     path = os.path.realpath(name)
+    unknown = {"input": path, "size": None, "fingerprint": None}
+    if not os.path.isfile(path):
+        return unknown
     try:
         with open(path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
-            if not os.path.isfile(path):
-                return {"input": path, "size": None, "fingerprint": None}
+            tail = max(size - _FINGERPRINT_END, 0)
+            reads = {0: _FINGERPRINT_END, tail: _FINGERPRINT_END}
+            for k in range(1, 17):
+                reads.setdefault(size * k // 17, _FINGERPRINT_BLOCK)
             digest = hashlib.blake2b(str(size).encode(), digest_size=16)
-            offsets = {0, max(size - (1 << 20), 0)} | {size * k // 17 for k in range(1, 17)}
-            for offset in sorted(offsets):
+            for offset in sorted(reads):
                 fh.seek(offset)
-                digest.update(fh.read(1 << 20 if offset in (0, max(size - (1 << 20), 0)) else _FINGERPRINT_BLOCK))
+                digest.update(fh.read(reads[offset]))
     except OSError:
-        return {"input": path, "size": None, "fingerprint": None}
+        return unknown
     return {"input": path, "size": size, "fingerprint": digest.hexdigest()}
 
 
+_FINGERPRINT_END = 1 << 20  # bytes hashed at each end of the file
 _FINGERPRINT_BLOCK = 1 << 16
 
 
