@@ -42,6 +42,16 @@ def test_bogus_attention_lists_valid_names(capsys):
         (["--output-format", "docx"], "--output-format: unknown value 'docx'"),
         (["--output-format", "all"], "add --output-dir"),
         (["--device", "cuda"], "CUDA is not available"),
+        # every option bounded before loading (docs/reliability.md, round 2)
+        (["--threads", "100000"], "--threads: 100000 is above the maximum"),
+        (["--beam-size", "1000"], "--beam-size: 1000 is above the maximum 32"),
+        (["--batch-size", "100000"], "--batch-size: 100000 is above the maximum 512"),
+        (["--chunk-length", "0.001"], "--chunk-length: 0.001 s is outside [1, 30]"),
+        (["--chunk-length", "1e-9"], "outside [1, 30]"),
+        (["--max-new-tokens", "5000"], "448 positions"),
+        (["--temperature", ",".join(["0.1"] * 50)], "--temperature"),
+        (["--no-speech-threshold", "7"], "probability"),
+        (["--initial-prompt", "x" * 20_000], "--initial-prompt"),
     ],
 )
 def test_bad_options_are_usage_errors_before_loading(capsys, flags, fragment, monkeypatch):

@@ -13,6 +13,7 @@ import hashlib
 import io
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -229,15 +230,6 @@ def _open_stdin() -> BinaryIO:
     return _read_pipe(sys.stdin.buffer, "-")
 
 
-def _is_pipe(path: Path) -> bool:
-    import stat
-
-    try:
-        return stat.S_ISFIFO(path.stat().st_mode)
-    except OSError:
-        return False
-
-
 def duration_seconds(source: AudioInput) -> float | None:
     """Duration from the header when soundfile can read it (cheap); None otherwise."""
     if source.path is None or not source.path.is_file():  # a FIFO must not be read twice
@@ -253,13 +245,13 @@ def duration_seconds(source: AudioInput) -> float | None:
 
 def stream(source: AudioInput, block_seconds: float = 30.0) -> Iterator[np.ndarray]:
     """Yield 16 kHz mono float32 blocks of the whole input. Raises :class:`AudioError` naming the input."""
-    _check_readable(source)
+    piped = _check_readable(source)
     if source.path is not None and source.path.suffix.lower() in _FFMPEG_ONLY:
         yield from _stream_ffmpeg(source)
         return
     if source.path is None:
         data: BinaryIO | None = _open_stdin()
-    elif _is_pipe(source.path):  # a FIFO or <(…): read it once, like stdin
+    elif piped:  # a FIFO or <(…): read it once, like stdin
         try:
             with open(source.path, "rb") as fh:
                 data = _read_pipe(fh, source.name)
@@ -291,27 +283,27 @@ class _NotSoundfile(Exception):
     pass
 
 
-def _check_readable(source: AudioInput) -> None:
+def _check_readable(source: AudioInput) -> bool:
+    """Raise :class:`AudioError` for an input that cannot be audio; True when it is a FIFO (read like stdin)."""
     p = source.path
     if p is None:
-        return
+        return False
     if not p.exists():
         raise AudioError(f"{source.name}: no such file.")
     if p.is_dir():
         raise AudioError(f"{source.name}: is a directory; pass the directory itself as an input to scan it.")
     if not os.access(p, os.R_OK):
         raise AudioError(f"{source.name}: permission denied; make it readable (chmod +r).")
-    import stat
-
-    mode = p.stat().st_mode
-    if stat.S_ISFIFO(mode):
-        return  # read whole, like stdin
-    if not stat.S_ISREG(mode):
-        kind = ("a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
-                else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+    st = p.stat()
+    if stat.S_ISFIFO(st.st_mode):
+        return True
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a character device" if stat.S_ISCHR(st.st_mode) else "a block device" if stat.S_ISBLK(st.st_mode)
+                else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
         raise AudioError(f"{source.name}: {kind}, not an audio file; pass a file, a FIFO or - (stdin).")
-    if p.stat().st_size == 0:
+    if st.st_size == 0:
         raise AudioError(f"{source.name}: empty file (0 bytes).")
+    return False
 
 
 def _checked(block: np.ndarray, source: AudioInput) -> np.ndarray:
@@ -374,13 +366,19 @@ def _float_scale(fh, source: AudioInput) -> float:
         if finite.size:
             peak = max(peak, float(np.abs(finite).max()))
     fh.seek(0)
+    return full_scale_factor(peak, source.name)
+
+
+def full_scale_factor(peak: float, name: str) -> float:
+    """1.0 for float audio whose peak is within :data:`FLOAT_FULL_SCALE_TOLERANCE`; otherwise ``1 / peak``, said
+    once as a warning. The one rule for float files and for arrays handed to the library."""
     if peak <= FLOAT_FULL_SCALE_TOLERANCE:
         return 1.0
     import logging
 
     logging.getLogger("whisperctl").warning(
         "%s: float samples reach ±%.4g, far beyond full scale ±1 (audio on another scale, or noise); scaled by "
-        "1/%.4g so Whisper hears it at full scale.", source.name, peak, peak)
+        "1/%.4g so Whisper hears it at full scale.", name, peak, peak)
     return 1.0 / peak
 
 

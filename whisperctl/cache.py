@@ -51,7 +51,7 @@ def converted_root() -> Path:
     return cache_root() / "converted"
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+def sha256_file(path: Path) -> str:
     return _hash_file(path, hashlib.sha256())
 
 
@@ -224,6 +224,6 @@ def _alive(pid: int) -> bool:
 
 
 def entries(root: Path | None = None) -> list[Path]:
-    """The complete-looking entries (directories with a marker)."""
+    """The cache entries (directories not hidden: temporary and discarded ones are)."""
     root = root or converted_root()
     return sorted(p for p in root.iterdir() if not p.name.startswith(".") and p.is_dir()) if root.is_dir() else []

@@ -12,7 +12,6 @@ The converted checkpoints live in the cache (:mod:`whisperctl.cache`), which ver
 from __future__ import annotations
 
 import json
-import logging
 import mmap
 import os
 import struct
@@ -22,8 +21,6 @@ from typing import Any
 import numpy as np
 
 from .errors import ConversionError
-
-log = logging.getLogger(__name__)
 
 SUPPORTED_FORMAT_VERSIONS = (5, 6)
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: None}  # 5 = bf16

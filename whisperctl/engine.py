@@ -170,14 +170,8 @@ def _blocks(inp: audio_mod.AudioInput, array: np.ndarray | None) -> Iterator[np.
     data = data.astype(np.float32, copy=False)
     if not np.isfinite(data).all():
         raise UsageError(f"{inp.name}: the array contains NaN or infinite samples.")
-    peak = float(np.abs(data).max()) if data.size else 0.0
-    if peak > audio_mod.FLOAT_FULL_SCALE_TOLERANCE:  # the same rule as float files (audio.FLOAT_FULL_SCALE_TOLERANCE)
-        import logging
-
-        logging.getLogger("whisperctl").warning(
-            "%s: samples reach ±%.4g, far beyond full scale ±1; scaled by 1/%.4g.", inp.name, peak, peak)
-        data = data / np.float32(peak)
-    yield data
+    scale = audio_mod.full_scale_factor(float(np.abs(data).max()) if data.size else 0.0, inp.name)
+    yield data if scale == 1.0 else data * np.float32(scale)
 
 
 def _check_language(source: models.ModelSource, opts: DecodeOptions) -> None:

@@ -13,21 +13,17 @@ whisperctl knows: they are replaced only with ``--overwrite``.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .audio import input_identity
 from .errors import OutputError
-from .writers import _umask, safe_stem
+from .writers import safe_stem, write_atomic
 
 RECORDS_DIR = ".whisperctl"
 _MAX_SUFFIX = 10_000
-_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,8 +53,7 @@ class Claim:
 
     def written(self, formats: list[str]) -> None:
         """Record that the outputs now hold this input's transcript (after they were written)."""
-        _write_record(self.record, {**self.identity, "stem": self.stem, "formats": formats, "whisperctl": __version__},
-                      exclusive=False)
+        _write_record(self.record, {**self.identity, "stem": self.stem, "formats": formats, "whisperctl": __version__})
 
 
 class OutputDirectory:
@@ -125,31 +120,6 @@ def _read_record(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and "input" in data else None
 
 
-def _write_record(path: Path, data: dict[str, Any], exclusive: bool) -> bool:
-    """Write a record whole. ``exclusive``: create it only if absent (False when another process has it)."""
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
-            json.dump(data, fh, ensure_ascii=False, indent=1)
-        try:
-            if not exclusive:
-                os.replace(tmp, path)
-                tmp = ""
-            else:
-                try:
-                    os.link(tmp, path)  # atomic, complete when visible, and fails if the name exists: the claim
-                except OSError as exc:
-                    if isinstance(exc, FileExistsError) or exc.errno not in _NO_HARD_LINKS:
-                        raise
-                    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # FAT, some network FS
-                    os.replace(tmp, path)
-                    tmp = ""
-        except FileExistsError:
-            return False
-        finally:
-            if tmp:
-                os.unlink(tmp)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write the ownership record: {exc.strerror or exc}.") from None
-    return True
+def _write_record(path: Path, data: dict[str, Any], exclusive: bool = False) -> bool:
+    """Write a record whole (``exclusive``: only if absent; False when another process has it)."""
+    return write_atomic(path, json.dumps(data, ensure_ascii=False, indent=1), exclusive=exclusive)

@@ -114,8 +114,12 @@ def safe_stem(stem: str) -> str:
     return cleaned[:200]
 
 
-def write_atomic(path: Path, content: str) -> None:
+def write_atomic(path: Path, content: str, exclusive: bool = False) -> bool:
     """Write ``content`` to ``path`` via a temporary file in the same directory and one rename.
+
+    ``exclusive``: create ``path`` only if it does not exist (a hard link, atomic and complete when visible;
+    an ``O_EXCL`` create where hard links are unsupported) and return False when it exists — a claim that
+    concurrent processes cannot both win. Otherwise ``path`` is replaced and the result is True.
 
     Only regular files are replaced: renaming over ``/dev/full`` (as root) would swap a device for a file. Text
     that cannot be UTF-8 (a file name that is not, kept by Python as surrogates) is written as ``\\udcff``
@@ -132,7 +136,13 @@ def write_atomic(path: Path, content: str) -> None:
             fh.write(content)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        if not exclusive:
+            os.replace(tmp, path)
+            return True
+        created = _create_exclusively(tmp, path)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        return created
     except BaseException as exc:  # also Ctrl-C / SIGTERM: never leave a partial file behind
         try:
             os.unlink(tmp)
@@ -142,6 +152,28 @@ def write_atomic(path: Path, content: str) -> None:
             raise
         hint = " (disk full)" if exc.errno == errno.ENOSPC else ""
         raise OutputError(f"{path}: write failed{hint}: {exc.strerror or exc}.") from None
+
+
+#: errno values of filesystems without hard links (FAT, some network filesystems)
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV}
+
+
+def _create_exclusively(tmp: str, path: Path) -> bool:
+    """Put the complete file ``tmp`` at ``path`` unless ``path`` exists (then False)."""
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    except FileExistsError:
+        return False
+    os.replace(tmp, path)
+    return True
 
 
 def _umask() -> int:

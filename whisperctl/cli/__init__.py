@@ -117,7 +117,7 @@ def main() -> None:
         try:
             code = app(standalone_mode=False)
         finally:
-            _flush_stdout()
+            sys.stdout.flush()  # here, so a failed write (/dev/full) reaches the handlers below, not interpreter exit
         if code == 130:  # typer turns Ctrl-C (and our SIGTERM) inside a command into exit code 130
             _interrupted(bool(_signal_seen))
         if isinstance(code, int) and code:
@@ -159,12 +159,6 @@ def main() -> None:
             raise
         print(f"whisperctl: internal error: {type(exc).__name__}: {exc} (set WHISPERCTL_DEBUG=1 for a traceback)", file=sys.stderr)
         sys.exit(1)
-
-
-def _flush_stdout() -> None:
-    """Flush inside the error handling, so a failed write to stdout (a full disk, /dev/full) is reported, not lost
-    at interpreter exit with exit code 0... or 120."""
-    sys.stdout.flush()
 
 
 def _quiet_stdout() -> None:

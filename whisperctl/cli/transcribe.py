@@ -200,7 +200,6 @@ class _progress:
         self.progress.advance(self.task)
 
 
-
 def failures_tsv(failures: list[tuple[str, str]]) -> str:
     """``input<TAB>reason`` rows, quoted as CSV quotes them (a tab, newline or quote in a name stays one field),
     so ``csv.reader(fh, dialect="excel-tab")`` and pandas read every name back exactly."""
