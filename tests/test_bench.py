@@ -167,3 +167,15 @@ def test_plot_is_a_png(tmp_path, tiny_random_model):
     report.write_plot(result, tmp_path / "p.png")
     data = (tmp_path / "p.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_wer_keeps_spoken_words_in_reference_brackets():
+    from whisperctl.wer import wer
+
+    reference = "But the first Bible actually dated (which also was printed at Maintz) imitates a freer hand"
+    spoken = "but the first bible actually dated, which also was printed at Maintz, imitates a freer hand"
+    assert wer([reference], [spoken]) == 0.0
+    # the words inside the brackets count: leaving them out is 6 deletions out of 16 reference words
+    assert wer([reference], ["but the first bible actually dated imitates a freer hand"]) == pytest.approx(6 / 16)
+    # a hypothesis's bracketed annotation is still dropped, as the normaliser intends
+    assert wer(["hello there"], ["hello there (music)"]) == 0.0

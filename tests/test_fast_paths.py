@@ -157,28 +157,47 @@ def test_features_window_by_window_equal_the_batched_extractor(pair):
     torch.testing.assert_close(ours, batched)
 
 
-def test_int8_linears_are_bit_identical_to_quantize_dynamic():
-    import copy
+def test_int8_linears_quantize_each_row_on_its_own_range():
     import warnings
 
     import torch
-    from torch.ao.quantization import quantize_dynamic
 
     from whisperctl.int8 import DynamicInt8Linear, quantize_linears
 
     fp32 = Transcriber(EngineConfig(quantization="none")).loaded
-    ours = copy.deepcopy(fp32.model)
-    assert quantize_linears(ours) == 65  # tiny.en: 4+4 layers' projections and MLPs, and proj_out
-    assert isinstance(ours.proj_out, DynamicInt8Linear)
+    linear = fp32.model.model.decoder.layers[0].fc1
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        theirs = quantize_dynamic(fp32.model, {torch.nn.Linear}, dtype=torch.qint8)
-    feats = fp32.features([audio_mod.load(str(EXAMPLES / "short.wav"))])
-    ids = torch.tensor([[50257, 50363, 843, 523, 616]])
+        q = DynamicInt8Linear(linear)
+    gen = torch.Generator().manual_seed(0)
+    quiet = torch.randn(3, linear.in_features, generator=gen) * 0.01
+    loud = torch.randn(1, linear.in_features, generator=gen) * 100.0
     with torch.inference_mode():
-        a = ours(input_features=feats, decoder_input_ids=ids).logits
-        b = theirs(input_features=feats, decoder_input_ids=ids).logits
-    assert torch.equal(a, b)
+        alone = q(quiet)
+        beside_loud = q(torch.cat([quiet, loud]))[:3]
+        exact = linear(quiet)
+    # a loud row in the batch does not coarsen the quiet rows (one activation scale per tensor would: with the
+    # loud row its 7-bit step is 10^4 times the quiet rows' range, and they quantize to zero)
+    torch.testing.assert_close(beside_loud, alone, rtol=0.02, atol=1e-4)
+    # and each row is close to the fp32 Linear: relative error of a few percent of the row's magnitude
+    err = (alone - exact).norm(dim=-1) / exact.norm(dim=-1)
+    assert float(err.max()) < 0.05
+    assert quantize_linears(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))) == 2
+
+
+def test_int8_and_fp32_agree_on_the_words_of_real_speech(speech):
+    """The issue's bound: int8 and fp32 agree on >= 95 % of words on real speech (LJ 231 s and JFK), measured as
+    1 - WER of the int8 transcript against the fp32 one (measured on LJ: 99.1 % with per-row scales, 98.6 % with
+    the per-tensor scales used before; JFK 100 % with both)."""
+    from whisperctl.wer import wer
+
+    files = [str(speech / LJ), str(speech / "whisper/jfk.flac")]
+    texts = {}
+    for quant in ("int8", "none"):
+        t = Transcriber(EngineConfig(quantization=quant))
+        texts[quant] = [r.text for _, r in t.transcribe_many(files)]
+    for fp32_text, int8_text in zip(texts["none"], texts["int8"]):
+        assert 1 - wer([fp32_text], [int8_text]) >= 0.95, (fp32_text, int8_text)
 
 
 def test_no_speech_probability_separates_speech_from_silence(pair):

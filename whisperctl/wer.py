@@ -13,15 +13,22 @@ def _normalizer():
     return EnglishTextNormalizer({})  # no British→American spelling map ships with transformers
 
 
+_KEEP_BRACKETED = str.maketrans("()[]", "    ")
+
+
 def normalize(text: str) -> str:
     return _normalizer()(text)
 
 
 def wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
-    """Corpus WER (0..1+) of hypotheses against references, both normalised first."""
+    """Corpus WER (0..1+) of hypotheses against references, both normalised first.
+
+    The normaliser drops text in parentheses and brackets (a hypothesis's "(music)"); in a reference they hold
+    words that were spoken (LJ001-0024: "(which also was printed at Maintz ...)"), so a reference keeps them.
+    """
     import jiwer
 
-    refs = [normalize(r) for r in references]
+    refs = [normalize(r.translate(_KEEP_BRACKETED)) for r in references]
     hyps = [normalize(h) for h in hypotheses]
     pairs = [(r, h) for r, h in zip(refs, hyps) if r.strip()]
     if not pairs:
