@@ -45,16 +45,21 @@ def test_many_channels_are_read_in_bounded_blocks(tmp_path):
         audio.load(p)
 
 
-def test_fifo_is_read_like_stdin(tmp_path):
+def _fed_fifo(tmp_path, payload: bytes):
+    """A FIFO that a background thread writes ``payload`` into (once a reader opens it)."""
     fifo = tmp_path / "pipe.wav"
     os.mkfifo(fifo)
-    payload = (EXAMPLES / "short.wav").read_bytes()
 
     def feed():
         with open(fifo, "wb") as fh:
             fh.write(payload)
 
     threading.Thread(target=feed, daemon=True).start()
+    return fifo
+
+
+def test_fifo_is_read_like_stdin(tmp_path):
+    fifo = _fed_fifo(tmp_path, (EXAMPLES / "short.wav").read_bytes())
     samples = audio.load(fifo)
     assert abs(len(samples) - len(audio.load(EXAMPLES / "short.wav"))) == 0
 
@@ -154,15 +159,7 @@ def test_a_fifo_transcribes_to_the_end(tmp_path, tiny_random_model):
     """The transcript's origin must not open the FIFO again (it waited forever for a second writer)."""
     from whisperctl import EngineConfig, Transcriber
 
-    fifo = tmp_path / "pipe.wav"
-    os.mkfifo(fifo)
-    payload = (EXAMPLES / "short.wav").read_bytes()
-
-    def feed():
-        with open(fifo, "wb") as fh:
-            fh.write(payload)
-
-    threading.Thread(target=feed, daemon=True).start()
+    fifo = _fed_fifo(tmp_path, (EXAMPLES / "short.wav").read_bytes())
     done: list = []
     worker = threading.Thread(target=lambda: done.append(Transcriber(EngineConfig(
         model=str(tiny_random_model), device="cpu", max_new_tokens=4, temperature=0)).transcribe(str(fifo))), daemon=True)

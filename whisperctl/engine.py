@@ -82,8 +82,8 @@ class Transcriber:
             "attention_reason": plan.attention_reason,
             "word_alignment_attention": "eager" if opts.timestamps == Timestamps.WORD else None,
             "quantization": plan.quantization.value,
-            # windows at temperature 0 (greedy or beam): whisperctl's lean loop or transformers' generate()
-            # (sampled fallback passes always use generate())
+            # every decoding pass (greedy, beam, sampled fallback): whisperctl's lean loop where it applies,
+            # else transformers' generate()
             "decoder": "whisperctl" if lm and lm.lean_loop is not None else "generate",
             "threads": torch.get_num_threads() if plan.device == "cpu" else None,
             "load_seconds": lm.load_seconds if lm else None,

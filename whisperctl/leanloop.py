@@ -130,6 +130,19 @@ class LeanDecoder:
         keys = [torch.empty(rows, self.heads, capacity, self.head_dim, device=like.device, dtype=like.dtype) for _ in self.layers]
         return keys, [torch.empty_like(k) for k in keys]
 
+    def _max_len(self, prompt_len: int, max_new_tokens: int | None) -> int:
+        """Prompt plus generated tokens stop here (generate()'s max_length, capped by ``max_new_tokens``)."""
+        return self.max_length if max_new_tokens is None else min(self.max_length, prompt_len + max_new_tokens)
+
+    @staticmethod
+    def _room(keys, values, capacity: int, needed: int, max_len: int):
+        """The self-attention buffers with room for ``needed`` positions: doubled (up to ``max_len``) when full."""
+        if needed > capacity:
+            capacity = min(max_len, 2 * capacity)
+            keys = [_grown(c, capacity) for c in keys]
+            values = [_grown(c, capacity) for c in values]
+        return keys, values, capacity
+
     def _rules(self, scores, step: int, min_new_tokens: int, timestamps: bool, state) -> None:
         """The logit rules, in transformers' order: begin-suppress, suppress, end-of-text floor, timestamps."""
         if step == 0:
@@ -175,7 +188,7 @@ class LeanDecoder:
 
         batch, prompt_len = len(prompts), len(prompts[0])
         device = encoder_hidden.device
-        max_len = self.max_length if max_new_tokens is None else min(self.max_length, prompt_len + max_new_tokens)
+        max_len = self._max_len(prompt_len, max_new_tokens)
         if prompt_len >= max_len:
             return [[] for _ in prompts], None, [0.0] * batch
         cross = self._cross_cache(encoder_hidden)
@@ -193,10 +206,7 @@ class LeanDecoder:
         steps = 0
         for step in range(max_len - prompt_len):  # generate() stops when prompt + generated reach max_length
             n = tokens.shape[1]
-            if pos + n > capacity:
-                capacity = min(max_len, 2 * capacity)
-                keys = [_grown(k, capacity) for k in keys]
-                values = [_grown(v, capacity) for v in values]
+            keys, values, capacity = self._room(keys, values, capacity, pos + n, max_len)
             hidden = self._forward(tokens, pos, keys, values, cross)
             pos += n
             scores = self.proj_out(self.final_norm(hidden[:, -1:]))[:, 0].float()
@@ -229,8 +239,6 @@ class LeanDecoder:
             out.append(row)
         return out, no_speech, sum_logprobs.tolist()
 
-    __call__ = greedy
-
     # ---------------------------------------------------------------------- beam
     def beam(
         self,
@@ -251,7 +259,7 @@ class LeanDecoder:
         k = beam_size
         rows = windows * k
         device = encoder_hidden.device
-        max_len = self.max_length if max_new_tokens is None else min(self.max_length, prompt_len + max_new_tokens)
+        max_len = self._max_len(prompt_len, max_new_tokens)
         if prompt_len >= max_len:
             return [[] for _ in prompts], None, [0.0] * windows
         cross = self._cross_cache(encoder_hidden)  # one copy per window, shared by its beams
@@ -270,10 +278,7 @@ class LeanDecoder:
         pos = 0
         for step in range(max_len - prompt_len):
             n = tokens.shape[1]
-            if pos + n > capacity:
-                capacity = min(max_len, 2 * capacity)
-                keys = [_grown(c, capacity) for c in keys]
-                values = [_grown(c, capacity) for c in values]
+            keys, values, capacity = self._room(keys, values, capacity, pos + n, max_len)
             hidden = self._forward(tokens, pos, keys, values, cross, beams=k)
             pos += n
             scores = self.proj_out(self.final_norm(hidden[:, -1:]))[:, 0].float()
@@ -281,14 +286,14 @@ class LeanDecoder:
                 no_speech = self._no_speech(hidden, scores, n, no_speech_id, sot_index)
                 no_speech = None if no_speech is None else no_speech[::k]
             model_lse = torch.logsumexp(scores, dim=-1)
-            raw = scores.clone()
             self._rules(scores, step, min_new_tokens, timestamps, state.args(scores))
             search_lse = torch.logsumexp(scores, dim=-1)
             top_logits, top_ids = scores.topk(k + 1, dim=-1)  # the order within a row is the order of its log-probs
             cand_scores = (beam_scores[:, None] + (top_logits - search_lse[:, None]).double()).tolist()
-            cand_model = (model_sums[:, None] + (raw.gather(1, top_ids) - model_lse[:, None]).double()).tolist()
+            # the rules only ever set -inf, so a candidate's finite ruled logit is the model's own logit
+            cand_model = (model_sums[:, None] + (top_logits - model_lse[:, None]).double()).tolist()
             top_ids_list = top_ids.tolist()
-            hist = history.tolist()
+            hist = None  # the hypotheses' tokens, read only when one of them ends
             source, chosen, new_scores, new_model = [], [], [], []
             for w in range(windows):
                 base = w * k
@@ -306,6 +311,7 @@ class LeanDecoder:
                     tok = top_ids_list[r][j]
                     if tok == self.eos:
                         if len(finished[w]) < k:
+                            hist = history.tolist() if hist is None else hist
                             finished[w].append((score, cand_model[r][j], hist[r] + [tok]))
                         continue
                     source.append(r)
@@ -354,7 +360,7 @@ class LeanDecoder:
         return out, no_speech, sums
 
     def _timestamp_rules(self, scores, step: int, last, before, last_timestamp, vocab_ids) -> None:
-        """``WhisperTimeStampLogitsProcessor`` for the whole batch at once (greedy: no sampling)."""
+        """``WhisperTimeStampLogitsProcessor`` for every row at once (greedy, sampled and beam rows alike)."""
         import torch
 
         tb = self.timestamp_begin
@@ -376,7 +382,6 @@ class LeanDecoder:
         timestamp_logprob = logprobs[:, tb:].logsumexp(dim=-1)
         text_max = logprobs[:, :tb].max(dim=-1).values
         scores[:, :tb].masked_fill_((timestamp_logprob > text_max)[:, None], NEG_INF)
-
 
 
 class _RuleState:

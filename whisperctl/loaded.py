@@ -42,11 +42,15 @@ class LoadedModel:
     random_weights: bool  # --weights random: speed runs; no text rules apply, windows decode untimed
     load_seconds: float
     config: EngineConfig  # the load-time options (to load transformers' model on first need)
-    native: bool  # model is whisperctl.native's (the CPU path that does not import transformers' model code)
     _token_text: dict[int, str] = dataclasses.field(default_factory=dict, repr=False)  # a cache, filled on use
     _cache: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)  # transformers' model, once loaded
 
     # ------------------------------------------------------------------ models
+    @property
+    def native(self) -> bool:
+        """Whether ``model`` is whisperctl.native's (the CPU path that does not import transformers' model code)."""
+        return not hasattr(self.model, "generate")
+
     def transformers_model(self) -> Any:
         """transformers' WhisperForConditionalGeneration, for what only it does (``generate()``, attention weights
         for word timestamps, language detection): the loaded model itself, or — when that is whisperctl's native
@@ -172,7 +176,6 @@ def load(config: EngineConfig, plan: Plan, source: models.ModelSource) -> Loaded
         random_weights=config.weights == "random",
         load_seconds=time.perf_counter() - t0,
         config=config,
-        native=not hasattr(model, "generate"),
     )
     log.info("loaded %s in %.2fs (%s)", source.describe(), loaded.load_seconds, plan.attention_reason)
     return loaded

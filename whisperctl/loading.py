@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from . import models
-from .config import DType, EngineConfig, Quantization
+from .config import Decoder, DType, EngineConfig, Quantization
 from .eligibility import Plan
 from .errors import ModelError, WhisperctlError
 
@@ -36,7 +36,6 @@ def native_applies(config: EngineConfig, plan: Plan, location: str) -> bool:
     """Whether the CPU decoding path can run on :mod:`whisperctl.native`'s modules (no transformers model code):
     pretrained safetensors weights, fp32 on the CPU, eager or SDPA attention, whisperctl's decoding loop."""
     from . import native
-    from .config import Decoder
 
     return (config.weights == "pretrained" and config.decoder == Decoder.AUTO and plan.device == "cpu"
             and plan.dtype == DType.FP32 and plan.attention.hf_name in ("eager", "sdpa") and bool(location)
