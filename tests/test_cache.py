@@ -70,12 +70,13 @@ def test_damage_with_the_modification_time_restored_is_caught_after_a_load_error
     assert any("rebuilding it" in r.getMessage() for r in caplog.records)
 
 
-def test_doctor_hashes_every_file_and_reports_damage(own_cache):
+def test_doctor_verify_cache_hashes_every_file_and_reports_damage(own_cache):
     from whisperctl import doctor
 
-    assert doctor.gather().cache_damage == ()
+    assert doctor.gather(verify_cache=True).cache_damage == ()
     _keep_mtime(own_cache / "model.safetensors", lambda p: _overwrite(p, 10 << 20, bytes(1 << 20)))
-    facts = doctor.gather()
+    assert doctor.gather().cache_damage == (), "the quick check trusts an unchanged modification time"
+    facts = doctor.gather(verify_cache=True)
     assert len(facts.cache_damage) == 1 and "model.safetensors does not match its recorded hash" in facts.cache_damage[0]
     from whisperctl.eligibility import probe
 

@@ -7,7 +7,8 @@ and BLAKE2b hash. Checks:
 * every load (``quick``): each file exists with its recorded size; a file whose modification time changed is
   hashed in full (an edit in place, a truncation, a deleted tokenizer all show here, in about a millisecond
   when nothing changed);
-* ``doctor`` and after any load error (``full``): every file hashed (tiny.en: 0.1 s).
+* ``doctor --verify-cache`` and after any load error (``full``): every file hashed (tiny.en: 0.1 s; large-v3
+  several seconds, so plain ``doctor`` does the quick check).
 
 A damaged entry is rebuilt from its source (the bundled model, or the user's CTranslate2 directory while its
 SHA-256 still matches), said in one warning line. Conversion happens in a temporary directory renamed into

