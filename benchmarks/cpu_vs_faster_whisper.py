@@ -4,6 +4,10 @@ Workloads (``--workload``):
   folder  W1: every clip of ../shared/speech/MANIFEST.tsv except the 231 s concatenation, in one call
   long    W2: the LJ Speech 231 s file
   tiled   W3: the LJ file tiled to ``--tiled-minutes`` (default 58 min), written once to a temporary folder
+  s1      the 32 LJ clips joined by digital silences of 2-60 s (uniform, seed 13): about 80 % silence
+  s2      s1 with white or pink noise (alternating) in the gaps, 20 dB below the speech's RMS
+  s3      three files of no speech: 60 s of noise, 60 s of music-like tones, 60 s of digital silence
+          (WER is undefined: the words transcribed are counted instead; the target is none)
 
 Each measurement is one whole process, timed from spawn to exit (imports, model load and decoding included):
 whisperctl is its CLI (``whisperctl transcribe FILES -o DIR -f json -q`` with the flags below); faster-whisper is
@@ -17,6 +21,9 @@ each system's WER (jiwer after Whisper's English normaliser, corpus WER over the
     python benchmarks/cpu_vs_faster_whisper.py --workload long --rounds 3 --beam 5
     python benchmarks/cpu_vs_faster_whisper.py --workload tiled --rounds 3
     python benchmarks/cpu_vs_faster_whisper.py --workload folder --emulate-avx2   # AVX2 kernels for both
+    python benchmarks/cpu_vs_faster_whisper.py --workload s1 --wc-extra '--chunking vad' --fw-vad   # VAD on both
+    python benchmarks/cpu_vs_faster_whisper.py --workload s1 --wc-extra '--chunking vad' --baseline-extra '--vad none'
+                                            # whisperctl with VAD against whisperctl without (no faster-whisper)
 
 ``--emulate-avx2`` runs both systems with AVX2 kernels on an AVX-512 CPU: ``ATEN_CPU_CAPABILITY=avx2`` (PyTorch's
 float kernels) and ``FBGEMM_ENABLE_INSTRUCTIONS=AVX2`` (its int8 GEMMs) for whisperctl, ``CT2_FORCE_CPU_ISA=AVX2``
@@ -30,6 +37,7 @@ import csv
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -57,6 +65,8 @@ def workload(name: str, minutes: float, scratch: Path) -> tuple[list[Path], list
     if name == "folder":
         chosen = [r for r in rows if r["file"] != LJ]
         return [SPEECH / r["file"] for r in chosen], [r["reference_text"] for r in chosen]
+    if name in ("s1", "s2", "s3"):
+        return vad_workload(name, rows, scratch)
     lj = next(r for r in rows if r["file"] == LJ)
     if name == "long":
         return [SPEECH / LJ], [lj["reference_text"]]
@@ -69,6 +79,63 @@ def workload(name: str, minutes: float, scratch: Path) -> tuple[list[Path], list
     if not path.exists():
         sf.write(str(path), np.tile(data, tiles), sr)
     return [path], [" ".join([lj["reference_text"]] * tiles)]
+
+
+def vad_workload(name: str, rows: list[dict], scratch: Path) -> tuple[list[Path], list[str]]:
+    """The VAD workloads, built once into ``scratch`` at 16 kHz (see the module docstring)."""
+    import librosa
+    import numpy as np
+    import soundfile as sf
+
+    sr = 16_000
+    rng = np.random.default_rng(13)
+    if name == "s3":
+        n = 60 * sr
+        t = np.arange(n) / sr
+        noise = _white_pink(rng, n, pink=False) * 0.5 + _white_pink(rng, n, pink=True) * 0.5
+        notes = 220.0 * 2 ** (rng.integers(0, 24, size=120) / 12)  # a new chord every 0.5 s
+        tones = np.zeros(n)
+        for i, f0 in enumerate(notes):
+            seg = slice(i * sr // 2, (i + 1) * sr // 2)
+            env = np.exp(-3 * (t[seg] - t[seg][0]))
+            tones[seg] = env * sum(np.sin(2 * np.pi * f0 * k * t[seg]) / k for k in (1, 1.25, 1.5, 2))
+        out = []
+        for label, data in (("noise", noise), ("tones", tones), ("silence", np.zeros(n))):
+            path = scratch / f"s3-{label}.flac"
+            if not path.exists():
+                peak = np.abs(data).max() or 1.0
+                sf.write(str(path), (0.3 * data / peak).astype(np.float32), sr)
+            out.append(path)
+        return out, ["", "", ""]
+    clips = [r for r in rows if r["file"].startswith("TTS/LJ001-00") and "concat" not in r["file"]]
+    gaps = (np.random.default_rng(13).uniform(2.0, 60.0, size=len(clips) + 1) * sr).astype(int)  # same in s1 and s2
+    path = scratch / f"{name}.flac"
+    if not path.exists():
+        parts = []
+        for i, r in enumerate(clips):
+            data, rate = sf.read(str(SPEECH / r["file"]), dtype="float32")
+            speech = librosa.resample(data, orig_sr=rate, target_sr=sr) if rate != sr else data
+            rms = float(np.sqrt(np.mean(speech ** 2)))
+            gap = int(gaps[i])
+            filler = np.zeros(gap, np.float32)
+            if name == "s2":
+                noise = _white_pink(rng, gap, pink=bool(i % 2))
+                filler = (noise / np.sqrt(np.mean(noise ** 2)) * rms * 10 ** (-20 / 20)).astype(np.float32)
+            parts += [filler, speech]
+        parts.append(np.zeros(int(gaps[-1]), np.float32))
+        sf.write(str(path), np.concatenate(parts), sr)
+    return [path], [" ".join(r["reference_text"] for r in clips)]
+
+
+def _white_pink(rng, n: int, pink: bool):
+    import numpy as np
+
+    white = rng.standard_normal(n)
+    if not pink:
+        return white
+    spectrum = np.fft.rfft(white)
+    spectrum /= np.sqrt(np.maximum(np.arange(len(spectrum)), 1))  # 1/f power
+    return np.fft.irfft(spectrum, n)
 
 
 def cpu_description() -> str:
@@ -96,20 +163,21 @@ def child_faster_whisper(args: argparse.Namespace) -> None:
                          num_workers=1)
     texts = []
     for f in args.files:
-        segments, _ = model.transcribe(f, beam_size=args.beam, vad_filter=False, language="en")
+        segments, _ = model.transcribe(f, beam_size=args.beam, vad_filter=args.fw_vad, language="en")
         texts.append("".join(s.text for s in segments))  # segments is a generator: decoding happens here
     print("RESULT " + json.dumps({"texts": texts, "version": faster_whisper.__version__,
-                                  "system": f"faster-whisper {faster_whisper.__version__} {args.fw_compute} beam {args.beam}"}))
+                                  "system": f"faster-whisper {faster_whisper.__version__} {args.fw_compute} beam {args.beam}"
+                                            + (" vad_filter" if args.fw_vad else "")}))
 
 
-def whisperctl_command(args: argparse.Namespace, out: Path) -> list[str]:
+def whisperctl_command(args: argparse.Namespace, out: Path, extra: list[str] | None = None) -> list[str]:
     cli = Path(sys.executable).with_name("whisperctl")
     cmd = [str(cli) if cli.exists() else "whisperctl", "transcribe", *map(str, args.files), "-o", str(out), "-f", "json", "-q",
            "--overwrite", "--threads", str(args.threads), "--beam-size", str(args.beam), "--quantize", args.wc_quantize,
            "--chunking", args.wc_chunking]
     if args.wc_batch:
         cmd += ["--batch-size", str(args.wc_batch)]
-    return cmd + args.wc_extra
+    return cmd + (args.wc_extra if extra is None else extra)
 
 
 def whisperctl_texts(files: list[Path], out: Path) -> tuple[list[str], dict]:
@@ -139,7 +207,7 @@ def timed(cmd: list[str], env: dict) -> tuple[float, int, str, str]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workload", choices=["folder", "long", "tiled"], default="long")
+    p.add_argument("--workload", choices=["folder", "long", "tiled", "s1", "s2", "s3"], default="long")
     p.add_argument("--tiled-minutes", type=float, default=58.0)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
@@ -148,7 +216,10 @@ def main() -> None:
     p.add_argument("--wc-quantize", default="auto")
     p.add_argument("--wc-batch", type=int, default=0, help="0: whisperctl's default")
     p.add_argument("--wc-chunking", default="batched")
-    p.add_argument("--wc-extra", nargs="*", default=[], help="more whisperctl flags, e.g. --attn eager")
+    p.add_argument("--wc-extra", type=shlex.split, default=[], help="more whisperctl flags, one string: '--attn eager'")
+    p.add_argument("--fw-vad", action="store_true", help="faster-whisper with vad_filter=True (its defaults)")
+    p.add_argument("--baseline-extra", type=shlex.split,
+                   help="compare with whisperctl run with these flags (one string), not with faster-whisper")
     p.add_argument("--emulate-avx2", action="store_true")
     p.add_argument("--only", choices=["wc", "fw"], help="run one system (no ratio)")
     p.add_argument("--json", type=Path, help="save every run here")
@@ -167,7 +238,7 @@ def main() -> None:
     files, references = workload(args.workload, args.tiled_minutes, scratch)
     args.files = files
     fw_cmd = [sys.executable, __file__, "--child", "fw", "--threads", str(args.threads), "--beam", str(args.beam),
-              "--fw-compute", args.fw_compute, "--files", *map(str, files)]
+              "--fw-compute", args.fw_compute, *(["--fw-vad"] if args.fw_vad else []), "--files", *map(str, files)]
     duration = 0.0
     import soundfile as sf
 
@@ -180,25 +251,31 @@ def main() -> None:
     systems = [args.only] if args.only else ["wc", "fw"]
     for r in range(args.rounds):
         for system in systems:
-            if system == "wc":
+            if system == "wc" or args.baseline_extra is not None:
+                extra = args.wc_extra if system == "wc" else args.baseline_extra
                 with tempfile.TemporaryDirectory(dir=scratch) as out:
-                    wall, rss, _, _ = timed(whisperctl_command(args, Path(out)), env)
+                    wall, rss, _, _ = timed(whisperctl_command(args, Path(out), extra), env)
                     texts, runtime = whisperctl_texts(files, Path(out))
                 versions = runtime.get("versions", {})
                 label = (f"whisperctl {versions.get('whisperctl', '?')} {runtime.get('quantization')} "
                          f"{runtime.get('attention')} {args.wc_chunking} decoder {runtime.get('decoder')} beam {args.beam} "
-                         f"(torch {versions.get('torch')}, transformers {versions.get('transformers')}, "
-                         f"{runtime.get('threads')} threads)")
+                         f"{' '.join(extra)} (torch {versions.get('torch')}, {runtime.get('threads')} threads)")
             else:
                 wall, rss, stdout, _ = timed(fw_cmd, env)
                 result = json.loads(next(l for l in stdout.splitlines() if l.startswith("RESULT "))[7:])
                 texts, label = result["texts"], result["system"]
-            score = wer(references, texts)
-            bad = [(f.name, round(100 * wer([ref], [t]))) for f, ref, t in zip(files, references, texts)
-                   if len(files) > 1 and wer([ref], [t]) > 0.3]
+            if all(not ref for ref in references):  # s3: no speech at all, so no WER: count what was invented
+                score = float(sum(len(t.split()) for t in texts))
+                bad = [(f.name, t.strip()[:80]) for f, t in zip(files, texts) if t.strip()]
+                scored = f"words transcribed {int(score)}" + (f": {bad}" if bad else "")
+            else:
+                score = wer(references, texts)
+                bad = [(f.name, round(100 * wer([ref], [t]))) for f, ref, t in zip(files, references, texts)
+                       if len(files) > 1 and wer([ref], [t]) > 0.3]
+                scored = f"WER {100 * score:.2f} %" + (f"; clips over 30 % WER: {bad}" if bad else "")
             runs[system].append({"system": label, "wall": wall, "rss_mib": rss, "wer": score, "over_30": bad})
-            print(f"round {r + 1} {label}: {wall:.2f} s wall, RTFx {duration / wall:.1f}, peak RSS {rss} MiB, "
-                  f"WER {100 * score:.2f} %" + (f"; clips over 30 % WER: {bad}" if bad else ""), flush=True)
+            print(f"round {r + 1} {label}: {wall:.2f} s wall, RTFx {duration / wall:.1f}, peak RSS {rss} MiB, {scored}",
+                  flush=True)
     print()
     for key in systems:
         walls = [x["wall"] for x in runs[key]]
@@ -208,7 +285,8 @@ def main() -> None:
     ratios = []
     if not args.only:
         ratios = [b["wall"] / a["wall"] for a, b in zip(runs["wc"], runs["fw"])]
-        print(f"speed ratio (faster-whisper wall / whisperctl wall) per pair: {', '.join(f'{x:.2f}' for x in ratios)}; "
+        other = "baseline whisperctl" if args.baseline_extra is not None else "faster-whisper"
+        print(f"speed ratio ({other} wall / whisperctl wall) per pair: {', '.join(f'{x:.2f}' for x in ratios)}; "
               f"median {statistics.median(ratios):.2f}")
     if args.json:
         args.json.write_text(json.dumps({"cpu": cpu_description(), "workload": args.workload, "audio_s": duration,

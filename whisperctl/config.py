@@ -63,6 +63,12 @@ class Quantization(str, enum.Enum):
 class Chunking(str, enum.Enum):
     BATCHED = "batched"  # overlapping windows decoded in batches, merged at the seams
     SEQUENTIAL = "sequential"  # one window at a time, each starting where the last complete segment ended
+    VAD = "vad"  # speech regions merged into windows cut at pauses (WhisperX's cut & merge); needs a VAD
+
+
+class Vad(str, enum.Enum):
+    NONE = "none"
+    SILERO = "silero"  # Silero VAD 6 (the silero-vad package, extra whisperctl[vad])
 
 
 class Decoder(str, enum.Enum):
@@ -162,6 +168,7 @@ MAX_DECODER_TOKENS = 448
 MAX_BEAM_SIZE = 32
 MAX_BATCH_SIZE = 512
 MAX_TEMPERATURES = 16  # fallback schedule length (openai-whisper's has 6)
+MAX_VAD_MS = 60_000  # --min-silence-ms, --speech-pad-ms
 MAX_PROMPT_CHARS = 10_000  # the prompt is cut to its last 223 tokens anyway
 
 #: Temperatures tried in order when a decode looks degenerate (openai-whisper's default fallback).
@@ -205,10 +212,28 @@ class DecodeOptions:
     max_new_tokens: int | None = None  # cap per window; None = model maximum
     decode_tokens: int | None = None  # force exactly N generated tokens per window (fixed work for benchmarks)
     halve_on_oom: bool = True  # on CUDA out-of-memory halve the batch and go on (bench turns it off)
+    # Voice activity detection: None = silero for --chunking vad, none otherwise. With batched or sequential
+    # chunking, silero removes non-speech before decoding (times are mapped back to the original audio).
+    vad: Vad | None = None
+    vad_threshold: float = 0.5  # speech probability that starts a region, in (0, 1)
+    min_silence_ms: int = 2000  # silence that ends a region
+    speech_pad_ms: int = 400  # audio kept on each side of a region
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
         set_("chunking", parse_choice(Chunking, self.chunking, "--chunking"))
+        if self.vad is not None:
+            set_("vad", parse_choice(Vad, self.vad, "--vad"))
+        if self.vad == Vad.NONE and self.chunking == Chunking.VAD:
+            raise UsageError("--chunking vad: cuts windows at the pauses a VAD finds; drop --vad none (or use --vad silero).")
+        threshold = _require_float(self.vad_threshold, "--vad-threshold")
+        if not 0.0 < threshold < 1.0:
+            raise UsageError(f"--vad-threshold: {threshold:g} is a speech probability; give a value in (0, 1), e.g. 0.5.")
+        set_("vad_threshold", threshold)
+        _require_int(self.min_silence_ms, "--min-silence-ms", minimum=0, maximum=MAX_VAD_MS,
+                     why="a pause that long is never inside speech")
+        _require_int(self.speech_pad_ms, "--speech-pad-ms", minimum=0, maximum=MAX_VAD_MS,
+                     why="more padding than that only decodes silence")
         set_("task", parse_choice(Task, self.task, "--task"))
         set_("timestamps", parse_choice(Timestamps, self.timestamps, "--timestamps"))
         _require_int(self.batch_size, "--batch-size", minimum=1, maximum=MAX_BATCH_SIZE)
@@ -274,6 +299,13 @@ class DecodeOptions:
             set_("language", lang)
 
     @property
+    def vad_in_effect(self) -> Vad:
+        """The VAD that runs: ``vad`` when given, else silero for ``--chunking vad`` and none otherwise."""
+        if self.vad is not None:
+            return self.vad
+        return Vad.SILERO if self.chunking == Chunking.VAD else Vad.NONE
+
+    @property
     def overlap_s(self) -> float:
         """Overlap between consecutive batched windows, in seconds."""
         return self.chunk_length_s / 6 if self.chunk_overlap_s is None else float(self.chunk_overlap_s)
@@ -321,6 +353,10 @@ class EngineConfig:
     decode_tokens: int | None = _PER_CALL.decode_tokens
     allow_pickle: bool = False  # load pickle checkpoints (.bin/.pt, with weights_only=True); safetensors otherwise
     decoder: Decoder = Decoder.AUTO  # greedy decoding loop: auto (lean loop on CPU) | generate (transformers')
+    vad: Vad | None = _PER_CALL.vad
+    vad_threshold: float = _PER_CALL.vad_threshold
+    min_silence_ms: int = _PER_CALL.min_silence_ms
+    speech_pad_ms: int = _PER_CALL.speech_pad_ms
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from . import __version__, audio as audio_mod, models
-from .config import LOAD_FIELDS, Chunking, DecodeOptions, EngineConfig, Task, Timestamps
+from .config import LOAD_FIELDS, Chunking, DecodeOptions, EngineConfig, Task, Timestamps, Vad
 from .decoding import BatchObserver, WindowDecoder
 from .eligibility import Environment, Plan, make_plan, memory_problem, probe
 from .errors import UsageError, WhisperctlError
@@ -51,6 +51,12 @@ class Transcriber:
     def check(self, options: DecodeOptions) -> None:
         """Refuse per-call options this model cannot honour here (language, memory), before any decoding."""
         _check_language(self.source, options)
+        if options.vad_in_effect == Vad.SILERO:
+            from . import vad
+
+            if not vad.available():
+                flag = "--chunking vad" if options.vad is None else "--vad silero"
+                raise UsageError(f"{flag}: silero-vad is not installed. {vad.INSTALL_HINT}")
         problem = memory_problem(models.dimensions(self.source), self.plan, options.batch_size, options.beam_size, self.env)
         if problem:
             raise UsageError(problem)
@@ -133,8 +139,10 @@ class Transcriber:
         config = {**self.config.to_dict(), **opts.to_dict()}
         runtime = self.runtime_info(opts)
 
-        def new_builder(inp: audio_mod.AudioInput) -> TranscriptBuilder:
-            return TranscriptBuilder(inp, lm.decode, lm.is_word_start, with_words=opts.timestamps == Timestamps.WORD)
+        def new_builder(inp: audio_mod.AudioInput, stream: Any) -> TranscriptBuilder:
+            speech = stream if hasattr(stream, "record") else None  # a VAD stream (vad.SpeechWindows / SpeechOnly)
+            return TranscriptBuilder(inp, lm.decode, lm.is_word_start, with_words=opts.timestamps == Timestamps.WORD,
+                                     speech=speech)
 
         def finish(builder: TranscriptBuilder, duration: float) -> Transcript:
             return builder.finish(duration, config, runtime)
@@ -144,7 +152,20 @@ class Transcriber:
         else:
             from .scheduler import BatchedScheduler as runner_type  # type: ignore[assignment]
         runner = runner_type(decoder, opts, finish, new_builder, progress)
-        yield from runner.run([(inp, _blocks(inp, array)) for inp, array in inputs])
+        yield from runner.run([(inp, _speech(_blocks(inp, array), opts)) for inp, array in inputs])
+
+
+def _speech(blocks: Iterable[np.ndarray], opts: DecodeOptions) -> Iterable[Any]:
+    """The input's blocks (no VAD), or the VAD's view of them: windows cut at pauses (``--chunking vad``), or
+    the speech-only audio with its time map (batched/sequential)."""
+    if opts.vad_in_effect == Vad.NONE:
+        return blocks
+    from . import vad
+
+    params = vad.VadParams(threshold=opts.vad_threshold, min_silence_ms=opts.min_silence_ms, speech_pad_ms=opts.speech_pad_ms)
+    if opts.chunking == Chunking.VAD:
+        return vad.SpeechWindows(blocks, opts.chunk_length_s, params)
+    return vad.SpeechOnly(blocks, params)
 
 
 def _as_input(source: Any) -> tuple[audio_mod.AudioInput, np.ndarray | None]:

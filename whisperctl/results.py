@@ -40,6 +40,8 @@ class Transcript:
     runtime: dict[str, Any]  # device, dtype, attention actually in effect, versions, model
     timings: dict[str, float]  # seconds: decode, align, total; rtfx
     origin: dict[str, Any] | None = None  # the input file: real path, size, content fingerprint (None for arrays)
+    # with a VAD: the speech regions kept ([start, end] seconds), speech_s, audio_s, skipped_share; else None
+    speech: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -9,6 +9,10 @@ A window's single decoding pass ends at its last complete segment, so its tail m
 that tail reaches past the start of the next window, a *gap window* starting where the transcription stopped
 covers it (the batched counterpart of openai-whisper's seeking). Gap windows are keyed
 ``WindowKey(index, gap=True)`` and sort between window ``index`` and ``index + 1``.
+
+With ``--chunking vad`` the windows come from :class:`whisperctl.vad.SpeechWindows` instead: they do not
+overlap (the audio between them is skipped), so they are joined without a seam search, and a window whose
+text stops two seconds or more before its end gets a gap window for the rest of it.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from . import audio as audio_mod, longform
-from .config import DecodeOptions
+from .config import Chunking, DecodeOptions
 from .decoding import WindowDecoder
 from .errors import WhisperctlError
 from .transcript import Event, FileDone, SegmentReady, TranscriptBuilder, window_tokens
@@ -51,6 +55,7 @@ class _File:
     merged: list[longform.TimedToken] = dataclasses.field(default_factory=list)  # merged, not yet built
     next_key: WindowKey = WindowKey(0)
     prev_end: float | None = None  # end of the last merged window
+    reported: float = 0.0  # audio seconds passed to the progress callback
 
     @property
     def finished(self) -> bool:
@@ -59,18 +64,20 @@ class _File:
 
 class BatchedScheduler:
     def __init__(self, decoder: WindowDecoder, options: DecodeOptions, finish: Callable[[TranscriptBuilder, float], Any],
-                 new_builder: Callable[[audio_mod.AudioInput], TranscriptBuilder], progress: ProgressFn | None = None):
+                 new_builder: Callable[[audio_mod.AudioInput, Any], TranscriptBuilder], progress: ProgressFn | None = None):
         self.decoder, self.options, self.progress = decoder, options, progress
         self._finish, self._new_builder = finish, new_builder
         lm = decoder.loaded
         self.loaded = lm
         self.prompt = lm.text_tokens(options.initial_prompt) if options.initial_prompt else []
         self.gaps = not lm.random_weights
+        self.independent = options.chunking == Chunking.VAD  # windows from the VAD: no overlap, no seams
+        self.tail_s = options.speech_pad_ms / 1000 + 0.3  # untranscribed end of a VAD window worth a gap window
 
     def run(self, inputs: list[tuple[audio_mod.AudioInput, Iterable[np.ndarray]]]) -> Iterator[Event]:
         """Events in input order per file: its segments as they settle, then its FileDone."""
         opts = self.options
-        files = [_File(inp, blocks, self._new_builder(inp)) for inp, blocks in inputs]
+        files = [_File(inp, blocks, self._new_builder(inp, blocks)) for inp, blocks in inputs]
         batch: list[tuple[_File, WindowKey, longform.Window]] = []
         current = 0  # the file whose events are being emitted
 
@@ -94,7 +101,8 @@ class BatchedScheduler:
 
         for f in files:
             try:
-                for window in longform.windows(f.blocks, opts.chunk_length_s, opts.overlap_s):
+                windows = f.blocks if self.independent else longform.windows(f.blocks, opts.chunk_length_s, opts.overlap_s)
+                for window in windows:
                     key = WindowKey(window.index)
                     f.spans[key] = (window.start, window.duration)
                     f.pending += 1
@@ -125,7 +133,9 @@ class BatchedScheduler:
                 f.kept[key.index] = (window, timed[-1].end if timed else None)
             f.pending -= 1
             if self.progress and not key.gap:  # gap windows re-cover audio already counted
-                self.progress(f.source.name, window.duration if key.index == 0 else window.duration - self.options.overlap_s)
+                end = window.start + window.duration  # (with --chunking vad, the skipped audio before it too)
+                self.progress(f.source.name, end - f.reported)
+                f.reported = end
         return self._gap_windows({id(f): f for f, _, _ in items}.values())
 
     def _gap_windows(self, files: Iterable[_File]) -> list[tuple[_File, WindowKey, longform.Window]]:
@@ -146,8 +156,10 @@ class BatchedScheduler:
         return out
 
     def _gap_for(self, f: _File, a: longform.Window, end: float, last: bool) -> longform.Window | None:
-        if last:
-            if not end < a.start + a.duration - 2.0:
+        if last or self.independent:
+            # A VAD window ends a pad after its last speech: text stopping well before that left words out.
+            tail = self.tail_s if self.independent else 2.0
+            if not end < a.start + a.duration - tail:
                 return None
             stop = a.start + a.duration
         else:
@@ -212,8 +224,12 @@ class BatchedScheduler:
         starts += [end for _, end in f.kept.values() if end is not None]  # where a gap window would start
         if not f.exhausted:
             last = max((k.index for k in f.spans), default=-1)
-            step = self.options.chunk_length_s - self.options.overlap_s
-            starts.append(f.spans[WindowKey(last)][0] + step if last >= 0 else 0.0)
+            if last < 0:
+                starts.append(0.0)
+            else:
+                start, duration = f.spans[WindowKey(last)]
+                step = duration if self.independent else self.options.chunk_length_s - self.options.overlap_s
+                starts.append(start + step)
         return min(starts) if starts else float("inf")
 
     def _complete(self, f: _File):

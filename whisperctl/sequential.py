@@ -45,14 +45,14 @@ def split_at_last_segment(tokens: list[int], timestamp_begin: int, window_s: flo
 
 class SequentialRunner:
     def __init__(self, decoder: WindowDecoder, options: DecodeOptions, finish: Callable[[TranscriptBuilder, float], Any],
-                 new_builder: Callable[[audio_mod.AudioInput], TranscriptBuilder], progress: Callable[[str, float], None] | None = None):
+                 new_builder: Callable[[audio_mod.AudioInput, Any], TranscriptBuilder], progress: Callable[[str, float], None] | None = None):
         self.decoder, self.options, self.progress = decoder, options, progress
         self._finish, self._new_builder = finish, new_builder
         self.loaded = decoder.loaded
 
     def run(self, inputs: list[tuple[audio_mod.AudioInput, Iterable[np.ndarray]]]) -> Iterator[Event]:
         for inp, blocks in inputs:
-            builder = self._new_builder(inp)
+            builder = self._new_builder(inp, blocks)
             try:
                 duration = yield from self._file(builder, blocks)
             except WhisperctlError as exc:

@@ -52,9 +52,15 @@ def window_tokens(
 
 
 class TranscriptBuilder:
+    """``speech``: the VAD stream the windows were cut from (None without VAD); its ``time_map.span`` maps
+    segment and word times back to the original audio (and keeps them off pauses), its ``duration`` is the
+    file's, and its ``record()`` goes into the transcript."""
+
     def __init__(self, source: AudioInput, decode: Callable[[list[int]], str], is_word_start: Callable[[int], bool],
-                 with_words: bool):
+                 with_words: bool, speech: Any = None):
         self.source = source
+        self.speech = speech
+        self._built_until = 0.0  # end of the last segment built, in the decoded audio's time
         self.segments: list[Segment] = []
         self.language: str | None = None
         self.decode_s = 0.0
@@ -78,11 +84,18 @@ class TranscriptBuilder:
 
     def add(self, tokens: list[longform.TimedToken], duration: float = math.inf) -> list[Segment]:
         """Segments of ``tokens`` (settled, in order, after everything added before); returns the new ones."""
-        prev_end = self.segments[-1].end if self.segments else 0.0
         new = longform.build_segments(
             tokens, self._decode, duration, with_words=self._with_words, is_word_start=self._is_word_start,
-            prev_end=prev_end, quality=lambda key: self._quality.get(key, {}),
+            prev_end=self._built_until, quality=lambda key: self._quality.get(key, {}),
         )
+        if new:
+            self._built_until = new[-1].end
+        time_map = self.speech.time_map if self.speech is not None else None
+        if time_map is not None:
+            for seg in new:
+                seg.start, seg.end = (round(t, 3) for t in time_map.span(seg.start, seg.end))
+                for word in seg.words or ():
+                    word.start, word.end = (round(t, 3) for t in time_map.span(word.start, word.end))
         self.segments.extend(new)
         return new
 
@@ -93,6 +106,8 @@ class TranscriptBuilder:
 
     def finish(self, duration: float, config: dict[str, Any], runtime: dict[str, Any]) -> Transcript:
         total = time.perf_counter() - self.started
+        if self.speech is not None:
+            duration = self.speech.duration  # the file's, not the speech kept
         return Transcript(
             source=self.source.name,
             origin=None if self.source.path is None else input_identity(self.source.name),
@@ -108,4 +123,5 @@ class TranscriptBuilder:
                 "total_s": round(total, 4),
                 "rtfx": round(duration / total, 2) if total > 0 else None,
             },
+            speech=self.speech.record() if self.speech is not None else None,
         )

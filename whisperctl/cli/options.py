@@ -22,7 +22,12 @@ ENGINE_OPTIONS: list[tuple[str, str, type, str]] = [
     ("device", "--device", str, "auto | cpu | cuda | cuda:N | mps."),
     ("quantization", "--quantize", str, "auto (int8 on CPU, none on GPU) | none | int8 | int4."),
     ("batch_size", "--batch-size", int, "Windows decoded together, across chunks and files."),
-    ("chunking", "--chunking", str, "batched (overlapping windows, merged at seams) | sequential (openai-whisper's seeking)."),
+    ("chunking", "--chunking", str, "batched (overlapping windows, merged at seams) | sequential (openai-whisper's seeking) "
+     "| vad (speech regions merged into windows cut at pauses)."),
+    ("vad", "--vad", str, "none | silero: skip non-speech before decoding (default: silero with --chunking vad, else none)."),
+    ("vad_threshold", "--vad-threshold", float, "VAD: speech probability that starts a region, in (0, 1)."),
+    ("min_silence_ms", "--min-silence-ms", int, "VAD: silence that ends a speech region, in ms."),
+    ("speech_pad_ms", "--speech-pad-ms", int, "VAD: audio kept on each side of a speech region, in ms."),
     ("chunk_length_s", "--chunk-length", float, "Window length in seconds for batched chunking, [1, 30]."),
     ("chunk_overlap_s", "--chunk-overlap", float, "Overlap between windows in seconds (default: chunk length / 6)."),
     ("language", "--language", str, "Spoken language (en, de, french …); default: detect (English for .en models)."),

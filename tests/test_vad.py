@@ -1,0 +1,256 @@
+"""Voice activity detection: region logic and time mapping (pure), the model against silero's own, streaming,
+and transcription of speech surrounded by silence and noise (times mapped back, no text on no speech)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import EXAMPLES, run_cli
+from whisperctl import vad
+from whisperctl.vad import FRAME, SAMPLE_RATE, Region, SpeechDetector, TimeMap, VadParams
+
+needs_silero = pytest.mark.skipif(not vad.available(), reason="silero-vad is not installed (pip install '.[vad]')")
+SR = SAMPLE_RATE
+
+
+def _frames(ms: float) -> int:
+    return int(round(ms / 1000 * SR / FRAME))
+
+
+def _detect(probs, **params) -> list[Region]:
+    det = SpeechDetector(VadParams(**params))
+    return det.feed(probs) + det.finish()
+
+
+# ------------------------------------------------------------------------------------------ pure functions
+def test_a_region_opens_at_the_threshold_and_closes_after_the_minimum_silence():
+    probs = [0.1] * 10 + [0.9] * 30 + [0.1] * _frames(500) + [0.9] * 30 + [0.1] * _frames(3000)
+    # a 500 ms pause is inside speech at min_silence_ms=2000: one region; at 300 ms it splits in two
+    (one,) = _detect(probs, min_silence_ms=2000)
+    assert (one.start, one.end) == (10 * FRAME, (40 + _frames(500) + 30) * FRAME)
+    two = _detect(probs, min_silence_ms=300)
+    assert [(r.start // FRAME, r.end // FRAME) for r in two] == [(10, 40), (40 + _frames(500), 70 + _frames(500))]
+
+
+def test_hysteresis_keeps_a_region_open_above_threshold_minus_015():
+    probs = [0.9] * 20 + [0.4] * 100 + [0.1] * 100  # 0.4 is above 0.5 - 0.15: still speech
+    (r,) = _detect(probs, min_silence_ms=100)
+    assert r.end == 120 * FRAME
+
+
+def test_short_blips_are_dropped_and_long_regions_are_cut_at_their_quietest_frame():
+    assert _detect([0.1] * 10 + [0.9] * 3 + [0.1] * 200, min_speech_ms=250) == []  # 96 ms of "speech"
+    probs = [0.9] * 300 + [0.6] * 3 + [0.9] * 400 + [0.1] * 200  # 22 s; the dip at frame 300 is the quiet point
+    regions = _detect(probs, max_speech_s=15.0, min_silence_ms=100)
+    assert len(regions) == 2 and abs(regions[0].end // FRAME - 301) <= 2
+    assert all(r.end - r.start <= 15 * SR for r in regions) and regions[1].end == 703 * FRAME
+
+
+def test_padding_joins_close_regions_and_stays_inside_the_audio():
+    pad = 400 * SR // 1000
+    regions = [Region(1000, 20_000), Region(25_000, 40_000), Region(100_000, 120_000)]
+    assert vad.pad_and_join(regions, pad, total=125_000) == [Region(0, 46_400), Region(93_600, 125_000)]
+
+
+def test_regions_merge_into_windows_no_longer_than_the_chunk():
+    s = SR
+    regions = [Region(0, 5 * s), Region(8 * s, 20 * s), Region(24 * s, 31 * s), Region(40 * s, 110 * s)]
+    windows = vad.merge_into_windows(regions, 30 * s)
+    assert windows[0] == Region(0, 20 * s)  # 0-31 s would exceed 30 s
+    assert windows[1] == Region(24 * s, 31 * s)
+    long = windows[2:]  # 70 s of speech without a pause: three equal, contiguous parts
+    assert len(long) == 3 and long[0].start == 40 * s and long[-1].end == 110 * s
+    assert all(a.end == b.start for a, b in zip(long, long[1:]))
+    assert all(abs((w.end - w.start) - 70 * s / 3) <= 1 for w in long)
+
+
+def test_time_map_sends_joined_times_back_to_the_original_audio():
+    m = TimeMap()
+    m.add(Region(2 * SR, 5 * SR))  # joined 0-3 s
+    m.add(Region(10 * SR, 12 * SR))  # joined 3-5 s
+    assert m(0.0) == 2.0 and m(1.5) == 3.5
+    assert m(3.0) == 10.0 and m(4.0) == 11.0  # at the join: the start of the next region
+    assert m(9.0) == 12.0  # past the end: the end of the last region
+    assert TimeMap()(7.5) == 7.5
+    snapping = TimeMap(snap=SR // 2)  # joined: region 1 is 0-3 s, region 2 is 3-5 s
+    snapping.add(Region(2 * SR, 5 * SR))
+    snapping.add(Region(10 * SR, 12 * SR))
+    assert snapping.span(2.7, 4.5) == (10.0, 11.5)  # 0.3 s before the join: the segment is in region 2
+    assert snapping.span(1.0, 3.2) == (3.0, 5.0)  # 0.2 s after it: in region 1
+    assert snapping.span(2.0, 4.0) == (4.0, 11.0)  # 1 s on each side: it spans the pause
+    assert snapping.span(2.8, 3.1) == (4.8, 5.0)  # a word astride the join goes to its larger side
+    pieces = TimeMap()  # contiguous pieces of one region are one region
+    pieces.add(Region(0, SR))
+    pieces.add(Region(SR, 3 * SR))
+    assert pieces.regions == [Region(0, 3 * SR)] and pieces(2.0) == 2.0
+
+
+def test_region_clamp_keeps_segments_off_the_pauses_inside_a_window():
+    clamp = vad.RegionClamp([Region(2 * SR, 5 * SR), Region(10 * SR, 12 * SR)])
+    assert clamp.span(3.0, 8.0) == (3.0, 5.0)  # the end stretched over the pause
+    assert clamp.span(7.0, 11.0) == (10.0, 11.0)  # the start in the pause
+    assert clamp.span(4.0, 11.0) == (4.0, 11.0)  # spans the pause with speech on both sides: kept
+    assert clamp.span(6.0, 7.0) == (6.0, 7.0)  # wholly in a pause (nothing better to say): kept
+
+
+# ------------------------------------------------------------------------------------------ the model
+@needs_silero
+def test_model_matches_silero_torchscript_and_leaves_torch_threads_alone():
+    import importlib.util
+    import os
+
+    import soundfile as sf
+    import torch
+
+    threads = torch.get_num_threads()
+    audio, sr = sf.read(str(EXAMPLES / "short.wav"), dtype="float32")
+    assert sr == SR and audio.ndim == 1
+    probs = vad.SpeechProbabilities()
+    blocks = [audio[i:i + 7000] for i in range(0, len(audio), 7000)]  # blocks not a multiple of a frame
+    ours = np.concatenate([probs.feed(b) for b in blocks] + [probs.feed(np.zeros(0, np.float32), final=True)])
+    path = os.path.join(list(importlib.util.find_spec("silero_vad").submodule_search_locations)[0], "data", "silero_vad.jit")
+    theirs = torch.jit.load(path)
+    padded = np.concatenate([audio, np.zeros(-len(audio) % FRAME, np.float32)])
+    ref = np.array([theirs(torch.from_numpy(padded[i:i + FRAME]), SR).item() for i in range(0, len(padded), FRAME)])
+    assert len(ours) == len(ref) and np.abs(ours - ref).max() < 1e-4
+    assert (ref > 0.5).mean() > 0.5  # it is speech, so the comparison covers both kinds of frame
+    assert torch.get_num_threads() == threads
+
+
+def _speech_in_silence(noise: float = 0.0, seed: int = 0):
+    """8 s of silence (or noise), examples/short.wav, 12 s more, the clip again, 5 s: (audio, clip spans)."""
+    import soundfile as sf
+
+    clip, _ = sf.read(str(EXAMPLES / "short.wav"), dtype="float32")
+    rng = np.random.default_rng(seed)
+    parts, spans, t = [], [], 0
+    for gap in (8, 12, 5):
+        filler = (rng.standard_normal(gap * SR) * noise).astype(np.float32)
+        parts.append(filler)
+        t += len(filler)
+        if len(spans) < 2:
+            parts.append(clip)
+            spans.append((t / SR, (t + len(clip)) / SR))
+            t += len(clip)
+    return np.concatenate(parts), spans
+
+
+@needs_silero
+def test_streams_keep_speech_and_map_it_back_with_flat_memory():
+    audio, spans = _speech_in_silence()
+    blocks = (audio[i:i + 4000] for i in range(0, len(audio), 4000))
+    only = vad.SpeechOnly(blocks, VadParams())
+    joined = np.concatenate(list(only))
+    regions = only.time_map.regions
+    assert len(joined) == sum(r.end - r.start for r in regions)
+    record = only.record()
+    assert record["audio_s"] == pytest.approx(len(audio) / SR, abs=0.001) and 0.3 < record["skipped_share"] < 0.8
+    for start, end in spans:  # every clip lies inside the kept audio, and maps to itself
+        assert any(r.start / SR <= start + 0.05 and end - 0.05 <= r.end / SR for r in regions), (start, end, regions)
+    first = regions[0]
+    assert only.time_map(0.0) == pytest.approx(first.start / SR)
+
+    seen = []
+
+    def slow_blocks():
+        for i in range(0, len(audio), 4000):
+            seen.append(i)
+            yield audio[i:i + 4000]
+
+    windows = vad.SpeechWindows(slow_blocks(), 30.0, VadParams())
+    it = iter(windows)
+    first_window = next(it)
+    assert seen[-1] < len(audio) - 4000, "the first window came before the stream ended"
+    rest = list(it)
+    assert all(w.duration <= 30.0 for w in [first_window, *rest])
+    assert first_window.start <= spans[0][0] and spans[0][1] <= first_window.start + first_window.duration
+
+
+# ------------------------------------------------------------------------------------------ transcription
+@pytest.fixture(scope="module")
+def clip_alone_wer() -> float:
+    """WER of examples/short.wav (espeak, hard for tiny.en) transcribed on its own without VAD."""
+    from whisperctl import transcribe
+    from whisperctl.wer import wer
+
+    return wer([(EXAMPLES / "short.txt").read_text().strip()], [transcribe(str(EXAMPLES / "short.wav")).text])
+
+
+@needs_silero
+@pytest.mark.parametrize("mode", [["--chunking", "vad"], ["--vad", "silero"], ["--vad", "silero", "--chunking", "sequential"]])
+def test_speech_between_silences_is_transcribed_at_its_original_times(tmp_path, capsys, mode, clip_alone_wer):
+    import soundfile as sf
+
+    from whisperctl.wer import wer
+
+    audio, spans = _speech_in_silence(noise=0.003)
+    path = tmp_path / "gaps.wav"
+    sf.write(str(path), audio, SR)
+    code, _, err = run_cli(["transcribe", path, "-o", tmp_path, "-f", "json", "-q", *mode], capsys)
+    assert code == 0, err
+    data = json.loads((tmp_path / "gaps.json").read_text())
+    reference = (EXAMPLES / "short.txt").read_text().strip()
+    # the clip twice, between silences, within 12 points of the clip alone (a lost or invented sentence: ~50)
+    assert wer([reference + " " + reference], [data["text"]]) <= clip_alone_wer + 0.12, (clip_alone_wer, data["text"])
+    assert data["duration"] == pytest.approx(len(audio) / SR, abs=0.01)
+    assert data["speech"]["skipped_share"] > 0.3 and data["speech"]["regions"]
+    for seg in data["segments"]:  # every segment lies in a clip (with the VAD's padding and Whisper's slack)
+        assert any(s - 1.0 <= seg["start"] and seg["end"] <= e + 1.0 for s, e in spans), (seg, spans)
+
+
+@needs_silero
+def test_no_speech_gives_no_text_with_and_without_vad(tmp_path, capsys):
+    import soundfile as sf
+
+    rng = np.random.default_rng(3)
+    t = np.arange(30 * SR) / SR
+    inputs = {"silence": np.zeros(30 * SR, np.float32),
+              "noise": (rng.standard_normal(30 * SR) * 0.05).astype(np.float32),
+              "tones": (0.2 * np.sin(2 * np.pi * 440 * t) * (np.sin(2 * np.pi * 0.5 * t) > 0)).astype(np.float32)}
+    for name, audio in inputs.items():
+        sf.write(str(tmp_path / f"{name}.wav"), audio, SR)
+    for mode in (["--vad", "none"], ["--chunking", "vad"], ["--vad", "silero"]):
+        out = tmp_path / "-".join(mode).strip("-")
+        code, _, err = run_cli(["transcribe", *[tmp_path / f"{n}.wav" for n in inputs], "-o", out, "-f", "json", "-q",
+                                *mode], capsys)
+        assert code == 0, err
+        for name in inputs:
+            data = json.loads((out / f"{name}.json").read_text())
+            assert data["text"] == "" and data["segments"] == [], (mode, name, data["text"])
+            if mode != ["--vad", "none"]:
+                assert data["speech"]["speech_s"] < 1.0
+
+
+# ------------------------------------------------------------------------------------------ usage errors
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
+        (["--vad-threshold", "0"], "--vad-threshold: 0 is a speech probability"),
+        (["--vad-threshold", "1"], "--vad-threshold: 1 is a speech probability"),
+        (["--vad-threshold", "nan"], "--vad-threshold: must be a finite number"),
+        (["--min-silence-ms", "-1"], "--min-silence-ms: must be an integer ≥ 0"),
+        (["--speech-pad-ms", "-400"], "--speech-pad-ms: must be an integer ≥ 0"),
+        (["--speech-pad-ms", "600000"], "--speech-pad-ms: 600000 is above the maximum"),
+        (["--vad", "webrtc"], "--vad"),
+        (["--chunking", "vad", "--vad", "none"], "--chunking vad: cuts windows at the pauses a VAD finds"),
+    ],
+)
+def test_vad_flag_errors_exit_2_before_any_model_loads(capsys, monkeypatch, flags, fragment):
+    import whisperctl.engine as engine
+
+    monkeypatch.setattr(engine.Transcriber, "load", lambda self: pytest.fail("model loaded before validation"))
+    code, _, err = run_cli(["transcribe", EXAMPLES / "short.wav", *flags], capsys)
+    assert code == 2, err
+    assert fragment in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_silero_is_a_usage_error_naming_the_install(capsys, monkeypatch):
+    import whisperctl.engine as engine
+
+    monkeypatch.setattr(vad, "available", lambda: False)
+    monkeypatch.setattr(engine.Transcriber, "load", lambda self: pytest.fail("model loaded before validation"))
+    code, _, err = run_cli(["transcribe", EXAMPLES / "short.wav", "--chunking", "vad"], capsys)
+    assert code == 2 and "pip install 'whisperctl[vad]'" in err

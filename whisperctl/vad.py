@@ -1,0 +1,503 @@
+"""Voice activity detection: where the speech is, so silence is skipped and windows are cut at pauses.
+
+The model is Silero VAD 6 (``silero-vad`` on PyPI, MIT): its weights ship inside the wheel, and are read here
+(offline, SHA-256 checked) from its TorchScript archive into a small PyTorch module written from the published
+architecture. The ``silero_vad`` package itself is never imported: importing it sets ``torch.set_num_threads(1)``
+for the whole process, and its TorchScript model runs one 32 ms frame per call. Silero's frames are independent
+up to its LSTM, so here the convolutional front end runs on every frame of a block at once and the LSTM over the
+sequence in one call: about 0.1 % of the audio's duration on 2 CPU cores (docs/benchmarks.md), with speech
+probabilities equal to the TorchScript model's within 1e-5 (tests/test_vad.py).
+
+From probabilities to regions (:class:`SpeechDetector`, streaming, pure Python over the probabilities):
+speech starts where the probability reaches ``threshold`` and ends where it has stayed below
+``threshold - 0.15`` for ``min_silence_ms``; regions shorter than ``min_speech_ms`` are dropped; a region is cut at
+its least speech-like frame before it outgrows ``max_speech_s``. Each region is widened by ``speech_pad_ms`` on
+both sides and overlapping regions are joined.
+
+Two uses, both streaming with bounded memory:
+
+- :func:`speech_windows` (``--chunking vad``): regions merged into windows of at most the chunk length, each
+  window the original audio from its first region's start to its last region's end (pauses inside a window
+  stay; the audio between windows is skipped), so a cut always falls in a pause and times need no mapping.
+- :class:`SpeechOnly` (``--vad silero`` with batched or sequential chunking): the speech regions' audio joined
+  into one stream for the usual windowing, with a :class:`TimeMap` to map times back to the original audio.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import functools
+import hashlib
+import importlib.util
+import os
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .errors import UsageError
+
+SAMPLE_RATE = 16_000
+FRAME = 512  # samples per probability (32 ms), fixed by the model
+_CONTEXT = 64  # samples of the previous frame the model sees before each frame
+#: SHA-256 of silero-vad 6.2.3's ``data/silero_vad.jit``.
+WEIGHTS_SHA256 = "e1122837f4154c511485fe0b9c64455f7b929c96fbb8d79fbdb336383ebd3720"
+INSTALL_HINT = "pip install 'whisperctl[vad]' (silero-vad==6.2.3)"
+
+
+@dataclasses.dataclass(frozen=True)
+class VadParams:
+    threshold: float = 0.5  # speech probability that opens a region
+    min_silence_ms: int = 2000  # silence that closes it
+    speech_pad_ms: int = 400  # kept on each side of a region
+    min_speech_ms: int = 250  # shorter regions are dropped
+    max_speech_s: float = float("inf")  # longer regions are cut at their least speech-like frame
+
+
+@dataclasses.dataclass(frozen=True)
+class Region:
+    start: int  # samples, original audio
+    end: int
+
+    @property
+    def seconds(self) -> float:
+        return (self.end - self.start) / SAMPLE_RATE
+
+
+# ----------------------------------------------------------------------------------------------- the model
+def weights_path() -> str | None:
+    """Where silero-vad's TorchScript model lies, found without importing the package (None: not installed)."""
+    spec = importlib.util.find_spec("silero_vad")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], "data", "silero_vad.jit")
+    return path if os.path.isfile(path) else None
+
+
+def available() -> bool:
+    return weights_path() is not None
+
+
+@functools.lru_cache(maxsize=1)
+def load_model():  # -> SileroVad
+    """Silero VAD's 16 kHz weights, taken from the TorchScript archive the package's own loader uses (the
+    wheel's ``silero_vad_16k.safetensors`` holds other weights), verified by SHA-256 first."""
+    import io
+
+    import torch
+
+    path = weights_path()
+    if path is None:
+        raise UsageError(f"--vad silero: silero-vad is not installed. {INSTALL_HINT}")
+    with open(path, "rb") as fh:
+        data = fh.read()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != WEIGHTS_SHA256:
+        raise UsageError(f"--vad silero: {path} has SHA-256 {digest[:12]}…, not silero-vad 6.2.3's. {INSTALL_HINT}")
+    scripted = torch.jit.load(io.BytesIO(data), map_location="cpu").state_dict()
+    names = {"stft.forward_basis_buffer": "stft_conv.weight", "decoder.rnn.weight_ih": "lstm.weight_ih_l0",
+             "decoder.rnn.weight_hh": "lstm.weight_hh_l0", "decoder.rnn.bias_ih": "lstm.bias_ih_l0",
+             "decoder.rnn.bias_hh": "lstm.bias_hh_l0", "decoder.decoder.2.weight": "final_conv.weight",
+             "decoder.decoder.2.bias": "final_conv.bias"}
+    for i in range(4):
+        for kind in ("weight", "bias"):
+            names[f"encoder.{i}.reparam_conv.{kind}"] = f"conv{i + 1}.{kind}"
+    model = _module()()
+    model.load_state_dict({new: scripted[f"_model.{old}"] for old, new in names.items()})
+    return model.eval()
+
+
+@functools.lru_cache(maxsize=1)
+def _module():
+    import torch
+    from torch import nn
+
+    class SileroVad(nn.Module):
+        """Silero VAD 6's 16 kHz network. ``forward`` takes frames with their context, (n, 64 + 512), and the
+        LSTM state, and returns each frame's speech probability and the new state."""
+
+        def __init__(self):
+            super().__init__()
+            self.stft_conv = nn.Conv1d(1, 258, kernel_size=256, stride=128, bias=False)  # a learned STFT
+            self.conv1 = nn.Conv1d(129, 128, 3, padding=1)
+            self.conv2 = nn.Conv1d(128, 64, 3, stride=2, padding=1)
+            self.conv3 = nn.Conv1d(64, 64, 3, stride=2, padding=1)
+            self.conv4 = nn.Conv1d(64, 128, 3, padding=1)
+            self.lstm = nn.LSTM(128, 128)
+            self.final_conv = nn.Conv1d(128, 1, 1)
+
+        def features(self, frames: torch.Tensor) -> torch.Tensor:
+            x = nn.functional.pad(frames, (0, 64), mode="reflect").unsqueeze(1)
+            x = self.stft_conv(x)
+            x = torch.sqrt(x[:, :129] ** 2 + x[:, 129:] ** 2)
+            for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
+                x = torch.relu(conv(x))
+            return x.squeeze(-1)  # (n, 128): one vector per frame
+
+        def forward(self, frames: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None):
+            feats = self.features(frames)  # frames are independent up to here: all of a block at once
+            out, state = self.lstm(feats.unsqueeze(1), state)  # (frames, batch 1, 128), state (h, c)
+            logits = self.final_conv(torch.relu(out.squeeze(1)).unsqueeze(-1)).squeeze(-1).squeeze(-1)
+            return torch.sigmoid(logits), state
+
+    return SileroVad
+
+
+class SpeechProbabilities:
+    """Streams blocks of 16 kHz samples into per-frame speech probabilities, carrying the model's state."""
+
+    def __init__(self):
+        self.model = load_model()
+        self._state = None
+        self._context = np.zeros(_CONTEXT, dtype=np.float32)
+        self._rest = np.zeros(0, dtype=np.float32)
+
+    def feed(self, block: np.ndarray, final: bool = False) -> np.ndarray:
+        import torch
+
+        data = np.concatenate([self._rest, block]) if len(self._rest) else np.asarray(block, dtype=np.float32)
+        n = len(data) // FRAME
+        if final and len(data) % FRAME:
+            data = np.concatenate([data, np.zeros(FRAME - len(data) % FRAME, dtype=np.float32)])
+            n += 1
+        self._rest = data[n * FRAME:].copy()
+        if n == 0:
+            return np.zeros(0, dtype=np.float32)
+        body = data[: n * FRAME]
+        with_context = np.concatenate([self._context, body])
+        idx = np.arange(n)[:, None] * FRAME + np.arange(FRAME + _CONTEXT)[None, :]
+        frames = torch.from_numpy(with_context[idx])
+        self._context = body[-_CONTEXT:].copy()
+        with torch.inference_mode():
+            probs, self._state = self.model(frames, self._state)
+        return probs.numpy().astype(np.float32, copy=False)
+
+
+# --------------------------------------------------------------------------------- probabilities → regions
+class SpeechDetector:
+    """Turns per-frame probabilities into speech regions (unpadded, in samples) as soon as each one closes."""
+
+    def __init__(self, params: VadParams):
+        self.p = params
+        self.off = max(params.threshold - 0.15, 0.01)
+        self.min_silence = int(params.min_silence_ms * SAMPLE_RATE / 1000 / FRAME + 0.999)  # frames
+        self.min_speech = params.min_speech_ms * SAMPLE_RATE / 1000
+        self.max_frames = int(params.max_speech_s * SAMPLE_RATE / FRAME) if np.isfinite(params.max_speech_s) else None
+        self.frame = 0  # frames seen
+        self.start: int | None = None  # frame where the open region starts
+        self.last_speech = 0  # frame after the last frame >= off in the open region
+        self.probs: list[float] = []  # the open region's probabilities (to cut it at max length)
+
+    def confirmed_until(self) -> int | None:
+        """Sample up to which the open region is certain (None: no open region)."""
+        return None if self.start is None else self.last_speech * FRAME
+
+    def feed(self, probs: Sequence[float]) -> list[Region]:
+        out: list[Region] = []
+        for p in probs:
+            p = float(p)
+            if self.start is None:
+                if p >= self.p.threshold:
+                    self.start, self.last_speech, self.probs = self.frame, self.frame + 1, [p]
+            else:
+                self.probs.append(p)
+                if p >= self.off:
+                    self.last_speech = self.frame + 1
+                elif self.frame + 1 - self.last_speech >= self.min_silence:
+                    self._close(self.last_speech, out)
+                if self.start is not None and self.max_frames and self.frame + 1 - self.start >= self.max_frames:
+                    self._cut(out)
+            self.frame += 1
+        return out
+
+    def finish(self) -> list[Region]:
+        out: list[Region] = []
+        if self.start is not None:
+            self._close(self.last_speech, out)
+        return out
+
+    def _close(self, end_frame: int, out: list[Region]) -> None:
+        region = Region(self.start * FRAME, end_frame * FRAME)
+        if region.end - region.start >= self.min_speech:
+            out.append(region)
+        self.start, self.probs = None, []
+
+    def _cut(self, out: list[Region]) -> None:
+        """Cut the open region at its least speech-like frame in its second half; the rest stays open."""
+        probs = np.asarray(self.probs)
+        half = len(probs) // 2
+        smooth = np.convolve(np.pad(probs, 2, mode="edge"), np.ones(5) / 5, mode="valid")  # 160 ms mean
+        cut = half + int(np.argmin(smooth[half:]))
+        start = self.start
+        out.append(Region(start * FRAME, (start + cut) * FRAME))
+        self.start, self.probs = start + cut, self.probs[cut:]
+        if self.last_speech < self.start:
+            self.last_speech = self.start
+
+
+def pad_and_join(regions: Iterable[Region], pad: int, total: int | None = None) -> list[Region]:
+    """Widen each region by ``pad`` samples on both sides (within [0, total]) and join those that then overlap."""
+    out: list[Region] = []
+    for r in regions:
+        start, end = max(0, r.start - pad), r.end + pad
+        if total is not None:
+            end = min(end, total)
+        if out and start <= out[-1].end:
+            out[-1] = Region(out[-1].start, max(out[-1].end, end))
+        else:
+            out.append(Region(start, end))
+    return out
+
+
+def merge_into_windows(regions: Sequence[Region], max_samples: int) -> list[Region]:
+    """Consecutive regions joined while the span from the first start to the last end fits in ``max_samples``;
+    a region longer than that on its own is split into equal parts (the detector's cut normally prevents it)."""
+    out: list[Region] = []
+    for r in regions:
+        if out and r.end - out[-1].start <= max_samples:
+            out[-1] = Region(out[-1].start, r.end)
+            continue
+        parts = max(1, -(-(r.end - r.start) // max_samples))
+        edges = np.linspace(r.start, r.end, parts + 1).round().astype(int)
+        out.extend(Region(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ time mapping
+class TimeMap:
+    """Maps times in the joined speech-only audio back to the original audio.
+
+    ``add(region)`` appends a region of the original audio; a time t of the joined audio falls in the region
+    whose joined span holds it, at the same distance from its start (a time past the end maps to the last
+    region's end). Whisper's timestamps are a few hundred ms loose, so a segment can start in the padding at the
+    end of one region while its words are in the next, and would then span the whole pause: :meth:`span` moves
+    a start (end) that lies less than ``snap`` samples, and less than half the segment, before (after) a join to
+    the other side of the pause.
+    """
+
+    def __init__(self, snap: int = 0):
+        self._joined: list[int] = []  # start of each region in the joined audio, samples
+        self._regions: list[Region] = []
+        self._length = 0
+        self._snap = snap
+
+    def add(self, region: Region) -> None:
+        if self._regions and self._regions[-1].end == region.start:  # a piece continuing the last region
+            last = self._regions[-1]
+            self._regions[-1] = Region(last.start, region.end)
+        else:
+            self._joined.append(self._length)
+            self._regions.append(region)
+        self._length += region.end - region.start
+
+    @property
+    def regions(self) -> list[Region]:
+        return list(self._regions)
+
+    def _index(self, sample: float) -> int:
+        return max(0, bisect.bisect_right(self._joined, sample) - 1)
+
+    def __call__(self, seconds: float) -> float:
+        if not self._regions:
+            return seconds
+        sample = seconds * SAMPLE_RATE
+        i = self._index(sample)
+        region = self._regions[i]
+        return min(region.start + (sample - self._joined[i]), region.end) / SAMPLE_RATE
+
+    def span(self, start: float, end: float) -> tuple[float, float]:
+        """(start, end) of a segment or word, mapped, without a sliver on the far side of a pause."""
+        if not self._regions:
+            return start, end
+        a, b = start * SAMPLE_RATE, end * SAMPLE_RATE
+        i, j = self._index(a), self._index(max(a, b - 1))
+        if j > i:
+            before = self._joined[i + 1] - a  # joined samples before the first join
+            after = b - self._joined[j]  # and after the last
+            if before < min(self._snap, (b - a) / 2):
+                a = self._joined[i + 1]
+            elif after < min(self._snap, (b - a) / 2):
+                b = self._joined[j]
+                return self(a / SAMPLE_RATE), self._regions[j - 1].end / SAMPLE_RATE
+        mapped_start = self(a / SAMPLE_RATE)
+        return mapped_start, max(self(b / SAMPLE_RATE), mapped_start)
+
+
+class RegionClamp:
+    """``--chunking vad``'s :meth:`span`: times stay original, but a segment's start in a pause inside a window
+    moves to the next region's start and its end to the previous region's end (Whisper stretches a segment's
+    timestamps over the silence after it)."""
+
+    def __init__(self, regions: list[Region]):
+        self._regions = regions  # the detector's settled regions, growing as the stream is read
+
+    def span(self, start: float, end: float) -> tuple[float, float]:
+        regions = self._regions
+        starts = [r.start for r in regions]
+        a, b = start * SAMPLE_RATE, end * SAMPLE_RATE
+        i = bisect.bisect_right(starts, a) - 1
+        if (i < 0 or a > regions[i].end) and i + 1 < len(regions) and regions[i + 1].start < b:
+            a = regions[i + 1].start
+        j = bisect.bisect_right(starts, b) - 1
+        if j >= 0 and b > regions[j].end and regions[j].end > a:
+            b = regions[j].end
+        return a / SAMPLE_RATE, max(a, b) / SAMPLE_RATE
+
+
+# ------------------------------------------------------------------------------------------------- streams
+class _Tape:
+    """The recent audio of a stream with its absolute position, so regions can be cut out of it once known."""
+
+    def __init__(self):
+        self.start = 0  # absolute sample of data[0]
+        self.data = np.zeros(0, dtype=np.float32)
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.data)
+
+    def append(self, block: np.ndarray) -> None:
+        self.data = np.concatenate([self.data, block]) if len(self.data) else np.asarray(block, dtype=np.float32)
+
+    def take(self, start: int, end: int) -> np.ndarray:
+        return self.data[max(0, start - self.start): max(0, end - self.start)].copy()
+
+    def drop_before(self, sample: int) -> None:
+        if sample > self.start:
+            self.data = self.data[sample - self.start:]
+            self.start = sample
+
+
+class _Scan:
+    """Blocks → (block, padded regions settled by it): the loop both uses share.
+
+    A padded region is settled when no later region can join it: it ends more than a pad before where the next
+    region could start (the detector's open region, or the current position)."""
+
+    def __init__(self, params: VadParams):
+        self.params = params
+        self.probs = SpeechProbabilities()
+        self.detector = SpeechDetector(params)
+        self.pad = int(params.speech_pad_ms * SAMPLE_RATE / 1000)
+        self.samples = 0
+        self.found: list[Region] = []  # every settled region (for the record: a few per minute of speech)
+        self.growing: Region | None = None  # the last padded region, which a later one may still join
+
+    def run(self, blocks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, list[Region]]]:
+        for block in blocks:
+            block = np.asarray(block, dtype=np.float32)
+            self.samples += len(block)
+            yield block, self._settle(self.detector.feed(self.probs.feed(block)), final=False)
+        tail = self.detector.feed(self.probs.feed(np.zeros(0, np.float32), final=True)) + self.detector.finish()
+        yield np.zeros(0, np.float32), self._settle(tail, final=True)
+
+    def _settle(self, closed: list[Region], final: bool) -> list[Region]:
+        out: list[Region] = []
+        for r in pad_and_join(closed, self.pad, self.samples if final else None):
+            if self.growing is not None and r.start <= self.growing.end:
+                self.growing = Region(self.growing.start, max(self.growing.end, r.end))
+            else:
+                if self.growing is not None:
+                    out.append(self.growing)
+                self.growing = r
+        if self.growing is not None:
+            if final or self.growing.end < self.next_start():
+                out.append(Region(self.growing.start, min(self.growing.end, self.samples)))
+                self.growing = None
+        self.found.extend(out)
+        return out
+
+    def next_start(self) -> int:
+        """The earliest sample a region not yet found may start at (padded)."""
+        det = self.detector
+        return max(0, (det.start if det.start is not None else det.frame) * FRAME - self.pad)
+
+    def record(self) -> dict:
+        """What the JSON output records: the regions kept (seconds), speech and audio totals, the share skipped."""
+        speech = sum(r.end - r.start for r in self.found)
+        return {
+            "regions": [[round(r.start / SAMPLE_RATE, 3), round(r.end / SAMPLE_RATE, 3)] for r in self.found],
+            "speech_s": round(speech / SAMPLE_RATE, 3),
+            "audio_s": round(self.samples / SAMPLE_RATE, 3),
+            "skipped_share": round(1.0 - speech / self.samples, 4) if self.samples else 0.0,
+        }
+
+
+class SpeechWindows:
+    """``--chunking vad``: the windows to decode, each the original audio of one or more speech regions, at most
+    ``chunk_s`` long, cut only in pauses. Iterate once; then ``duration`` and ``record()`` describe the file."""
+
+    def __init__(self, blocks: Iterable[np.ndarray], chunk_s: float, params: VadParams):
+        self._blocks = blocks
+        self.max_samples = int(chunk_s * SAMPLE_RATE)
+        pad_s = params.speech_pad_ms / 1000
+        # the detector cuts a region before it and its pads outgrow a window
+        self._scan = _Scan(dataclasses.replace(params, max_speech_s=max(chunk_s - 2 * pad_s, chunk_s / 2)))
+        self.time_map = RegionClamp(self._scan.found)  # window times are original times
+
+    @property
+    def duration(self) -> float:
+        return self._scan.samples / SAMPLE_RATE
+
+    def record(self) -> dict:
+        return self._scan.record()
+
+    def __iter__(self) -> Iterator:
+        from .longform import Window
+
+        tape, scan = _Tape(), self._scan
+        span: Region | None = None  # the window being filled
+        index = 0
+        for block, settled in scan.run(self._blocks):
+            tape.append(block)
+            for region in settled:
+                for part in merge_into_windows([region], self.max_samples):
+                    if span is not None and part.end - span.start <= self.max_samples:
+                        span = Region(span.start, part.end)
+                        continue
+                    if span is not None:
+                        yield Window(index, span.start / SAMPLE_RATE, tape.take(span.start, span.end))
+                        index += 1
+                    span = part
+            later = scan.growing.start if scan.growing is not None else scan.next_start()
+            if span is not None and later + scan.pad - span.start > self.max_samples:
+                yield Window(index, span.start / SAMPLE_RATE, tape.take(span.start, span.end))  # cannot grow
+                index += 1
+                span = None
+            tape.drop_before(min(later, span.start if span is not None else later))
+        if span is not None:
+            yield Window(index, span.start / SAMPLE_RATE, tape.take(span.start, span.end))
+
+
+class SpeechOnly:
+    """``--vad silero`` with batched or sequential chunking: the speech regions' audio as one stream of blocks,
+    and ``time_map`` from times in that stream to the original audio. A region's audio is passed on as soon as
+    it is certain (the detector's cut at ``max_speech_s`` bounds how long that waits), so memory stays flat."""
+
+    def __init__(self, blocks: Iterable[np.ndarray], params: VadParams):
+        self._blocks = blocks
+        self._scan = _Scan(dataclasses.replace(params, max_speech_s=min(params.max_speech_s, 30.0)))
+        self.time_map = TimeMap(snap=self._scan.pad + SAMPLE_RATE // 2)  # the padding and Whisper's slack
+
+    @property
+    def duration(self) -> float:
+        return self._scan.samples / SAMPLE_RATE
+
+    def record(self) -> dict:
+        return self._scan.record()
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        tape, scan = _Tape(), self._scan
+        sent = 0  # original samples before this are passed on (or skipped)
+        for block, settled in scan.run(self._blocks):
+            tape.append(block)
+            certain = settled + ([scan.growing] if scan.growing is not None else [])
+            for region in certain:
+                end = min(region.end, tape.end)  # a pad may reach past what has been read
+                if end > max(region.start, sent):
+                    piece = Region(max(region.start, sent), end)
+                    self.time_map.add(piece)
+                    sent = piece.end
+                    yield tape.take(piece.start, piece.end)
+            unsent = sent if scan.growing is not None and scan.growing.end > sent else scan.next_start()
+            tape.drop_before(min(scan.next_start(), unsent))
