@@ -110,8 +110,8 @@ def vad_workload(name: str, rows: list[dict], scratch: Path) -> tuple[list[Path]
     clips = [r for r in rows if r["file"].startswith("TTS/LJ001-00") and "concat" not in r["file"]]
     gaps = (np.random.default_rng(13).uniform(2.0, 60.0, size=len(clips) + 1) * sr).astype(int)  # same in s1 and s2
     path = scratch / f"{name}.flac"
-    if not path.exists():
-        parts = []
+    if not path.exists() or not path.with_suffix(".spans.json").exists():
+        parts, spans, at = [], [], 0
         for i, r in enumerate(clips):
             data, rate = sf.read(str(SPEECH / r["file"]), dtype="float32")
             speech = librosa.resample(data, orig_sr=rate, target_sr=sr) if rate != sr else data
@@ -122,8 +122,11 @@ def vad_workload(name: str, rows: list[dict], scratch: Path) -> tuple[list[Path]
                 noise = _white_pink(rng, gap, pink=bool(i % 2))
                 filler = (noise / np.sqrt(np.mean(noise ** 2)) * rms * 10 ** (-20 / 20)).astype(np.float32)
             parts += [filler, speech]
+            spans.append([(at + gap) / sr, (at + gap + len(speech)) / sr])
+            at += gap + len(speech)
         parts.append(np.zeros(int(gaps[-1]), np.float32))
         sf.write(str(path), np.concatenate(parts), sr)
+        path.with_suffix(".spans.json").write_text(json.dumps(spans))  # where each clip lies, seconds
     return [path], [" ".join(r["reference_text"] for r in clips)]
 
 

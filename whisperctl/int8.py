@@ -32,11 +32,10 @@ class DynamicInt8Linear(torch.nn.Module):
     def __init__(self, linear: torch.nn.Linear):
         super().__init__()
         weight = linear.weight.detach().float()
-        scales = (weight.abs().amax(dim=1, keepdim=True) / 127.0).clamp_(min=1e-12)
-        # The same integers as quantize_per_channel (round half to even, symmetric), made with plain ops: 3x faster.
-        ints = weight.div(scales).round_().clamp_(-127, 127).to(torch.int8)
-        qweight = torch._make_per_channel_quantized_tensor(
-            ints, scales.squeeze(1).double(), torch.zeros(weight.shape[0], dtype=torch.long), 0)
+        scales = (weight.abs().amax(dim=1) / 127.0).clamp(min=1e-12).double()
+        # (Rounding weight / scale with plain ops is 3x faster but not the same integers: converted CTranslate2
+        # weights lie on a grid, and quantize_per_channel's rounding decides their ties differently.)
+        qweight = torch.quantize_per_channel(weight, scales, torch.zeros(weight.shape[0], dtype=torch.long), 0, torch.qint8)
         self._packed = torch.ops.quantized.linear_prepack(qweight, None)
         self.bias = None if linear.bias is None else linear.bias.detach().float().clone()
         self.in_features = linear.in_features
