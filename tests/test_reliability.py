@@ -163,7 +163,7 @@ def test_sigint_and_sigterm_keep_finished_outputs_and_resume(tmp_path):
     """A real process: interrupt after the first output appears, check it, resume with --skip-existing."""
     inputs = tmp_path / "in"
     inputs.mkdir()
-    clips = 30  # enough work left to interrupt: a clip takes about 0.3 s once the model is loaded
+    clips = 60  # enough work left to interrupt: a clip takes about 0.3 s once the model is loaded (30 ran out once)
     for i in range(clips):
         shutil.copy(EXAMPLES / "short.wav", inputs / f"clip{i}.wav")
     out = tmp_path / "out"

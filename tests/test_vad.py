@@ -171,17 +171,17 @@ def test_streams_keep_speech_and_map_it_back_with_flat_memory():
 
 # ------------------------------------------------------------------------------------------ transcription
 @pytest.fixture(scope="module")
-def clip_alone_wer() -> float:
-    """WER of examples/short.wav (espeak, hard for tiny.en) transcribed on its own without VAD."""
+def clip_alone_words() -> int:
+    """Words tiny.en writes for examples/short.wav on its own, without VAD (an espeak voice: its spelling of the
+    same words moves with the context, so the checks below count words and place segments)."""
     from whisperctl import transcribe
-    from whisperctl.wer import wer
 
-    return wer([(EXAMPLES / "short.txt").read_text().strip()], [transcribe(str(EXAMPLES / "short.wav")).text])
+    return len(transcribe(str(EXAMPLES / "short.wav")).text.split())
 
 
 @needs_silero
 @pytest.mark.parametrize("mode", [["--chunking", "vad"], ["--vad", "silero"], ["--vad", "silero", "--chunking", "sequential"]])
-def test_speech_between_silences_is_transcribed_at_its_original_times(tmp_path, capsys, mode, clip_alone_wer):
+def test_speech_between_silences_is_transcribed_at_its_original_times(tmp_path, capsys, mode, clip_alone_words):
     import soundfile as sf
 
     from whisperctl.wer import wer
@@ -192,13 +192,17 @@ def test_speech_between_silences_is_transcribed_at_its_original_times(tmp_path, 
     code, _, err = run_cli(["transcribe", path, "-o", tmp_path, "-f", "json", "-q", *mode], capsys)
     assert code == 0, err
     data = json.loads((tmp_path / "gaps.json").read_text())
+    # both copies, neither lost nor doubled: about twice the clip's words (a lost copy halves it, a doubled one
+    # makes it 1.5x), and a sanity bound on the WER (tiny.en: 20-50 % on this voice; nothing like the text: ~100 %)
+    assert 0.75 <= len(data["text"].split()) / (2 * clip_alone_words) <= 1.25, data["text"]
     reference = (EXAMPLES / "short.txt").read_text().strip()
-    # the clip twice, between silences, within 12 points of the clip alone (a lost or invented sentence: ~50)
-    assert wer([reference + " " + reference], [data["text"]]) <= clip_alone_wer + 0.12, (clip_alone_wer, data["text"])
+    assert wer([reference + " " + reference], [data["text"]]) < 0.6, data["text"]
     assert data["duration"] == pytest.approx(len(audio) / SR, abs=0.01)
     assert data["speech"]["skipped_share"] > 0.3 and data["speech"]["regions"]
     for seg in data["segments"]:  # every segment lies in a clip (with the VAD's padding and Whisper's slack)
         assert any(s - 1.0 <= seg["start"] and seg["end"] <= e + 1.0 for s, e in spans), (seg, spans)
+    for s, e in spans:  # and each clip has its segments, at its own time
+        assert any(seg["start"] < e and seg["end"] > s for seg in data["segments"]), (s, e, data["segments"])
 
 
 @needs_silero
