@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def main() -> None:
     from whisperctl import vad
 
     torch.set_num_threads(2)
-    scratch = Path("/tmp/whisperctl-bench")
+    scratch = Path(tempfile.gettempdir()) / "whisperctl-bench"  # where cpu_vs_faster_whisper.py builds them
     scratch.mkdir(exist_ok=True)
     print(f"CPU: {workloads.cpu_description()}; torch threads {torch.get_num_threads()}")
     print("| workload | threshold | min silence ms | pad ms | speech recall | audio kept | regions | VAD time / audio |")

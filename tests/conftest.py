@@ -84,6 +84,14 @@ def tiny_random_model(tmp_path_factory, bundled_checkpoint) -> Path:
     return out
 
 
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Fail the test if a model starts loading: usage errors must come before any load."""
+    import whisperctl.engine as engine
+
+    monkeypatch.setattr(engine.Transcriber, "load", lambda self: pytest.fail("model loaded before validation"))
+
+
 def run_cli(args: list[str], capsys, stdin: bytes | None = None, monkeypatch=None) -> tuple[int, str, str]:
     """Run the real entry point; return (exit code, stdout, stderr)."""
     from whisperctl.cli import main

@@ -52,12 +52,18 @@ def test_bogus_attention_lists_valid_names(capsys):
         (["--temperature", ",".join(["0.1"] * 50)], "--temperature"),
         (["--no-speech-threshold", "7"], "probability"),
         (["--initial-prompt", "x" * 20_000], "--initial-prompt"),
+        # voice activity detection
+        (["--vad-threshold", "0"], "--vad-threshold: 0 is a speech probability"),
+        (["--vad-threshold", "1"], "--vad-threshold: 1 is a speech probability"),
+        (["--vad-threshold", "nan"], "--vad-threshold: must be a finite number"),
+        (["--min-silence-ms", "-1"], "--min-silence-ms: must be an integer ≥ 0"),
+        (["--speech-pad-ms", "-400"], "--speech-pad-ms: must be an integer ≥ 0"),
+        (["--speech-pad-ms", "600000"], "--speech-pad-ms: 600000 is above the maximum"),
+        (["--vad", "webrtc"], "--vad"),
+        (["--chunking", "vad", "--vad", "none"], "--chunking vad: cuts windows at the pauses a VAD finds"),
     ],
 )
-def test_bad_options_are_usage_errors_before_loading(capsys, flags, fragment, monkeypatch):
-    import whisperctl.engine as engine
-
-    monkeypatch.setattr(engine.Transcriber, "load", lambda self: pytest.fail("model loaded before validation"))
+def test_bad_options_are_usage_errors_before_loading(capsys, flags, fragment, no_model_load):
     code, _, err = run_cli(["transcribe", str(EXAMPLES / "short.wav"), *flags], capsys)
     assert code == 2, err
     assert fragment in err and "Traceback" not in err

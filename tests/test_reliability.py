@@ -48,10 +48,7 @@ def test_full_disk_in_cli_is_a_per_file_failure(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "short.txt").exists()
 
 
-def test_unwritable_output_dir_is_a_usage_error_before_loading(tmp_path, capsys, monkeypatch):
-    import whisperctl.engine as engine
-
-    monkeypatch.setattr(engine.Transcriber, "load", lambda self: pytest.fail("model loaded"))
+def test_unwritable_output_dir_is_a_usage_error_before_loading(tmp_path, capsys, no_model_load):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     code, _, err = run_cli(["transcribe", EXAMPLES / "short.wav", "-o", blocker / "sub"], capsys)

@@ -31,13 +31,6 @@ PARSE_ERRORS = [
 ]
 
 
-@pytest.fixture
-def no_model_load(monkeypatch):
-    import whisperctl.engine as engine
-
-    monkeypatch.setattr(engine.Transcriber, "load", lambda self: pytest.fail("model loaded before validation"))
-
-
 @pytest.mark.parametrize("args, fragment", PARSE_ERRORS)
 def test_click_parse_errors_exit_2_in_one_line(capsys, args, fragment, no_model_load):
     code, out, err = run_cli(args, capsys)

@@ -229,32 +229,8 @@ def test_no_speech_gives_no_text_with_and_without_vad(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------ usage errors
-@pytest.mark.parametrize(
-    "flags, fragment",
-    [
-        (["--vad-threshold", "0"], "--vad-threshold: 0 is a speech probability"),
-        (["--vad-threshold", "1"], "--vad-threshold: 1 is a speech probability"),
-        (["--vad-threshold", "nan"], "--vad-threshold: must be a finite number"),
-        (["--min-silence-ms", "-1"], "--min-silence-ms: must be an integer ≥ 0"),
-        (["--speech-pad-ms", "-400"], "--speech-pad-ms: must be an integer ≥ 0"),
-        (["--speech-pad-ms", "600000"], "--speech-pad-ms: 600000 is above the maximum"),
-        (["--vad", "webrtc"], "--vad"),
-        (["--chunking", "vad", "--vad", "none"], "--chunking vad: cuts windows at the pauses a VAD finds"),
-    ],
-)
-def test_vad_flag_errors_exit_2_before_any_model_loads(capsys, monkeypatch, flags, fragment):
-    import whisperctl.engine as engine
-
-    monkeypatch.setattr(engine.Transcriber, "load", lambda self: pytest.fail("model loaded before validation"))
-    code, _, err = run_cli(["transcribe", EXAMPLES / "short.wav", *flags], capsys)
-    assert code == 2, err
-    assert fragment in err and len(err.strip().splitlines()) == 1
-
-
-def test_missing_silero_is_a_usage_error_naming_the_install(capsys, monkeypatch):
-    import whisperctl.engine as engine
-
+# (the flags' bounds: tests/test_cli.py::test_bad_options_are_usage_errors_before_loading)
+def test_missing_silero_is_a_usage_error_naming_the_install(capsys, monkeypatch, no_model_load):
     monkeypatch.setattr(vad, "available", lambda: False)
-    monkeypatch.setattr(engine.Transcriber, "load", lambda self: pytest.fail("model loaded before validation"))
     code, _, err = run_cli(["transcribe", EXAMPLES / "short.wav", "--chunking", "vad"], capsys)
     assert code == 2 and "pip install 'whisperctl[vad]'" in err

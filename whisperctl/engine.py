@@ -140,7 +140,7 @@ class Transcriber:
         runtime = self.runtime_info(opts)
 
         def new_builder(inp: audio_mod.AudioInput, stream: Any) -> TranscriptBuilder:
-            speech = stream if hasattr(stream, "record") else None  # a VAD stream (vad.SpeechWindows / SpeechOnly)
+            speech = stream if opts.vad_in_effect != Vad.NONE else None  # then a vad.SpeechStream (see _speech)
             return TranscriptBuilder(inp, lm.decode, lm.is_word_start, with_words=opts.timestamps == Timestamps.WORD,
                                      speech=speech)
 

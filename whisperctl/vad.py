@@ -30,14 +30,15 @@ import dataclasses
 import functools
 import hashlib
 import importlib.util
+import math
 import os
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .audio import SAMPLE_RATE
 from .errors import UsageError
 
-SAMPLE_RATE = 16_000
 FRAME = 512  # samples per probability (32 ms), fixed by the model
 _CONTEXT = 64  # samples of the previous frame the model sees before each frame
 #: SHA-256 of silero-vad 6.2.3's ``data/silero_vad.jit``.
@@ -58,10 +59,6 @@ class VadParams:
 class Region:
     start: int  # samples, original audio
     end: int
-
-    @property
-    def seconds(self) -> float:
-        return (self.end - self.start) / SAMPLE_RATE
 
 
 # ----------------------------------------------------------------------------------------------- the model
@@ -180,17 +177,13 @@ class SpeechDetector:
     def __init__(self, params: VadParams):
         self.p = params
         self.off = max(params.threshold - 0.15, 0.01)
-        self.min_silence = int(params.min_silence_ms * SAMPLE_RATE / 1000 / FRAME + 0.999)  # frames
+        self.min_silence = math.ceil(params.min_silence_ms * SAMPLE_RATE / 1000 / FRAME)  # frames
         self.min_speech = params.min_speech_ms * SAMPLE_RATE / 1000
         self.max_frames = int(params.max_speech_s * SAMPLE_RATE / FRAME) if np.isfinite(params.max_speech_s) else None
         self.frame = 0  # frames seen
         self.start: int | None = None  # frame where the open region starts
         self.last_speech = 0  # frame after the last frame >= off in the open region
         self.probs: list[float] = []  # the open region's probabilities (to cut it at max length)
-
-    def confirmed_until(self) -> int | None:
-        """Sample up to which the open region is certain (None: no open region)."""
-        return None if self.start is None else self.last_speech * FRAME
 
     def feed(self, probs: Sequence[float]) -> list[Region]:
         out: list[Region] = []
@@ -317,7 +310,6 @@ class TimeMap:
             if before < min(self._snap, (b - a) / 2):
                 a = self._joined[i + 1]
             elif after < min(self._snap, (b - a) / 2):
-                b = self._joined[j]
                 return self(a / SAMPLE_RATE), self._regions[j - 1].end / SAMPLE_RATE
         mapped_start = self(a / SAMPLE_RATE)
         return mapped_start, max(self(b / SAMPLE_RATE), mapped_start)
@@ -333,15 +325,18 @@ class RegionClamp:
 
     def span(self, start: float, end: float) -> tuple[float, float]:
         regions = self._regions
-        starts = [r.start for r in regions]
         a, b = start * SAMPLE_RATE, end * SAMPLE_RATE
-        i = bisect.bisect_right(starts, a) - 1
+        i = bisect.bisect_right(regions, a, key=_start) - 1
         if (i < 0 or a > regions[i].end) and i + 1 < len(regions) and regions[i + 1].start < b:
             a = regions[i + 1].start
-        j = bisect.bisect_right(starts, b) - 1
+        j = bisect.bisect_right(regions, b, key=_start) - 1
         if j >= 0 and b > regions[j].end and regions[j].end > a:
             b = regions[j].end
         return a / SAMPLE_RATE, max(a, b) / SAMPLE_RATE
+
+
+def _start(region: Region) -> int:
+    return region.start
 
 
 # ------------------------------------------------------------------------------------------------- streams
@@ -375,7 +370,6 @@ class _Scan:
     region could start (the detector's open region, or the current position)."""
 
     def __init__(self, params: VadParams):
-        self.params = params
         self.probs = SpeechProbabilities()
         self.detector = SpeechDetector(params)
         self.pad = int(params.speech_pad_ms * SAMPLE_RATE / 1000)
@@ -423,7 +417,22 @@ class _Scan:
         }
 
 
-class SpeechWindows:
+class SpeechStream:
+    """What both uses tell the transcript: ``time_map.span`` (segment times → original times), ``duration`` (the
+    file's, once iterated) and ``record()`` (the regions kept)."""
+
+    _scan: _Scan
+    time_map: "TimeMap | RegionClamp"
+
+    @property
+    def duration(self) -> float:
+        return self._scan.samples / SAMPLE_RATE
+
+    def record(self) -> dict:
+        return self._scan.record()
+
+
+class SpeechWindows(SpeechStream):
     """``--chunking vad``: the windows to decode, each the original audio of one or more speech regions, at most
     ``chunk_s`` long, cut only in pauses. Iterate once; then ``duration`` and ``record()`` describe the file."""
 
@@ -434,13 +443,6 @@ class SpeechWindows:
         # the detector cuts a region before it and its pads outgrow a window
         self._scan = _Scan(dataclasses.replace(params, max_speech_s=max(chunk_s - 2 * pad_s, chunk_s / 2)))
         self.time_map = RegionClamp(self._scan.found)  # window times are original times
-
-    @property
-    def duration(self) -> float:
-        return self._scan.samples / SAMPLE_RATE
-
-    def record(self) -> dict:
-        return self._scan.record()
 
     def __iter__(self) -> Iterator:
         from .longform import Window
@@ -469,7 +471,7 @@ class SpeechWindows:
             yield Window(index, span.start / SAMPLE_RATE, tape.take(span.start, span.end))
 
 
-class SpeechOnly:
+class SpeechOnly(SpeechStream):
     """``--vad silero`` with batched or sequential chunking: the speech regions' audio as one stream of blocks,
     and ``time_map`` from times in that stream to the original audio. A region's audio is passed on as soon as
     it is certain (the detector's cut at ``max_speech_s`` bounds how long that waits), so memory stays flat."""
@@ -478,13 +480,6 @@ class SpeechOnly:
         self._blocks = blocks
         self._scan = _Scan(dataclasses.replace(params, max_speech_s=min(params.max_speech_s, 30.0)))
         self.time_map = TimeMap(snap=self._scan.pad + SAMPLE_RATE // 2)  # the padding and Whisper's slack
-
-    @property
-    def duration(self) -> float:
-        return self._scan.samples / SAMPLE_RATE
-
-    def record(self) -> dict:
-        return self._scan.record()
 
     def __iter__(self) -> Iterator[np.ndarray]:
         tape, scan = _Tape(), self._scan
