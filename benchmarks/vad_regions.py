@@ -45,7 +45,7 @@ def main() -> None:
         for threshold, silence, pad in itertools.product((0.35, 0.5), (500, 1000, 2000), (200, 400)):
             params = vad.VadParams(threshold=threshold, min_silence_ms=silence, speech_pad_ms=pad)
             t0 = time.perf_counter()
-            stream = vad.SpeechOnly((audio[i:i + 160_000] for i in range(0, len(audio), 160_000)), params)
+            stream = vad.speech_only((audio[i:i + 160_000] for i in range(0, len(audio), 160_000)), params)
             for _ in stream:
                 pass
             elapsed = time.perf_counter() - t0

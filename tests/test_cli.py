@@ -61,6 +61,16 @@ def test_bogus_attention_lists_valid_names(capsys):
         (["--speech-pad-ms", "600000"], "--speech-pad-ms: 600000 is above the maximum"),
         (["--vad", "webrtc"], "--vad"),
         (["--chunking", "vad", "--vad", "none"], "--chunking vad: cuts windows at the pauses a VAD finds"),
+        (["--clip-timestamps", "5,3"], "--clip-timestamps: clip 1 ends before it starts (5 then 3)"),
+        (["--clip-timestamps", "0,5,4,8"], "--clip-timestamps: clip 2 starts before the previous clip ends"),
+        (["--clip-timestamps", "-1,5"], "--clip-timestamps: times are seconds ≥ 0"),
+        (["--clip-timestamps", "0,,5"], "--clip-timestamps: '0,,5' has an empty value"),
+        (["--clip-timestamps", "a,5"], "--clip-timestamps: 'a' is not a number"),
+        (["--clip-timestamps", "0,5", "--chunking", "vad"], "--clip-timestamps: cannot be combined with --chunking vad"),
+        (["--clip-timestamps", "0,5", "--vad", "silero"], "--clip-timestamps: cannot be combined with --vad silero"),
+        (["--hallucination-silence-threshold", "2"], "--hallucination-silence-threshold: judges segments by their words"),
+        (["--hallucination-silence-threshold", "0", "--timestamps", "word"], "--hallucination-silence-threshold: 0 s"),
+        (["--hallucination-silence-threshold", "-2", "--timestamps", "word"], "--hallucination-silence-threshold: -2 s"),
     ],
 )
 def test_bad_options_are_usage_errors_before_loading(capsys, flags, fragment, no_model_load):

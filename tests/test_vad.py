@@ -10,7 +10,8 @@ import pytest
 
 from conftest import EXAMPLES, run_cli
 from whisperctl import vad
-from whisperctl.vad import FRAME, SAMPLE_RATE, Region, SpeechDetector, TimeMap, VadParams
+from whisperctl.regions import Region, RegionClamp, TimeMap, merge_into_windows, pad_and_join
+from whisperctl.vad import FRAME, SAMPLE_RATE, SpeechDetector, VadParams
 
 needs_silero = pytest.mark.skipif(not vad.available(), reason="silero-vad is not installed (pip install '.[vad]')")
 SR = SAMPLE_RATE
@@ -52,13 +53,13 @@ def test_short_blips_are_dropped_and_long_regions_are_cut_at_their_quietest_fram
 def test_padding_joins_close_regions_and_stays_inside_the_audio():
     pad = 400 * SR // 1000
     regions = [Region(1000, 20_000), Region(25_000, 40_000), Region(100_000, 120_000)]
-    assert vad.pad_and_join(regions, pad, total=125_000) == [Region(0, 46_400), Region(93_600, 125_000)]
+    assert pad_and_join(regions, pad, total=125_000) == [Region(0, 46_400), Region(93_600, 125_000)]
 
 
 def test_regions_merge_into_windows_no_longer_than_the_chunk():
     s = SR
     regions = [Region(0, 5 * s), Region(8 * s, 20 * s), Region(24 * s, 31 * s), Region(40 * s, 110 * s)]
-    windows = vad.merge_into_windows(regions, 30 * s)
+    windows = merge_into_windows(regions, 30 * s)
     assert windows[0] == Region(0, 20 * s)  # 0-31 s would exceed 30 s
     assert windows[1] == Region(24 * s, 31 * s)
     long = windows[2:]  # 70 s of speech without a pause: three equal, contiguous parts
@@ -89,7 +90,7 @@ def test_time_map_sends_joined_times_back_to_the_original_audio():
 
 
 def test_region_clamp_keeps_segments_off_the_pauses_inside_a_window():
-    clamp = vad.RegionClamp([Region(2 * SR, 5 * SR), Region(10 * SR, 12 * SR)])
+    clamp = RegionClamp([Region(2 * SR, 5 * SR), Region(10 * SR, 12 * SR)])
     assert clamp.span(3.0, 8.0) == (3.0, 5.0)  # the end stretched over the pause
     assert clamp.span(7.0, 11.0) == (10.0, 11.0)  # the start in the pause
     assert clamp.span(4.0, 11.0) == (4.0, 11.0)  # spans the pause with speech on both sides: kept
@@ -142,15 +143,15 @@ def _speech_in_silence(noise: float = 0.0, seed: int = 0):
 def test_streams_keep_speech_and_map_it_back_with_flat_memory():
     audio, spans = _speech_in_silence()
     blocks = (audio[i:i + 4000] for i in range(0, len(audio), 4000))
-    only = vad.SpeechOnly(blocks, VadParams())
+    only = vad.speech_only(blocks, VadParams())
     joined = np.concatenate(list(only))
-    regions = only.time_map.regions
-    assert len(joined) == sum(r.end - r.start for r in regions)
+    kept = only.time_map.regions
+    assert len(joined) == sum(r.end - r.start for r in kept)
     record = only.record()
     assert record["audio_s"] == pytest.approx(len(audio) / SR, abs=0.001) and 0.3 < record["skipped_share"] < 0.8
     for start, end in spans:  # every clip lies inside the kept audio, and maps to itself
-        assert any(r.start / SR <= start + 0.05 and end - 0.05 <= r.end / SR for r in regions), (start, end, regions)
-    first = regions[0]
+        assert any(r.start / SR <= start + 0.05 and end - 0.05 <= r.end / SR for r in kept), (start, end, kept)
+    first = kept[0]
     assert only.time_map(0.0) == pytest.approx(first.start / SR)
 
     seen = []

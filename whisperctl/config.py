@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import math
 import os
 import re
 from pathlib import Path
@@ -169,6 +170,8 @@ MAX_BEAM_SIZE = 32
 MAX_BATCH_SIZE = 512
 MAX_TEMPERATURES = 16  # fallback schedule length (openai-whisper's has 6)
 MAX_VAD_MS = 60_000  # --min-silence-ms, --speech-pad-ms
+MAX_HALLUCINATION_SILENCE_S = 3600.0
+MAX_CLIPS = 10_000
 MAX_PROMPT_CHARS = 10_000  # the prompt is cut to its last 223 tokens anyway
 
 #: Temperatures tried in order when a decode looks degenerate (openai-whisper's default fallback).
@@ -218,6 +221,12 @@ class DecodeOptions:
     vad_threshold: float = 0.5  # speech probability that starts a region, in (0, 1)
     min_silence_ms: int = 2000  # silence that ends a region
     speech_pad_ms: int = 400  # audio kept on each side of a region
+    # openai-whisper's --clip_timestamps: (start, end, start, end …) seconds of each file to decode, ascending;
+    # an odd count leaves the last clip open to the end of the file. None: the whole file.
+    clip_timestamps: tuple[float, ...] | None = None
+    # openai-whisper's: drop a segment that looks invented (improbable, too short or long words) when silence of
+    # more than this many seconds surrounds it. Needs word timestamps. None: off.
+    hallucination_silence_threshold: float | None = None
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
@@ -236,6 +245,21 @@ class DecodeOptions:
                      why="more padding than that only decodes silence")
         set_("task", parse_choice(Task, self.task, "--task"))
         set_("timestamps", parse_choice(Timestamps, self.timestamps, "--timestamps"))
+        if self.clip_timestamps is not None:
+            set_("clip_timestamps", _clip_timestamps(self.clip_timestamps))
+            if self.vad_in_effect != Vad.NONE:
+                flag = "--chunking vad" if self.vad is None else "--vad silero"
+                raise UsageError(f"--clip-timestamps: cannot be combined with {flag}: the clips already say which audio "
+                                 "to decode. Drop one of them.")
+        if self.hallucination_silence_threshold is not None:
+            silence = _require_float(self.hallucination_silence_threshold, "--hallucination-silence-threshold")
+            if not 0.0 < silence <= MAX_HALLUCINATION_SILENCE_S:
+                raise UsageError(f"--hallucination-silence-threshold: {silence:g} s; give seconds of silence in "
+                                 f"(0, {MAX_HALLUCINATION_SILENCE_S:g}], e.g. 2.")
+            if self.timestamps != Timestamps.WORD:
+                raise UsageError("--hallucination-silence-threshold: judges segments by their words' timing and "
+                                 "probability; add --timestamps word.")
+            set_("hallucination_silence_threshold", silence)
         _require_int(self.batch_size, "--batch-size", minimum=1, maximum=MAX_BATCH_SIZE)
         _require_int(self.beam_size, "--beam-size", minimum=1, maximum=MAX_BEAM_SIZE,
                      why="larger beams multiply memory without improving accuracy; 5 is the usual choice")
@@ -306,6 +330,19 @@ class DecodeOptions:
         return Vad.SILERO if self.chunking == Chunking.VAD else Vad.NONE
 
     @property
+    def cuts_audio(self) -> bool:
+        """Whether only regions of each file are decoded (a VAD's speech, or the clips), times mapped back."""
+        return self.vad_in_effect != Vad.NONE or self.clip_timestamps is not None
+
+    @property
+    def clips(self) -> list[tuple[float, float]]:
+        """``clip_timestamps`` as (start, end) pairs; the last end is infinite when the count is odd."""
+        values = list(self.clip_timestamps or ())
+        if len(values) % 2:
+            values.append(float("inf"))
+        return list(zip(values[::2], values[1::2]))
+
+    @property
     def overlap_s(self) -> float:
         """Overlap between consecutive batched windows, in seconds."""
         return self.chunk_length_s / 6 if self.chunk_overlap_s is None else float(self.chunk_overlap_s)
@@ -357,6 +394,8 @@ class EngineConfig:
     vad_threshold: float = _PER_CALL.vad_threshold
     min_silence_ms: int = _PER_CALL.min_silence_ms
     speech_pad_ms: int = _PER_CALL.speech_pad_ms
+    clip_timestamps: tuple[float, ...] | None = _PER_CALL.clip_timestamps
+    hallucination_silence_threshold: float | None = _PER_CALL.hallucination_silence_threshold
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
@@ -482,6 +521,29 @@ _MAX_CONFIG_BYTES = 1 << 20
 def _did_you_mean(key: str, valid: Any) -> str:
     close = difflib.get_close_matches(str(key).replace("-", "_"), list(valid), n=1, cutoff=0.6)
     return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def _clip_timestamps(value: Any) -> tuple[float, ...]:
+    """``"0,10.5,20,30"`` or a sequence of seconds → a tuple of ascending, non-overlapping clip edges."""
+    example = "e.g. 0,10.5,20,30 (two clips) or 60 (from 60 s to the end)"
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",")]
+        if any(p == "" for p in parts):
+            raise UsageError(f"--clip-timestamps: '{value}' has an empty value; give start,end,… in seconds, {example}.")
+        value = parts
+    if isinstance(value, (int, float)):
+        value = (value,)
+    if not isinstance(value, (list, tuple)) or not value or len(value) > 2 * MAX_CLIPS:
+        raise UsageError(f"--clip-timestamps: give 1 to {2 * MAX_CLIPS} times in seconds, {example}.")
+    times = tuple(_require_float(v, "--clip-timestamps") for v in value)
+    if any(not math.isfinite(t) or t < 0 for t in times):
+        raise UsageError(f"--clip-timestamps: times are seconds ≥ 0, {example}.")
+    for i in range(1, len(times)):
+        if times[i] <= times[i - 1]:
+            what = "ends before it starts" if i % 2 else "starts before the previous clip ends"
+            raise UsageError(f"--clip-timestamps: clip {(i + 1) // 2 + (0 if i % 2 else 1)} {what} "
+                             f"({times[i - 1]:g} then {times[i]:g}); give ascending, non-overlapping clips, {example}.")
+    return times
 
 
 def _require_int(value: Any, option: str, minimum: int, maximum: int | None = None, why: str = "") -> int:

@@ -140,9 +140,9 @@ class Transcriber:
         runtime = self.runtime_info(opts)
 
         def new_builder(inp: audio_mod.AudioInput, stream: Any) -> TranscriptBuilder:
-            speech = stream if opts.vad_in_effect != Vad.NONE else None  # then a vad.SpeechStream (see _speech)
+            speech = stream if opts.cuts_audio else None  # then a regions.RegionStream (see _speech)
             return TranscriptBuilder(inp, lm.decode, lm.is_word_start, with_words=opts.timestamps == Timestamps.WORD,
-                                     speech=speech)
+                                     speech=speech, silence_threshold=opts.hallucination_silence_threshold)
 
         def finish(builder: TranscriptBuilder, duration: float) -> Transcript:
             return builder.finish(duration, config, runtime)
@@ -156,8 +156,12 @@ class Transcriber:
 
 
 def _speech(blocks: Iterable[np.ndarray], opts: DecodeOptions) -> Iterable[Any]:
-    """The input's blocks (no VAD), or the VAD's view of them: windows cut at pauses (``--chunking vad``), or
-    the speech-only audio with its time map (batched/sequential)."""
+    """The input's blocks; or only the clips' audio with its time map (``--clip-timestamps``); or the VAD's view
+    of them: windows cut at pauses (``--chunking vad``), or the speech-only audio with its time map."""
+    if opts.clip_timestamps is not None:
+        from . import regions
+
+        return regions.clips_only(blocks, opts.clips)
     if opts.vad_in_effect == Vad.NONE:
         return blocks
     from . import vad
@@ -165,7 +169,7 @@ def _speech(blocks: Iterable[np.ndarray], opts: DecodeOptions) -> Iterable[Any]:
     params = vad.VadParams(threshold=opts.vad_threshold, min_silence_ms=opts.min_silence_ms, speech_pad_ms=opts.speech_pad_ms)
     if opts.chunking == Chunking.VAD:
         return vad.SpeechWindows(blocks, opts.chunk_length_s, params)
-    return vad.SpeechOnly(blocks, params)
+    return vad.speech_only(blocks, params)
 
 
 def _as_input(source: Any) -> tuple[audio_mod.AudioInput, np.ndarray | None]:

@@ -233,10 +233,51 @@ def build_segments(
             seg = Segment(round(start, 3), round(end, 3), text, ids, **(quality(first.segment[0]) if quality else {}))
             if with_words and is_word_start is not None:
                 seg.words = _words(group, decode, is_word_start, start, end)
+                if seg.words:
+                    seg.start, seg.end = settle_word_edges(seg.words, seg.start, seg.end, prev_end)
+                    end = seg.end
             segments.append(seg)
             prev_end = end
         i = j
     return segments
+
+
+SENTENCE_END = ".。!！?？"
+
+
+def settle_word_edges(words: list[Word], start: float, end: float, last_speech: float) -> tuple[float, float]:
+    """openai-whisper's corrections of word times, in place; returns the segment's (start, end) from its words.
+
+    Cross-attention stretches a word over the silence before it (a segment after 20 s of silence began with a
+    20 s "With"): a word longer than twice the median word (at most 1.4 s) after a sentence end, or the first
+    word after a pause, is cut to that length at its end. The segment then takes its first word's start and
+    last word's end, unless the segment's own timestamp is half a second inside a word still too long."""
+    durations = [w.end - w.start for w in words if w.end > w.start]
+    if not durations:
+        return start, end
+    median = min(0.7, float(np.median(durations)))
+    longest = 2 * median
+    for prev, word in zip(words, words[1:]):
+        if word.end - word.start > longest and prev.word.rstrip()[-1:] in SENTENCE_END:
+            word.start = round(word.end - longest, 3)
+    first = words[0]
+    if first.end - last_speech > 4 * median and (
+        first.end - first.start > longest or (len(words) > 1 and words[1].end - first.start > 2 * longest)
+    ):
+        if len(words) > 1 and words[1].end - words[1].start > longest:
+            boundary = round(max(words[1].end / 2, words[1].end - longest), 3)
+            first.end = words[1].start = boundary
+        first.start = round(max(0.0, first.end - longest), 3)
+    if start < first.end and start - 0.5 > first.start:
+        first.start = round(max(0.0, min(first.end - median, start)), 3)
+    else:
+        start = first.start
+    last = words[-1]
+    if end > last.start and end + 0.5 < last.end:
+        last.end = round(max(last.start + median, end), 3)
+    else:
+        end = last.end
+    return start, end
 
 
 def _words(

@@ -88,7 +88,10 @@ class BatchedScheduler:
                 yield from self._settle(f)
                 if not f.finished:
                     return
-                yield FileDone(f.source, f.error if f.error else self._complete(f))
+                if f.error:
+                    yield FileDone(f.source, f.error)
+                else:
+                    yield from self._complete(f)
                 current += 1
 
         def decode_while(waiting: int) -> Iterator[Event]:
@@ -232,8 +235,11 @@ class BatchedScheduler:
                 starts.append(start + step)
         return min(starts) if starts else float("inf")
 
-    def _complete(self, f: _File):
+    def _complete(self, f: _File) -> Iterator[Event]:
+        """The file's last segments (held back by the builder, or unsettled: normally none), then its FileDone."""
         duration = max((s + d for s, d in f.spans.values()), default=0.0)
-        f.builder.add(f.merged, duration)  # only reached with nothing left unsettled
+        last = f.builder.add(f.merged, duration) + f.builder.close(duration)
         f.merged = []
-        return self._finish(f.builder, duration)
+        for segment in last:
+            yield SegmentReady(f.source, segment)
+        yield FileDone(f.source, self._finish(f.builder, duration))

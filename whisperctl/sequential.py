@@ -58,6 +58,8 @@ class SequentialRunner:
             except WhisperctlError as exc:
                 yield FileDone(inp, exc)
                 continue
+            for segment in builder.close(duration):
+                yield SegmentReady(inp, segment)
             yield FileDone(inp, self._finish(builder, duration))
 
     def _file(self, builder: TranscriptBuilder, blocks: Iterable[np.ndarray]) -> Generator[Event, None, float]:

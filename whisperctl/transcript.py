@@ -16,6 +16,7 @@ from . import longform
 from .audio import AudioInput, input_identity
 from .decoding import WindowResult
 from .errors import WhisperctlError
+from .hallucinations import SilenceFilter
 from .loaded import LoadedModel
 from .results import Segment, Transcript
 
@@ -52,14 +53,17 @@ def window_tokens(
 
 
 class TranscriptBuilder:
-    """``speech``: the VAD stream the windows were cut from (None without VAD); its ``time_map.span`` maps
-    segment and word times back to the original audio (and keeps them off pauses), its ``duration`` is the
-    file's, and its ``record()`` goes into the transcript."""
+    """``speech``: the region stream the windows were cut from (a VAD's or the clips'; None for the whole file);
+    its ``time_map.span`` maps segment and word times back to the original audio (and keeps them off pauses),
+    its ``duration`` is the file's, and its ``record()`` goes into the transcript. ``silence_threshold``:
+    ``--hallucination-silence-threshold`` (segments then pass a :class:`~whisperctl.hallucinations.SilenceFilter`,
+    which may hold one back until the next arrives: runners call :meth:`close` before :meth:`finish`)."""
 
     def __init__(self, source: AudioInput, decode: Callable[[list[int]], str], is_word_start: Callable[[int], bool],
-                 with_words: bool, speech: Any = None):
+                 with_words: bool, speech: Any = None, silence_threshold: float | None = None):
         self.source = source
         self.speech = speech
+        self._filter = SilenceFilter(silence_threshold) if silence_threshold is not None else None
         self._built_until = 0.0  # end of the last segment built, in the decoded audio's time
         self.segments: list[Segment] = []
         self.language: str | None = None
@@ -96,6 +100,16 @@ class TranscriptBuilder:
                 seg.start, seg.end = (round(t, 3) for t in time_map.span(seg.start, seg.end))
                 for word in seg.words or ():
                     word.start, word.end = (round(t, 3) for t in time_map.span(word.start, word.end))
+        if self._filter is not None:
+            new = self._filter.feed(new)
+        self.segments.extend(new)
+        return new
+
+    def close(self, duration: float) -> list[Segment]:
+        """The segments still held back (by the hallucination filter) once the file's audio is all decoded."""
+        if self._filter is None:
+            return []
+        new = self._filter.finish(self.speech.duration if self.speech is not None else duration)
         self.segments.extend(new)
         return new
 

@@ -14,18 +14,17 @@ speech starts where the probability reaches ``threshold`` and ends where it has 
 its least speech-like frame before it outgrows ``max_speech_s``. Each region is widened by ``speech_pad_ms`` on
 both sides and overlapping regions are joined.
 
-Two uses, both streaming with bounded memory:
+Two uses, both streaming with bounded memory (the region streams and time maps are :mod:`whisperctl.regions`'):
 
-- :func:`speech_windows` (``--chunking vad``): regions merged into windows of at most the chunk length, each
+- :class:`SpeechWindows` (``--chunking vad``): regions merged into windows of at most the chunk length, each
   window the original audio from its first region's start to its last region's end (pauses inside a window
   stay; the audio between windows is skipped), so a cut always falls in a pause and times need no mapping.
-- :class:`SpeechOnly` (``--vad silero`` with batched or sequential chunking): the speech regions' audio joined
-  into one stream for the usual windowing, with a :class:`TimeMap` to map times back to the original audio.
+- :func:`speech_only` (``--vad silero`` with batched or sequential chunking): the speech regions' audio joined
+  into one stream for the usual windowing, with a time map back to the original audio.
 """
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import functools
 import hashlib
@@ -38,6 +37,7 @@ import numpy as np
 
 from .audio import SAMPLE_RATE
 from .errors import UsageError
+from .regions import Region, RegionClamp, RegionsOnly, RegionStream, Tape, merge_into_windows, pad_and_join, record
 
 FRAME = 512  # samples per probability (32 ms), fixed by the model
 _CONTEXT = 64  # samples of the previous frame the model sees before each frame
@@ -53,12 +53,6 @@ class VadParams:
     speech_pad_ms: int = 400  # kept on each side of a region
     min_speech_ms: int = 250  # shorter regions are dropped
     max_speech_s: float = float("inf")  # longer regions are cut at their least speech-like frame
-
-
-@dataclasses.dataclass(frozen=True)
-class Region:
-    start: int  # samples, original audio
-    end: int
 
 
 # ----------------------------------------------------------------------------------------------- the model
@@ -228,143 +222,9 @@ class SpeechDetector:
             self.last_speech = self.start
 
 
-def pad_and_join(regions: Iterable[Region], pad: int, total: int | None = None) -> list[Region]:
-    """Widen each region by ``pad`` samples on both sides (within [0, total]) and join those that then overlap."""
-    out: list[Region] = []
-    for r in regions:
-        start, end = max(0, r.start - pad), r.end + pad
-        if total is not None:
-            end = min(end, total)
-        if out and start <= out[-1].end:
-            out[-1] = Region(out[-1].start, max(out[-1].end, end))
-        else:
-            out.append(Region(start, end))
-    return out
-
-
-def merge_into_windows(regions: Sequence[Region], max_samples: int) -> list[Region]:
-    """Consecutive regions joined while the span from the first start to the last end fits in ``max_samples``;
-    a region longer than that on its own is split into equal parts (the detector's cut normally prevents it)."""
-    out: list[Region] = []
-    for r in regions:
-        if out and r.end - out[-1].start <= max_samples:
-            out[-1] = Region(out[-1].start, r.end)
-            continue
-        parts = max(1, -(-(r.end - r.start) // max_samples))
-        edges = np.linspace(r.start, r.end, parts + 1).round().astype(int)
-        out.extend(Region(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]))
-    return out
-
-
-# ------------------------------------------------------------------------------------------ time mapping
-class TimeMap:
-    """Maps times in the joined speech-only audio back to the original audio.
-
-    ``add(region)`` appends a region of the original audio; a time t of the joined audio falls in the region
-    whose joined span holds it, at the same distance from its start (a time past the end maps to the last
-    region's end). Whisper's timestamps are a few hundred ms loose, so a segment can start in the padding at the
-    end of one region while its words are in the next, and would then span the whole pause: :meth:`span` moves
-    a start (end) that lies less than ``snap`` samples, and less than half the segment, before (after) a join to
-    the other side of the pause.
-    """
-
-    def __init__(self, snap: int = 0):
-        self._joined: list[int] = []  # start of each region in the joined audio, samples
-        self._regions: list[Region] = []
-        self._length = 0
-        self._snap = snap
-
-    def add(self, region: Region) -> None:
-        if self._regions and self._regions[-1].end == region.start:  # a piece continuing the last region
-            last = self._regions[-1]
-            self._regions[-1] = Region(last.start, region.end)
-        else:
-            self._joined.append(self._length)
-            self._regions.append(region)
-        self._length += region.end - region.start
-
-    @property
-    def regions(self) -> list[Region]:
-        return list(self._regions)
-
-    def _index(self, sample: float) -> int:
-        return max(0, bisect.bisect_right(self._joined, sample) - 1)
-
-    def __call__(self, seconds: float) -> float:
-        if not self._regions:
-            return seconds
-        sample = seconds * SAMPLE_RATE
-        i = self._index(sample)
-        region = self._regions[i]
-        return min(region.start + (sample - self._joined[i]), region.end) / SAMPLE_RATE
-
-    def span(self, start: float, end: float) -> tuple[float, float]:
-        """(start, end) of a segment or word, mapped, without a sliver on the far side of a pause."""
-        if not self._regions:
-            return start, end
-        a, b = start * SAMPLE_RATE, end * SAMPLE_RATE
-        i, j = self._index(a), self._index(max(a, b - 1))
-        if j > i:
-            before = self._joined[i + 1] - a  # joined samples before the first join
-            after = b - self._joined[j]  # and after the last
-            if before < min(self._snap, (b - a) / 2):
-                a = self._joined[i + 1]
-            elif after < min(self._snap, (b - a) / 2):
-                return self(a / SAMPLE_RATE), self._regions[j - 1].end / SAMPLE_RATE
-        mapped_start = self(a / SAMPLE_RATE)
-        return mapped_start, max(self(b / SAMPLE_RATE), mapped_start)
-
-
-class RegionClamp:
-    """``--chunking vad``'s :meth:`span`: times stay original, but a segment's start in a pause inside a window
-    moves to the next region's start and its end to the previous region's end (Whisper stretches a segment's
-    timestamps over the silence after it)."""
-
-    def __init__(self, regions: list[Region]):
-        self._regions = regions  # the detector's settled regions, growing as the stream is read
-
-    def span(self, start: float, end: float) -> tuple[float, float]:
-        regions = self._regions
-        a, b = start * SAMPLE_RATE, end * SAMPLE_RATE
-        i = bisect.bisect_right(regions, a, key=_start) - 1
-        if (i < 0 or a > regions[i].end) and i + 1 < len(regions) and regions[i + 1].start < b:
-            a = regions[i + 1].start
-        j = bisect.bisect_right(regions, b, key=_start) - 1
-        if j >= 0 and b > regions[j].end and regions[j].end > a:
-            b = regions[j].end
-        return a / SAMPLE_RATE, max(a, b) / SAMPLE_RATE
-
-
-def _start(region: Region) -> int:
-    return region.start
-
-
 # ------------------------------------------------------------------------------------------------- streams
-class _Tape:
-    """The recent audio of a stream with its absolute position, so regions can be cut out of it once known."""
-
-    def __init__(self):
-        self.start = 0  # absolute sample of data[0]
-        self.data = np.zeros(0, dtype=np.float32)
-
-    @property
-    def end(self) -> int:
-        return self.start + len(self.data)
-
-    def append(self, block: np.ndarray) -> None:
-        self.data = np.concatenate([self.data, block]) if len(self.data) else np.asarray(block, dtype=np.float32)
-
-    def take(self, start: int, end: int) -> np.ndarray:
-        return self.data[max(0, start - self.start): max(0, end - self.start)].copy()
-
-    def drop_before(self, sample: int) -> None:
-        if sample > self.start:
-            self.data = self.data[sample - self.start:]
-            self.start = sample
-
-
 class _Scan:
-    """Blocks → (block, padded regions settled by it): the loop both uses share.
+    """The VAD's scan (see :mod:`whisperctl.regions`): blocks → (block, padded speech regions settled by it).
 
     A padded region is settled when no later region can join it: it ends more than a pad before where the next
     region could start (the detector's open region, or the current position)."""
@@ -407,32 +267,10 @@ class _Scan:
         return max(0, (det.start if det.start is not None else det.frame) * FRAME - self.pad)
 
     def record(self) -> dict:
-        """What the JSON output records: the regions kept (seconds), speech and audio totals, the share skipped."""
-        speech = sum(r.end - r.start for r in self.found)
-        return {
-            "regions": [[round(r.start / SAMPLE_RATE, 3), round(r.end / SAMPLE_RATE, 3)] for r in self.found],
-            "speech_s": round(speech / SAMPLE_RATE, 3),
-            "audio_s": round(self.samples / SAMPLE_RATE, 3),
-            "skipped_share": round(1.0 - speech / self.samples, 4) if self.samples else 0.0,
-        }
+        return record(self.found, self.samples, by="silero")
 
 
-class SpeechStream:
-    """What both uses tell the transcript: ``time_map.span`` (segment times → original times), ``duration`` (the
-    file's, once iterated) and ``record()`` (the regions kept)."""
-
-    _scan: _Scan
-    time_map: "TimeMap | RegionClamp"
-
-    @property
-    def duration(self) -> float:
-        return self._scan.samples / SAMPLE_RATE
-
-    def record(self) -> dict:
-        return self._scan.record()
-
-
-class SpeechWindows(SpeechStream):
+class SpeechWindows(RegionStream):
     """``--chunking vad``: the windows to decode, each the original audio of one or more speech regions, at most
     ``chunk_s`` long, cut only in pauses. Iterate once; then ``duration`` and ``record()`` describe the file."""
 
@@ -447,7 +285,7 @@ class SpeechWindows(SpeechStream):
     def __iter__(self) -> Iterator:
         from .longform import Window
 
-        tape, scan = _Tape(), self._scan
+        tape, scan = Tape(), self._scan
         span: Region | None = None  # the window being filled
         index = 0
         for block, settled in scan.run(self._blocks):
@@ -471,28 +309,9 @@ class SpeechWindows(SpeechStream):
             yield Window(index, span.start / SAMPLE_RATE, tape.take(span.start, span.end))
 
 
-class SpeechOnly(SpeechStream):
-    """``--vad silero`` with batched or sequential chunking: the speech regions' audio as one stream of blocks,
-    and ``time_map`` from times in that stream to the original audio. A region's audio is passed on as soon as
-    it is certain (the detector's cut at ``max_speech_s`` bounds how long that waits), so memory stays flat."""
-
-    def __init__(self, blocks: Iterable[np.ndarray], params: VadParams):
-        self._blocks = blocks
-        self._scan = _Scan(dataclasses.replace(params, max_speech_s=min(params.max_speech_s, 30.0)))
-        self.time_map = TimeMap(snap=self._scan.pad + SAMPLE_RATE // 2)  # the padding and Whisper's slack
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        tape, scan = _Tape(), self._scan
-        sent = 0  # original samples before this are passed on (or skipped)
-        for block, settled in scan.run(self._blocks):
-            tape.append(block)
-            certain = settled + ([scan.growing] if scan.growing is not None else [])
-            for region in certain:
-                end = min(region.end, tape.end)  # a pad may reach past what has been read
-                if end > max(region.start, sent):
-                    piece = Region(max(region.start, sent), end)
-                    self.time_map.add(piece)
-                    sent = piece.end
-                    yield tape.take(piece.start, piece.end)
-            unsent = sent if scan.growing is not None and scan.growing.end > sent else scan.next_start()
-            tape.drop_before(min(scan.next_start(), unsent))
+def speech_only(blocks: Iterable[np.ndarray], params: VadParams) -> RegionsOnly:
+    """``--vad silero`` with batched or sequential chunking: the speech regions' audio as one stream, with the
+    time map back to the original audio. A region's audio is passed on once certain: the detector's cut at 30 s
+    bounds how long that waits, so memory stays flat."""
+    scan = _Scan(dataclasses.replace(params, max_speech_s=min(params.max_speech_s, 30.0)))
+    return RegionsOnly(blocks, scan, snap=scan.pad + SAMPLE_RATE // 2)  # the padding and Whisper's slack

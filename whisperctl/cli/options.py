@@ -28,6 +28,10 @@ ENGINE_OPTIONS: list[tuple[str, str, type, str]] = [
     ("vad_threshold", "--vad-threshold", float, "VAD: speech probability that starts a region, in (0, 1)."),
     ("min_silence_ms", "--min-silence-ms", int, "VAD: silence that ends a speech region, in ms."),
     ("speech_pad_ms", "--speech-pad-ms", int, "VAD: audio kept on each side of a speech region, in ms."),
+    ("clip_timestamps", "--clip-timestamps", str, "start,end,start,end… seconds of each file to decode (openai-whisper's); "
+     "an odd count runs the last clip to the end."),
+    ("hallucination_silence_threshold", "--hallucination-silence-threshold", float,
+     "With --timestamps word: drop a segment that looks invented when silence longer than this (s) surrounds it."),
     ("chunk_length_s", "--chunk-length", float, "Window length in seconds for batched chunking, [1, 30]."),
     ("chunk_overlap_s", "--chunk-overlap", float, "Overlap between windows in seconds (default: chunk length / 6)."),
     ("language", "--language", str, "Spoken language (en, de, french …); default: detect (English for .en models)."),
