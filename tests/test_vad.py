@@ -234,4 +234,4 @@ def test_no_speech_gives_no_text_with_and_without_vad(tmp_path, capsys):
 def test_missing_silero_is_a_usage_error_naming_the_install(capsys, monkeypatch, no_model_load):
     monkeypatch.setattr(vad, "available", lambda: False)
     code, _, err = run_cli(["transcribe", EXAMPLES / "short.wav", "--chunking", "vad"], capsys)
-    assert code == 2 and "pip install 'whisperctl[vad]'" in err
+    assert code == 2 and "pip install silero-vad==6.2.3" in err

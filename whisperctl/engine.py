@@ -55,7 +55,7 @@ class Transcriber:
             from . import vad
 
             if not vad.available():
-                flag = "--chunking vad" if options.vad is None else "--vad silero"
+                flag = "--vad silero" if options.vad is not None else f"--chunking {options.chunking.value} (VAD by default)"
                 raise UsageError(f"{flag}: silero-vad is not installed. {vad.INSTALL_HINT}")
         problem = memory_problem(models.dimensions(self.source), self.plan, options.batch_size, options.beam_size, self.env)
         if problem:

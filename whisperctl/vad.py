@@ -43,7 +43,7 @@ FRAME = 512  # samples per probability (32 ms), fixed by the model
 _CONTEXT = 64  # samples of the previous frame the model sees before each frame
 #: SHA-256 of silero-vad 6.2.3's ``data/silero_vad.jit``.
 WEIGHTS_SHA256 = "e1122837f4154c511485fe0b9c64455f7b929c96fbb8d79fbdb336383ebd3720"
-INSTALL_HINT = "pip install 'whisperctl[vad]' (silero-vad==6.2.3)"
+INSTALL_HINT = "pip install silero-vad==6.2.3 (a whisperctl dependency), or pass --vad none"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import audio as audio_mod
-from ..config import MAX_BATCH_SIZE, Attention, DType, EngineConfig, Quantization, parse_choice
+from ..config import MAX_BATCH_SIZE, Attention, Chunking, DType, EngineConfig, Quantization, Vad, parse_choice
 from ..eligibility import Environment, environment_summary, make_plan
 from ..errors import EligibilityError, OutOfMemoryError, UsageError, WhisperctlError
 
@@ -43,6 +43,10 @@ class BenchSpec:
     baseline: Attention | None = None
 
     def __post_init__(self) -> None:
+        if self.base.vad is None and self.base.chunking != Chunking.VAD:
+            # bench measures the model's configurations on fixed work: a VAD in front (transcribe's default) would
+            # make that work depend on the audio. ``--vad silero`` puts it in the measurement.
+            object.__setattr__(self, "base", self.base.replace(vad=Vad.NONE))
         if self.warmup < 0 or self.repeats < 1:
             raise UsageError("--warmup must be ≥ 0 and --repeats ≥ 1.")
         for name in ("models", "attentions", "dtypes", "quantizations", "batch_sizes"):

@@ -24,7 +24,7 @@ ENGINE_OPTIONS: list[tuple[str, str, type, str]] = [
     ("batch_size", "--batch-size", int, "Windows decoded together, across chunks and files."),
     ("chunking", "--chunking", str, "batched (overlapping windows, merged at seams) | sequential (openai-whisper's seeking) "
      "| vad (speech regions merged into windows cut at pauses)."),
-    ("vad", "--vad", str, "none | silero: skip non-speech before decoding (default: silero with --chunking vad, else none)."),
+    ("vad", "--vad", str, "none | silero: skip non-speech before decoding (default: silero, except with --chunking sequential or --clip-timestamps)."),
     ("vad_threshold", "--vad-threshold", float, "VAD: speech probability that starts a region, in (0, 1)."),
     ("min_silence_ms", "--min-silence-ms", int, "VAD: silence that ends a speech region, in ms."),
     ("speech_pad_ms", "--speech-pad-ms", int, "VAD: audio kept on each side of a speech region, in ms."),
