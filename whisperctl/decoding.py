@@ -32,6 +32,7 @@ from .loaded import LoadedModel
 
 log = logging.getLogger(__name__)
 
+LANGUAGE_CANDIDATES = 5  # detected languages reported per file, best first
 SAMPLING_SEED = 0  # sampled fallback passes run under this seed: the same input gives the same text
 
 
@@ -50,6 +51,8 @@ class WindowResult:
     # word timestamps: (start, end, probability) per text token, seconds from the window start
     token_times: list[tuple[float, float, float]] | None = None
     align_s: float = 0.0  # this window's share of the batch's word-alignment time
+    # when this window's language was detected: the most likely languages with their probabilities, best first
+    language_candidates: list[tuple[str, float]] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +157,7 @@ class WindowDecoder:
         lm = self.loaded
         feats = lm.features(chunks)
         with lm.attention_context():
-            langs = self._languages(feats, list(languages) if languages else [None] * len(chunks))
+            langs, _ = self._languages(feats, list(languages) if languages else [None] * len(chunks))
             return self._pass(feats, langs, list(prompts) if prompts else [[] for _ in chunks], temperature)[0]
 
     def uses_lean_loop(self, temperature: float = 0.0) -> bool:
@@ -172,10 +175,12 @@ class WindowDecoder:
         timer = _EncoderTimer(lm) if self.on_batch is not None else None
         try:
             with lm.attention_context():
-                languages = self._languages(feats, languages)
+                languages, candidates = self._languages(feats, languages)
                 results, hidden = self._pass(feats, languages, prompts, opts.temperature[0])
                 if not random_weights and not opts.decode_tokens:
                     self._fallback(feats, languages, prompts, results)
+                for r, found in zip(results, candidates):
+                    r.language_candidates = found
                 for r in results:
                     if not random_weights and is_silence(r, r.text, opts):
                         r.silent, r.tokens, r.text = True, [], ""
@@ -208,21 +213,34 @@ class WindowDecoder:
         for r, times in zip(results, timings):
             r.token_times, r.align_s = times, share
 
-    def _languages(self, feats, languages: list[str | None]) -> list[str | None]:
+    def _languages(self, feats, languages: list[str | None]) -> tuple[list[str | None], list[list[tuple[str, float]] | None]]:
+        """Each window's language (the forced one, the one given, or detected) and, for detected windows, the
+        top candidates with their probabilities (a softmax over the language tokens after start-of-transcript, as
+        openai-whisper and faster-whisper detect)."""
         lm, opts = self.loaded, self.options
+        candidates: list[list[tuple[str, float]] | None] = [None] * len(languages)
         if not lm.multilingual:
-            return ["en"] * len(languages)
-        from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+            return ["en"] * len(languages), candidates
+        from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
 
         if opts.language:
-            return [TO_LANGUAGE_CODE.get(opts.language, opts.language)] * len(languages)
+            return [TO_LANGUAGE_CODE.get(opts.language, opts.language)] * len(languages), candidates
         unknown = [i for i, lang in enumerate(languages) if lang is None]
         if unknown:
-            ids = lm.transformers_model().detect_language(input_features=feats[unknown]).reshape(-1).tolist()
-            for i, tok in zip(unknown, ids):
-                code = lm.token_str(int(tok)).strip("<|>")
-                languages[i] = code if code in LANGUAGES else "en"
-        return languages
+            import torch
+
+            codes, ids = zip(*lm.language_ids.items())
+            if lm.lean_loop is not None:
+                logits = lm.lean_loop.first_logits(lm.model.get_encoder()(feats[unknown])[0], lm.sot_id)
+            else:
+                hidden = lm.transformers_model().get_encoder()(feats[unknown])[0]
+                logits = self._logits(hidden, [[lm.sot_id]] * len(unknown))[:, 0].float()
+            probs = torch.softmax(logits[:, list(ids)], dim=-1)
+            top = torch.topk(probs, k=min(LANGUAGE_CANDIDATES, len(ids)), dim=-1)
+            for row, i in enumerate(unknown):
+                candidates[i] = [(codes[j], round(float(p), 4)) for p, j in zip(top.values[row].tolist(), top.indices[row].tolist())]
+                languages[i] = candidates[i][0][0]
+        return languages, candidates
 
     def _fallback(self, feats, languages, prompts, results: list[WindowResult]) -> None:
         for temperature in self.options.temperature[1:]:

@@ -93,6 +93,7 @@ class HostFacts:
     hf_cache: str = ""
     offline_vars: dict[str, str] = dataclasses.field(default_factory=dict)
     cached_aliases: tuple[str, ...] = ()
+    packaged: tuple[tuple[str, bool], ...] = ()  # (name, installed) of each optional packaged model
 
 
 def _read_cpu() -> tuple[str, tuple[str, ...]]:
@@ -202,6 +203,7 @@ def gather(verify_cache: bool = False) -> HostFacts:
         hf_cache=str(hub),
         offline_vars=offline,
         cached_aliases=cached,
+        packaged=tuple((name, models.packaged_parts(name) is not None) for name in models.PACKAGED),
     )
 
 
@@ -338,6 +340,13 @@ def run_checks(env: Environment, facts: HostFacts, model: str = "tiny.en") -> li
     offline = ", ".join(f"{k}={v}" for k, v in facts.offline_vars.items()) or "none set"
     add("models", "hugging face cache", Status.INFO, f"{facts.hf_cache}; variables: {offline}")
     add("models", "cached aliases", Status.INFO, ", ".join(facts.cached_aliases) or "none (only the bundled tiny.en works offline)")
+    for name, installed in facts.packaged:
+        packaged = models.PACKAGED[name]
+        alias = models.ALIASES.get(packaged.architecture)
+        what = f"--model {name} → {packaged.what}" + (f"; --model {packaged.architecture} is the hub's {alias}" if alias else "")
+        add("models", f"packaged {name}", Status.PASS if installed else Status.INFO,
+            f"{what}: {'installed, works offline' if installed else 'not installed'}",
+            "" if installed else f"pip install 'whisperctl[{packaged.extra}]'")
     return checks
 
 

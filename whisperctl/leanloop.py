@@ -161,6 +161,16 @@ class LeanDecoder:
         first = scores if n == 1 else self.proj_out(self.final_norm(hidden[:, sot_index : sot_index + 1]))[:, 0].float()
         return torch.softmax(first, dim=-1)[:, no_speech_id].tolist()
 
+    def first_logits(self, encoder_hidden: Any, token: int) -> Any:
+        """The logits (rows, vocabulary) of the token after ``token`` alone: language detection's one step."""
+        import torch
+
+        rows = encoder_hidden.shape[0]
+        keys, values = self._buffers(rows, 1, encoder_hidden)
+        tokens = torch.full((rows, 1), token, dtype=torch.long, device=encoder_hidden.device)
+        hidden = self._forward(tokens, 0, keys, values, self._cross_cache(encoder_hidden))
+        return self.proj_out(self.final_norm(hidden[:, -1:]))[:, 0].float()
+
     # -------------------------------------------------------------------- greedy
     def greedy(
         self,

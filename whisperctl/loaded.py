@@ -104,6 +104,13 @@ class LoadedModel:
             prefix.append(self.no_timestamps_id)
         return prefix
 
+    @property
+    def language_ids(self) -> dict[str, int]:
+        """Language code → its token (``{}`` for English-only models)."""
+        if not self.multilingual:
+            return {}
+        return {code.strip("<|>"): int(i) for code, i in self.model.generation_config.lang_to_id.items()}
+
     # --------------------------------------------------------------- compute
     def features(self, chunks: Sequence[np.ndarray]) -> Any:
         """Log-mel features of up to 30 s chunks, padded to 30 s, on the device in the plan's dtype."""

