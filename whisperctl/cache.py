@@ -27,7 +27,7 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import ConversionError
 
@@ -151,13 +151,7 @@ def prepare(ct2_dir: str | Path, expected_sha256: str | None = None, full_check:
         marker = {"source": str(ct2_dir), "sha256": digest, "converter_version": CONVERTER_VERSION, **info,
                   "files": _file_records(tmp / "ckpt")}
         (tmp / "ckpt" / MARKER).write_text(json.dumps(marker, indent=2))
-        try:
-            os.rename(tmp / "ckpt", final)
-        except OSError:
-            if verify_entry(final):  # someone else's half or damaged entry: replace it
-                _discard(final)
-                os.rename(tmp / "ckpt", final)
-            # else another process finished first; its entry is equivalent, keep it
+        _move_into_place(tmp / "ckpt", final, broken=lambda entry: bool(verify_entry(entry)))
     except OSError as exc:
         raise ConversionError(f"cannot write the converted model into {root}: {exc.strerror or exc}.") from None
     finally:
@@ -173,7 +167,7 @@ def assemble(name: str, parts: list[Path], expected_sha256: str) -> Path:
     pieces = [p for d in parts for p in sorted(d.glob("model.bin.part*"))]
     others = [p for p in sorted(parts[0].iterdir()) if p.is_file() and not p.name.startswith("model.bin")]
     try:
-        stats = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in pieces + others]
+        stats = [(str(p.resolve()), st.st_size, st.st_mtime_ns) for p in pieces + others for st in [p.stat()]]
     except OSError as exc:
         raise ConversionError(f"--model {name}: cannot read its files: {exc.strerror or exc}.") from None
     if not pieces:
@@ -203,17 +197,23 @@ def assemble(name: str, parts: list[Path], expected_sha256: str) -> Path:
         for other in others:
             shutil.copyfile(other, tmp / "dir" / other.name)
         (tmp / "dir" / MARKER).write_text(json.dumps({"parts": [p for p, _, _ in stats], "sha256": expected_sha256}))
-        try:
-            os.rename(tmp / "dir", final)
-        except OSError:
-            if not (final / MARKER).is_file():
-                _discard(final)
-                os.rename(tmp / "dir", final)
+        _move_into_place(tmp / "dir", final, broken=lambda entry: not (entry / MARKER).is_file())
     except OSError as exc:
         raise ConversionError(f"cannot write the assembled model into {root}: {exc.strerror or exc}.") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _move_into_place(built: Path, final: Path, broken: Callable[[Path], bool]) -> None:
+    """Rename ``built`` to ``final``. When ``final`` exists: replace it if ``broken(final)`` (someone else's half
+    or damaged entry), else keep it (another process finished first; its entry is equivalent)."""
+    try:
+        os.rename(built, final)
+    except OSError:
+        if broken(final):
+            _discard(final)
+            os.rename(built, final)
 
 
 def _temporary_dir(root: Path, final: Path) -> Path:

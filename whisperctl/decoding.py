@@ -156,9 +156,11 @@ class WindowDecoder:
         produced, with the numbers the rules would judge."""
         lm = self.loaded
         feats = lm.features(chunks)
+        prompts = list(prompts) if prompts else [[] for _ in chunks]
         with lm.attention_context():
-            langs, _ = self._languages(feats, list(languages) if languages else [None] * len(chunks))
-            return self._pass(feats, langs, list(prompts) if prompts else [[] for _ in chunks], temperature)[0]
+            hidden = self._encode(feats, prompts)
+            langs, _ = self._languages(feats, list(languages) if languages else [None] * len(chunks), hidden)
+            return self._pass(feats, langs, prompts, temperature, hidden)[0]
 
     def uses_lean_loop(self, temperature: float = 0.0) -> bool:
         """Whether a pass at ``temperature`` runs whisperctl's lean loop (else transformers' generate()): wherever
@@ -175,10 +177,11 @@ class WindowDecoder:
         timer = _EncoderTimer(lm) if self.on_batch is not None else None
         try:
             with lm.attention_context():
-                languages, candidates = self._languages(feats, languages)
-                results, hidden = self._pass(feats, languages, prompts, opts.temperature[0])
+                hidden = self._encode(feats, prompts)  # once: detection, the first pass and fallbacks share it
+                languages, candidates = self._languages(feats, languages, hidden)
+                results, hidden = self._pass(feats, languages, prompts, opts.temperature[0], hidden)
                 if not random_weights and not opts.decode_tokens:
-                    self._fallback(feats, languages, prompts, results)
+                    self._fallback(feats, languages, prompts, results, hidden)
                 for r, found in zip(results, candidates):
                     r.language_candidates = found
                 for r in results:
@@ -213,10 +216,20 @@ class WindowDecoder:
         for r, times in zip(results, timings):
             r.token_times, r.align_s = times, share
 
-    def _languages(self, feats, languages: list[str | None]) -> tuple[list[str | None], list[list[tuple[str, float]] | None]]:
+    def _encode(self, feats, prompts: list[list[int]]):
+        """The encoder output of ``feats`` when passes over ``prompts`` run the lean loop (which takes it as input),
+        else None (generate() encodes inside)."""
+        return self.loaded.model.get_encoder()(feats)[0] if self._lean(prompts) else None
+
+    def _lean(self, prompts: list[list[int]]) -> bool:
+        """Whether a pass over ``prompts`` runs the lean loop: it decodes prompts of one length together (the
+        decoder prefix after a prompt has the same length for every language)."""
+        return self.uses_lean_loop() and len({len(self._prompt_head(p)) for p in prompts}) == 1
+
+    def _languages(self, feats, languages: list[str | None], hidden=None) -> tuple[list[str | None], list[list[tuple[str, float]] | None]]:
         """Each window's language (the forced one, the one given, or detected) and, for detected windows, the
         top candidates with their probabilities (a softmax over the language tokens after start-of-transcript, as
-        openai-whisper and faster-whisper detect)."""
+        openai-whisper and faster-whisper detect). ``hidden``: the encoder output of ``feats``, when computed."""
         lm, opts = self.loaded, self.options
         candidates: list[list[tuple[str, float]] | None] = [None] * len(languages)
         if not lm.multilingual:
@@ -231,7 +244,8 @@ class WindowDecoder:
 
             codes, ids = zip(*lm.language_ids.items())
             if lm.lean_loop is not None:
-                logits = lm.lean_loop.first_logits(lm.model.get_encoder()(feats[unknown])[0], lm.sot_id)
+                encoded = hidden[unknown] if hidden is not None else lm.model.get_encoder()(feats[unknown])[0]
+                logits = lm.lean_loop.first_logits(encoded, lm.sot_id)
             else:
                 hidden = lm.transformers_model().get_encoder()(feats[unknown])[0]
                 logits = self._logits(hidden, [[lm.sot_id]] * len(unknown))[:, 0].float()
@@ -242,23 +256,25 @@ class WindowDecoder:
                 languages[i] = candidates[i][0][0]
         return languages, candidates
 
-    def _fallback(self, feats, languages, prompts, results: list[WindowResult]) -> None:
+    def _fallback(self, feats, languages, prompts, results: list[WindowResult], hidden=None) -> None:
         for temperature in self.options.temperature[1:]:
             redo = [i for i, r in enumerate(results) if needs_fallback(r, self.options)]
             if not redo:
                 return
-            again, _ = self._pass(feats[redo], [languages[i] for i in redo], [prompts[i] for i in redo], temperature)
+            again, _ = self._pass(feats[redo], [languages[i] for i in redo], [prompts[i] for i in redo], temperature,
+                                  None if hidden is None else hidden[redo])
             for i, r in zip(redo, again):
                 results[i] = r
 
-    def _pass(self, feats, languages, prompts: list[list[int]], temperature: float) -> tuple[list[WindowResult], Any]:
-        """One decoding pass at ``temperature`` over every window of ``feats``; and the encoder output."""
+    def _pass(self, feats, languages, prompts: list[list[int]], temperature: float, hidden=None) -> tuple[list[WindowResult], Any]:
+        """One decoding pass at ``temperature`` over every window of ``feats``; and the encoder output (``hidden``:
+        already computed by the caller, for the lean loop)."""
         import torch
 
         lm = self.loaded
         full = [self._full_prompt(p, lang) for p, lang in zip(prompts, languages)]
-        if self.uses_lean_loop(temperature) and len({len(p) for p in full}) == 1:
-            hidden = lm.model.get_encoder()(feats)[0]
+        if self._lean(prompts):
+            hidden = lm.model.get_encoder()(feats)[0] if hidden is None else hidden
             max_new, min_new = self._token_limits()
             limits = dict(max_new_tokens=max_new, min_new_tokens=min_new, no_speech_id=lm.no_speech_id,
                           sot_index=full[0].index(lm.sot_id))

