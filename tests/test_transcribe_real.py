@@ -119,14 +119,35 @@ def test_segments_carry_their_window_quality(sdpa, speech):
 @pytest.mark.parametrize("chunking", ["batched", "sequential"])
 def test_one_fallback_policy_in_both_chunking_modes(speech, chunking):
     """A decode the compression-ratio rule rejects is decoded again hotter, in either mode. A threshold of 1.0
-    rejects every real text (the usual 2.4 rejects repetition loops), so each window runs the whole schedule."""
+    rejects every real text (the usual 2.4 rejects repetition loops), so the JFK window (one window) runs the whole
+    schedule and fails at each temperature: it keeps its most likely attempt (faster-whisper's rule), not the last.
+    Each attempt is seen on its own by a schedule of that one temperature (sampled passes are seeded)."""
     audio = str(speech / JFK)
     normal = Transcriber(EngineConfig(chunking=chunking)).transcribe(audio)
     assert normal.segments and {s.temperature for s in normal.segments} == {0.0}
-    strict = Transcriber(EngineConfig(chunking=chunking, compression_ratio_threshold=1.0, temperature=(0.0, 0.4, 0.8)))
+    schedule = (0.0, 0.4, 0.8)
+    attempts = {}
+    for t in schedule:
+        alone = Transcriber(EngineConfig(chunking=chunking, compression_ratio_threshold=1.0, temperature=(t,)))
+        attempts[t] = alone.transcribe(audio).segments[0].avg_logprob
+    strict = Transcriber(EngineConfig(chunking=chunking, compression_ratio_threshold=1.0, temperature=schedule))
     result = strict.transcribe(audio)
-    assert result.segments and {s.temperature for s in result.segments} == {0.8}
+    best = max(schedule, key=lambda t: attempts[t])
+    assert result.segments and {s.temperature for s in result.segments} == {best}, attempts
+    assert result.segments[0].avg_logprob == attempts[best]
     assert strict.transcribe(audio).text == result.text  # sampled passes are seeded: the same text again
+
+
+def test_a_window_failing_every_temperature_keeps_its_most_likely_plain_attempt():
+    from whisperctl.config import DecodeOptions
+    from whisperctl.decoding import WindowResult, best_attempt
+
+    loop = WindowResult([], "en", -0.1, 0.01, 3.5, 0.0)  # likely but repetitive
+    plain = WindowResult([], "en", -1.4, 0.01, 1.6, 0.4)
+    worse = WindowResult([], "en", -2.5, 0.01, 1.2, 0.8)
+    assert best_attempt([loop, plain, worse], DecodeOptions()) is plain
+    assert best_attempt([loop, WindowResult([], "en", -0.05, 0.0, 3.0, 1.0)], DecodeOptions()).temperature == 1.0  # none plain: all
+    assert best_attempt([loop, plain], DecodeOptions(compression_ratio_threshold=None)) is loop
 
 
 def test_a_repetition_loop_fails_the_compression_rule():

@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import time
 import zlib
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Hashable, Sequence
 
 import numpy as np
 
@@ -33,6 +33,8 @@ from .loaded import LoadedModel
 log = logging.getLogger(__name__)
 
 LANGUAGE_CANDIDATES = 5  # detected languages reported per file, best first
+LANGUAGE_SURE = 0.5  # a first window's top language at least this likely decides the file's language alone
+LANGUAGE_WINDOWS = 4  # else the mean over up to this many of the file's first windows (those in its first batch)
 SAMPLING_SEED = 0  # sampled fallback passes run under this seed: the same input gives the same text
 
 
@@ -87,6 +89,28 @@ def needs_fallback(result: WindowResult, options: DecodeOptions) -> bool:
     return (repetitive or low_logprob) and not silence
 
 
+def pick_language(probs: Any, codes: Sequence[str]) -> list[tuple[str, float]]:
+    """One file's language from the language distributions (rows: its windows in order, each a softmax over
+    ``codes``): the first window's, when its top language reaches ``LANGUAGE_SURE`` (faster-whisper's default
+    threshold); else the mean distribution of up to ``LANGUAGE_WINDOWS`` windows (as faster-whisper's
+    ``language_detection_segments``, with the distributions averaged rather than the top languages voted).
+    Returns the top ``LANGUAGE_CANDIDATES`` (code, probability), best first."""
+    import torch
+
+    first = probs[0]
+    chosen = first if float(first.max()) >= LANGUAGE_SURE else probs[:LANGUAGE_WINDOWS].mean(dim=0)
+    top = torch.topk(chosen, k=min(LANGUAGE_CANDIDATES, len(codes)))
+    return [(codes[j], round(float(p), 4)) for p, j in zip(top.values.tolist(), top.indices.tolist())]
+
+
+def best_attempt(attempts: Sequence[WindowResult], options: DecodeOptions) -> WindowResult:
+    """The attempt to keep when every temperature failed: the most likely one (mean token log-probability) among
+    those that are not too repetitive, or among all when each is (the first on ties)."""
+    limit = options.compression_ratio_threshold
+    plain = [r for r in attempts if limit is None or r.compression_ratio <= limit]
+    return max(plain or attempts, key=lambda r: r.avg_logprob)
+
+
 def is_silence(result: WindowResult, text: str, options: DecodeOptions) -> bool:
     """openai-whisper's no-speech rule, and punctuation alone (a lone '.' on noise) carries no words."""
     if not any(ch.isalnum() for ch in text):
@@ -115,20 +139,23 @@ class WindowDecoder:
     # ------------------------------------------------------------------ public
     def decode(
         self, chunks: Sequence[np.ndarray], languages: Sequence[str | None], prompts: Sequence[list[int]] | None = None,
+        groups: Sequence[Hashable] | None = None,
     ) -> list[WindowResult]:
         """Decode ``chunks`` (≤ 30 s each) together; ``languages[i]`` None means detect it; ``prompts[i]``: text
-        tokens to condition window i on (previous text or the initial prompt). On CUDA out-of-memory the batch is
-        halved and retried (when ``options.halve_on_oom``), down to one window."""
+        tokens to condition window i on (previous text or the initial prompt); ``groups[i]``: the file of window i
+        (windows of one file detected in one batch share one language, see :func:`pick_language`). On CUDA
+        out-of-memory the batch is halved and retried (when ``options.halve_on_oom``), down to one window."""
         n = len(chunks)
         prompts = list(prompts) if prompts is not None else [[] for _ in range(n)]
+        groups = list(groups) if groups is not None else list(range(n))
         limit = self.batch_limit
         if limit is not None and n > limit:
             out: list[WindowResult] = []
             for i in range(0, n, limit):
-                out += self.decode(chunks[i : i + limit], languages[i : i + limit], prompts[i : i + limit])
+                out += self.decode(chunks[i : i + limit], languages[i : i + limit], prompts[i : i + limit], groups[i : i + limit])
             return out
         try:
-            return self._decode_once(chunks, list(languages), prompts)
+            return self._decode_once(chunks, list(languages), prompts, groups)
         except OutOfMemoryError:
             raise
         except RuntimeError as exc:
@@ -145,8 +172,8 @@ class WindowDecoder:
             half = n // 2
             log.warning("out of memory at batch size %d on %s: continuing with batch size %d", n, self.loaded.plan.device, half)
             self.batch_limit = half
-            return self.decode(chunks[:half], languages[:half], prompts[:half]) + self.decode(
-                chunks[half:], languages[half:], prompts[half:])
+            return self.decode(chunks[:half], languages[:half], prompts[:half], groups[:half]) + self.decode(
+                chunks[half:], languages[half:], prompts[half:], groups[half:])
 
     def decode_pass(
         self, chunks: Sequence[np.ndarray], languages: Sequence[str | None] | None = None,
@@ -159,7 +186,7 @@ class WindowDecoder:
         prompts = list(prompts) if prompts else [[] for _ in chunks]
         with lm.attention_context():
             hidden = self._encode(feats, prompts)
-            langs, _ = self._languages(feats, list(languages) if languages else [None] * len(chunks), hidden)
+            langs, _ = self._languages(feats, list(languages) if languages else [None] * len(chunks), range(len(chunks)), hidden)
             return self._pass(feats, langs, prompts, temperature, hidden)[0]
 
     def uses_lean_loop(self, temperature: float = 0.0) -> bool:
@@ -168,7 +195,7 @@ class WindowDecoder:
         return self.loaded.lean_loop is not None
 
     # ---------------------------------------------------------------- private
-    def _decode_once(self, chunks, languages: list[str | None], prompts: list[list[int]]) -> list[WindowResult]:
+    def _decode_once(self, chunks, languages: list[str | None], prompts: list[list[int]], groups: list[Hashable]) -> list[WindowResult]:
         lm, opts = self.loaded, self.options
         random_weights = lm.random_weights
         t0 = time.perf_counter()
@@ -178,7 +205,7 @@ class WindowDecoder:
         try:
             with lm.attention_context():
                 hidden = self._encode(feats, prompts)  # once: detection, the first pass and fallbacks share it
-                languages, candidates = self._languages(feats, languages, hidden)
+                languages, candidates = self._languages(feats, languages, groups, hidden)
                 results, hidden = self._pass(feats, languages, prompts, opts.temperature[0], hidden)
                 if not random_weights and not opts.decode_tokens:
                     self._fallback(feats, languages, prompts, results, hidden)
@@ -226,10 +253,12 @@ class WindowDecoder:
         decoder prefix after a prompt has the same length for every language)."""
         return self.uses_lean_loop() and len({len(self._prompt_head(p)) for p in prompts}) == 1
 
-    def _languages(self, feats, languages: list[str | None], hidden=None) -> tuple[list[str | None], list[list[tuple[str, float]] | None]]:
+    def _languages(self, feats, languages: list[str | None], groups: Sequence[Hashable], hidden=None,
+                   ) -> tuple[list[str | None], list[list[tuple[str, float]] | None]]:
         """Each window's language (the forced one, the one given, or detected) and, for detected windows, the
         top candidates with their probabilities (a softmax over the language tokens after start-of-transcript, as
-        openai-whisper and faster-whisper detect). ``hidden``: the encoder output of ``feats``, when computed."""
+        openai-whisper and faster-whisper detect; one choice per group, :func:`pick_language`). ``hidden``: the
+        encoder output of ``feats``, when computed."""
         lm, opts = self.loaded, self.options
         candidates: list[list[tuple[str, float]] | None] = [None] * len(languages)
         if not lm.multilingual:
@@ -250,13 +279,22 @@ class WindowDecoder:
                 hidden = lm.transformers_model().get_encoder()(feats[unknown])[0]
                 logits = self._logits(hidden, [[lm.sot_id]] * len(unknown))[:, 0].float()
             probs = torch.softmax(logits[:, list(ids)], dim=-1)
-            top = torch.topk(probs, k=min(LANGUAGE_CANDIDATES, len(ids)), dim=-1)
+            by_group: dict[Hashable, list[int]] = {}
             for row, i in enumerate(unknown):
-                candidates[i] = [(codes[j], round(float(p), 4)) for p, j in zip(top.values[row].tolist(), top.indices[row].tolist())]
-                languages[i] = candidates[i][0][0]
+                by_group.setdefault(groups[i], []).append(row)
+            for rows in by_group.values():
+                found = pick_language(probs[rows], codes)
+                for row in rows:
+                    candidates[unknown[row]] = found
+                    languages[unknown[row]] = found[0][0]
         return languages, candidates
 
     def _fallback(self, feats, languages, prompts, results: list[WindowResult], hidden=None) -> None:
+        """openai-whisper's temperature fallback; a window that fails at every temperature keeps its best attempt
+        (as faster-whisper: the highest mean log-probability among the attempts under the compression-ratio
+        threshold, or among all when none is), not the last, most random one."""
+        attempts: dict[int, list[WindowResult]] = {}
+        redo: list[int] = []
         for temperature in self.options.temperature[1:]:
             redo = [i for i, r in enumerate(results) if needs_fallback(r, self.options)]
             if not redo:
@@ -264,7 +302,11 @@ class WindowDecoder:
             again, _ = self._pass(feats[redo], [languages[i] for i in redo], [prompts[i] for i in redo], temperature,
                                   None if hidden is None else hidden[redo])
             for i, r in zip(redo, again):
+                attempts.setdefault(i, [results[i]]).append(r)
                 results[i] = r
+        for i, tried in attempts.items():
+            if needs_fallback(results[i], self.options):
+                results[i] = best_attempt(tried, self.options)
 
     def _pass(self, feats, languages, prompts: list[list[int]], temperature: float, hidden=None) -> tuple[list[WindowResult], Any]:
         """One decoding pass at ``temperature`` over every window of ``feats``; and the encoder output (``hidden``:

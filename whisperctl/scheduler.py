@@ -126,6 +126,7 @@ class BatchedScheduler:
         t0 = time.perf_counter()
         results = self.decoder.decode(
             [w.samples for _, _, w in items], [f.builder.language for f, _, _ in items], [self.prompt] * len(items),
+            [id(f) for f, _, _ in items],
         )
         decode_share = (time.perf_counter() - t0 - sum(r.align_s for r in results)) / len(items)
         for (f, key, window), result in zip(items, results):
