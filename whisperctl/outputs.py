@@ -20,7 +20,7 @@ from typing import Any
 from . import __version__
 from .audio import input_identity
 from .errors import OutputError
-from .writers import safe_stem, write_atomic
+from .writers import WRITERS, safe_stem, write_atomic
 
 RECORDS_DIR = ".whisperctl"
 _MAX_SUFFIX = 10_000
@@ -123,3 +123,52 @@ def _read_record(path: Path) -> dict[str, Any] | None:
 def _write_record(path: Path, data: dict[str, Any], exclusive: bool = False) -> bool:
     """Write a record whole (``exclusive``: only if absent; False when another process has it)."""
     return write_atomic(path, json.dumps(data, ensure_ascii=False, indent=1), exclusive=exclusive)
+
+
+@dataclasses.dataclass
+class OutputPlan:
+    """What a run into an output directory will do: the inputs to transcribe with their claims, the inputs skipped
+    (``--skip-existing``: their outputs exist and came from the same content), and the inputs refused with why."""
+
+    todo: list[str]
+    claims: dict[str, Claim]
+    skipped: int
+    problems: list[tuple[str, str]]
+
+
+def plan_outputs(inputs: list[str], directory: Path, formats: list[Any], overwrite: bool = False,
+                 skip_existing: bool = False) -> OutputPlan:
+    """Claim every input's output names in ``directory`` (exclusively, see the module docstring) and decide what
+    to do with outputs that exist: replaced with ``overwrite``; kept and the input skipped with ``skip_existing``
+    when the record says they came from this very content; else the input is refused (someone's work)."""
+    outputs = OutputDirectory(directory, [WRITERS[f][0] for f in formats])
+    plan = OutputPlan([], {}, 0, [])
+    for name in inputs:
+        try:
+            claim = outputs.claim(name, overwrite=overwrite)
+        except OutputError as exc:
+            plan.problems.append((name, str(exc)))
+            continue
+        existing = claim.existing() if claim.previous is not None else []
+        if existing and skip_existing and claim.unchanged and len(existing) == len(claim.paths):
+            plan.skipped += 1
+            continue
+        if existing and not overwrite and not (skip_existing and claim.verifiable):
+            # without --overwrite, outputs are replaced only when the input is known to have changed since
+            if skip_existing:
+                why = "standard input cannot be matched to the outputs of an earlier run; pass --overwrite to replace them."
+            else:
+                why = "pass --overwrite to replace it or --skip-existing to keep it."
+            plan.problems.append((name, f"{existing[0]} exists (this input's, from an earlier run); {why}"))
+            continue
+        plan.claims[name] = claim
+        plan.todo.append(name)
+    return plan
+
+
+def write_outputs(claim: Claim, formats: list[Any], transcript: Any) -> None:
+    """Each format's file, written whole and atomically, then the record saying they hold this input's transcript
+    (a process killed in between leaves complete files and an older record: a rerun writes them again)."""
+    for fmt, path in zip(formats, claim.paths):
+        write_atomic(path, WRITERS[fmt][1](transcript))
+    claim.written([WRITERS[f][0] for f in formats])

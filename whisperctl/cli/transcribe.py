@@ -28,11 +28,15 @@ def transcribe(
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML preset (see configs/); flags override it."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display or summary."),
     failures_file: Optional[Path] = typer.Option(None, "--failures", help="Write failed inputs and reasons here (TSV)."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="auto|ADDRESS", help="Run on a Ray cluster (extra whisperctl[ray]): auto (RAY_ADDRESS or a local one) or its address. Needs -o."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="--ray: worker actors, one model each (default: as many as the cluster fits)."),
+    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="--ray: GPUs per worker (fractions share a GPU); 0 = CPU workers."),
+    cpus_per_worker: Optional[float] = typer.Option(None, "--cpus-per-worker", help="--ray: CPUs per worker (default 1; also its torch threads)."),
     **engine: Any,
 ) -> None:
     """Transcribe audio with Whisper / Distil-Whisper."""
     fmt = parse_choice(OutputFormat, output_format, "--output-format")
-    from ..writers import WRITERS, expand_formats, write_atomic
+    from ..writers import WRITERS, expand_formats
 
     formats = expand_formats(fmt)
     if overwrite and skip_existing:
@@ -52,46 +56,39 @@ def transcribe(
 
     from ..audio import expand_inputs  # numpy: imported only when a command runs, not for --help
 
+    if ray is None and (workers is not None or gpus_per_worker or cpus_per_worker is not None):
+        raise UsageError("--workers, --gpus-per-worker and --cpus-per-worker size a Ray run; add --ray auto|ADDRESS.")
+    if ray is not None:
+        if output_dir is None:
+            raise UsageError("--ray: workers write the outputs; add --output-dir DIR.")
+        if "-" in inputs:
+            raise UsageError("--ray reads files on the workers; standard input ('-') cannot be sent there.")
+        from ..cluster import require_ray
+
+        require_ray()
     files, problems = expand_inputs(inputs)
     if not files and problems:
         for name, why in problems:
             typer.echo(f"whisperctl: error: {name}: {why}", err=True)
         raise typer.Exit(1)
+    if ray is not None:
+        _on_ray(files, problems, output_dir, config, formats, overwrite, skip_existing, quiet, failures_file,
+                ray, workers, gpus_per_worker, cpus_per_worker)
+        return
 
     from ..engine import Transcriber
 
     transcriber = Transcriber(config)  # validates and plans: bad flags fail here, before the model loads
-    from ..outputs import Claim, OutputDirectory
+    from ..outputs import plan_outputs, write_outputs
 
     # Each input claims its output names exclusively (safe across concurrent runs sharing -o): x, x-2 … and a
     # record in -o/.whisperctl/ says which input owns them (see whisperctl/outputs.py and docs/reliability.md).
-    outputs = OutputDirectory(output_dir, [WRITERS[f][0] for f in formats]) if output_dir else None
-    todo: list[str] = []
-    planned: dict[str, Claim] = {}
     skipped = 0
-    for name in files:
-        if outputs is None:
-            todo.append(name)
-            continue
-        try:
-            claim = outputs.claim(name, overwrite=overwrite)
-        except OutputError as exc:
-            problems.append((name, str(exc)))
-            continue
-        existing = claim.existing() if claim.previous is not None else []
-        if existing and skip_existing and claim.unchanged and len(existing) == len(claim.paths):
-            skipped += 1
-            continue
-        if existing and not overwrite and not (skip_existing and claim.verifiable):
-            # without --overwrite, outputs are replaced only when the input is known to have changed since
-            if skip_existing:
-                why = "standard input cannot be matched to the outputs of an earlier run; pass --overwrite to replace them."
-            else:
-                why = "pass --overwrite to replace it or --skip-existing to keep it."
-            problems.append((name, f"{existing[0]} exists (this input's, from an earlier run); {why}"))
-            continue
-        planned[name] = claim
-        todo.append(name)
+    todo = files
+    if output_dir is not None:
+        plan = plan_outputs(files, output_dir, formats, overwrite=overwrite, skip_existing=skip_existing)
+        todo, skipped = plan.todo, plan.skipped
+        problems += plan.problems
 
     show_progress = not quiet and sys.stderr.isatty()
     interactive_note = not quiet
@@ -112,7 +109,7 @@ def transcribe(
 
         # To stdout, txt/srt/vtt are written segment by segment as they settle (a long file shows text within
         # seconds); files in --output-dir are written whole and atomically once the input is done.
-        streamed = outputs is None and formats[0] in SegmentStream.FORMATS
+        streamed = output_dir is None and formats[0] in SegmentStream.FORMATS
         stream: SegmentStream | None = None
         for event in transcriber.events(todo, progress=progress_ctx.advance if progress_ctx else None):
             if isinstance(event, SegmentReady):
@@ -134,14 +131,11 @@ def transcribe(
                     if started_stream is None:
                         sys.stdout.write(SegmentStream(formats[0]).header())
                         sys.stdout.flush()
-                elif outputs is None:
+                elif output_dir is None:
                     sys.stdout.write(WRITERS[formats[0]][1](result))
                     sys.stdout.flush()
                 else:
-                    claim = planned[inp.name]
-                    for f, path in zip(formats, claim.paths):
-                        write_atomic(path, WRITERS[f][1](result))
-                    claim.written([WRITERS[f][0] for f in formats])
+                    write_outputs(plan.claims[inp.name], formats, result)
             except OutputError as exc:
                 failures.append((inp.name, str(exc)))
                 typer.echo(f"whisperctl: error: {exc}", err=True)
@@ -153,18 +147,60 @@ def transcribe(
     finally:
         if progress_ctx:
             progress_ctx.__exit__(None, None, None)
-    if not quiet and (len(files) > 1 or failures or skipped):
-        wall = time.perf_counter() - started
+    _finish(quiet or not (len(files) > 1 or failures or skipped), done, failures, skipped, audio_seconds,
+            time.perf_counter() - started, failures_file)
+
+
+def _finish(quiet: bool, done: int, failures: list[tuple[str, str]], skipped: int, audio_seconds: float, wall: float,
+            failures_file: Optional[Path], where: str = "") -> None:
+    """The summary line, the --failures file and the exit code: the same for a local and a Ray run."""
+    if not quiet:
         rtfx = f", RTFx {audio_seconds / wall:.1f}" if wall > 0 and audio_seconds else ""
         typer.echo(
             f"whisperctl: {done} transcribed, {len(failures)} failed, {skipped} skipped; "
-            f"{audio_seconds:.1f} s of audio in {wall:.1f} s{rtfx}",
+            f"{audio_seconds:.1f} s of audio in {wall:.1f} s{rtfx}{where}",
             err=True,
         )
     if failures_file is not None:
+        from ..writers import write_atomic
+
         write_atomic(failures_file, failures_tsv(failures))
     if failures:
         raise typer.Exit(1)
+
+
+def _on_ray(files, problems, output_dir, config, formats, overwrite, skip_existing, quiet, failures_file,
+            address, workers, gpus_per_worker, cpus_per_worker) -> None:
+    """``transcribe --ray``: the corpus on a Ray cluster (whisperctl/cluster.py), reported as a local run is."""
+    from ..cluster import transcribe_corpus
+
+    for name, why in problems:
+        typer.echo(f"whisperctl: error: {name}: {why}", err=True)
+    started = time.perf_counter()
+    progress_ctx = _progress(len(files)) if not quiet and sys.stderr.isatty() else None
+
+    def on_file(outcome) -> None:
+        if outcome.error is not None:
+            typer.echo(f"whisperctl: error: {outcome.input}: {outcome.error}", err=True)
+        elif progress_ctx is not None:
+            progress_ctx.advance(outcome.input, outcome.audio_s)
+            progress_ctx.file_done()
+
+    if progress_ctx:
+        progress_ctx.__enter__()
+    try:
+        report = transcribe_corpus(files, output_dir, config, formats, overwrite=overwrite, skip_existing=skip_existing,
+                                   address=address, workers=workers, cpus_per_worker=cpus_per_worker,
+                                   gpus_per_worker=gpus_per_worker, on_file=on_file)
+    finally:
+        if progress_ctx:
+            progress_ctx.__exit__(None, None, None)
+    for name, why in report.problems:
+        typer.echo(f"whisperctl: error: {name}: {why}", err=True)
+    failures = list(problems) + report.failures
+    where = f" on Ray, {report.workers} worker(s)" if report.workers else ""
+    _finish(quiet, len(report.done), failures, report.skipped, sum(o.audio_s for o in report.done),
+            time.perf_counter() - started, failures_file, where)
 
 
 class _progress:

@@ -1,0 +1,266 @@
+"""Transcribe a corpus on a Ray cluster (Ray Data), with the outputs, rules and report of a local run.
+
+The driver (this process) expands nothing and decodes nothing: it claims every input's output names in the output
+directory exactly as a local run does (:func:`whisperctl.outputs.plan_outputs`: ``--overwrite``,
+``--skip-existing``, numbered stems), so the names are fixed before any worker starts. The inputs become a Ray
+dataset of rows (input, claim); ``map_batches`` runs them through a pool of actors, each holding one loaded
+:class:`~whisperctl.engine.Transcriber` built from the same :class:`~whisperctl.config.EngineConfig`. A worker
+reads its inputs itself (the driver never touches audio), transcribes a batch of files with the engine's usual
+batching across files, writes each file's outputs atomically and its ownership record, and returns one row per
+file: written, or failed with the reason (a bad file is a result, not an exception, so Ray never retries it).
+
+Fault tolerance is Ray's: an actor whose process dies is restarted and its unfinished batch is run again
+(Ray Data's actor pools: ``max_restarts=-1``, ``max_task_retries=-1``). Because names are claimed up front and every file is written by
+one rename, a rerun of a batch rewrites the same names with the same content: nothing is duplicated and no
+half-written output is visible. The temporary ``.part`` files a killed worker leaves behind are removed at the end.
+
+Ray is an optional extra (``pip install 'whisperctl[ray]'``); this module imports it only when a run starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .config import DecodeOptions, EngineConfig, OutputFormat
+from .errors import UsageError, WhisperctlError
+from .outputs import Claim, plan_outputs
+
+INSTALL = "pip install 'whisperctl[ray]'"
+FILES_PER_TASK = 4  # files per actor call: windows of several files share batches; a retry redoes at most this many
+
+
+@dataclasses.dataclass
+class FileOutcome:
+    """One input's fate on the cluster."""
+
+    input: str
+    error: str | None  # None: every output was written
+    audio_s: float = 0.0
+    outputs: list[str] = dataclasses.field(default_factory=list)
+    worker: str = ""  # node address and process id of the actor that finished it
+
+
+@dataclasses.dataclass
+class CorpusReport:
+    """What :func:`transcribe_corpus` did: per-file outcomes, inputs skipped and refused before any work."""
+
+    outcomes: list[FileOutcome]
+    skipped: int
+    problems: list[tuple[str, str]]  # (input, reason) refused by the output rules, before the cluster ran
+    workers: int = 0
+    wall_s: float = 0.0
+
+    @property
+    def failures(self) -> list[tuple[str, str]]:
+        return self.problems + [(o.input, o.error) for o in self.outcomes if o.error is not None]
+
+    @property
+    def done(self) -> list[FileOutcome]:
+        return [o for o in self.outcomes if o.error is None]
+
+
+def require_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise UsageError(f"--ray needs Ray: {INSTALL}") from None
+    return ray
+
+
+def transcribe_corpus(
+    inputs: Sequence[str], output_dir: str | Path, config: EngineConfig | None = None,
+    formats: Sequence[OutputFormat] = (OutputFormat.TXT,), *, options: DecodeOptions | None = None,
+    overwrite: bool = False, skip_existing: bool = False, address: str = "auto", workers: int | None = None,
+    cpus_per_worker: float | None = None, gpus_per_worker: float = 0.0, files_per_task: int = FILES_PER_TASK,
+    on_file: Callable[[FileOutcome], None] | None = None,
+) -> CorpusReport:
+    """Transcribe audio files (paths) on Ray into ``output_dir``: the library form of ``transcribe --ray``.
+
+    ``address``: ``auto`` (the cluster ``ray.init()`` finds: ``RAY_ADDRESS``, else a new local one) or a cluster
+    address (``ray://host:10001``, ``host:6379``); an already initialised Ray is used as it is. ``workers``: actors,
+    each with one loaded model (default: as many as the cluster's GPUs or CPUs hold at ``gpus_per_worker`` /
+    ``cpus_per_worker``); ``cpus_per_worker`` defaults to 1 (and sets torch's threads unless the config does).
+    ``on_file`` is called in the driver as each file's outcome arrives (progress)."""
+    config = config or EngineConfig()
+    formats = list(formats)
+    _check_resources(workers, cpus_per_worker, gpus_per_worker, files_per_task)
+    names = [str(x) for x in inputs]
+    if "-" in names:
+        raise UsageError("--ray reads files on the workers; standard input ('-') cannot be sent there.")
+    started = time.perf_counter()
+    plan = plan_outputs(names, Path(output_dir), formats, overwrite=overwrite, skip_existing=skip_existing)
+    report = CorpusReport([], plan.skipped, plan.problems)
+    if not plan.todo:
+        return report  # nothing to do: the cluster is not even contacted
+    ray = require_ray()
+    _connect(ray, address)
+    cpus = 1.0 if cpus_per_worker is None else cpus_per_worker
+    count = workers or _fitting_workers(ray, cpus, gpus_per_worker)
+    report.workers = count
+    try:
+        for outcome in _run(ray, plan.todo, plan.claims, config, options, formats, count, cpus, gpus_per_worker,
+                            files_per_task):
+            report.outcomes.append(outcome)
+            if on_file is not None:
+                on_file(outcome)
+    finally:
+        _remove_partial_files(plan.claims.values())
+    report.wall_s = time.perf_counter() - started
+    return report
+
+
+def _check_resources(workers, cpus, gpus, files_per_task) -> None:
+    if workers is not None and not 1 <= workers <= 100_000:
+        raise UsageError(f"--workers {workers}: give 1 or more.")
+    if cpus is not None and not 0 < cpus <= 1024:
+        raise UsageError(f"--cpus-per-worker {cpus}: give a number above 0 (fractions allowed).")
+    if not 0 <= gpus <= 64:
+        raise UsageError(f"--gpus-per-worker {gpus}: give 0 (CPU workers) or a positive number (fractions allowed).")
+    if gpus > 1 and gpus != int(gpus):
+        raise UsageError(f"--gpus-per-worker {gpus}: above 1, Ray needs a whole number of GPUs.")
+    if not 1 <= files_per_task <= 10_000:
+        raise UsageError(f"files per task {files_per_task}: give 1 or more.")
+
+
+def _connect(ray: Any, address: str) -> None:
+    if ray.is_initialized():
+        return
+    # the driver's core worker logs to stderr (e.g. that actors with restarts keep their constructor arguments in
+    # the object store, which is how Ray Data builds them): only fatal messages, unless the user asks otherwise
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+                                  configure_logging=True)
+    try:
+        if address == "auto":
+            ray.init(**kwargs)  # RAY_ADDRESS when set, else a local cluster of this machine
+        else:
+            ray.init(address=address, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise WhisperctlError(f"--ray {address}: cannot reach a Ray cluster: {str(exc).splitlines()[0]}") from None
+
+
+def _fitting_workers(ray: Any, cpus: float, gpus: float) -> int:
+    resources = ray.cluster_resources()
+    if gpus > 0:
+        have = resources.get("GPU", 0.0)
+        if have < gpus:
+            raise UsageError(f"--gpus-per-worker {gpus}: the Ray cluster has {have:g} GPU(s).")
+        return max(1, int(have // gpus))
+    return max(1, int(resources.get("CPU", 1.0) // cpus))
+
+
+def _run(ray, todo: list[str], claims: dict[str, Claim], config: EngineConfig, options: DecodeOptions | None,
+         formats: list[OutputFormat], workers: int, cpus: float, gpus: float, files_per_task: int):
+    """Outcomes as the workers finish them (order not kept)."""
+    import ray.data
+
+    import logging
+
+    for name in ("ray.data", "ray"):  # whisperctl shows its own progress and errors
+        logging.getLogger(name).setLevel(logging.ERROR)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    rows = [{"input": name, "claim": _claim_to_row(claims[name])} for name in todo]
+    dataset = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / files_per_task)))
+    results = dataset.map_batches(
+        _Worker, fn_constructor_kwargs=dict(config=config, options=options, formats=formats, cpus=cpus),
+        batch_size=files_per_task, batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=cpus, num_gpus=gpus or None,
+    )  # Ray Data's actor pools restart a dead actor and retry its tasks by default (max_restarts=-1,
+    # max_task_retries=-1; ActorPoolMapOperator._apply_default_remote_args): that is the fault tolerance relied on
+    for batch in results.iter_batches(batch_size=None, batch_format="pandas"):
+        for row in batch.to_dict("records"):
+            yield FileOutcome(input=row["input"], error=row["error"] or None, audio_s=float(row["audio_s"]),
+                              outputs=[p for p in row["outputs"].split("\n") if p], worker=row["worker"])
+
+
+class _Worker:
+    """A Ray Data actor: one loaded model, transcribing batches of (input, claim) rows into their outputs."""
+
+    def __init__(self, config: EngineConfig, options: DecodeOptions | None, formats: list[OutputFormat], cpus: float):
+        from .engine import Transcriber
+
+        if config.threads is None:  # torch's threads: the worker's CPUs (validated here, on the worker's node)
+            config = dataclasses.replace(config, threads=max(1, min(math.floor(cpus), os.cpu_count() or 1)))
+        self.transcriber = Transcriber(config)
+        self.transcriber.loaded  # load now: a worker that cannot load fails at start, not per batch
+        self.options, self.formats = options, formats
+        self.name = f"{_node()} pid {os.getpid()}"
+
+    def __call__(self, batch: Any) -> Any:
+        import pandas as pd
+
+        from .outputs import write_outputs
+        from .transcript import FileDone
+
+        claims = {name: _claim_from_row(row) for name, row in zip(batch["input"], batch["claim"])}
+        out = {name: ("", 0.0, "") for name in claims}
+        try:
+            for event in self.transcriber.events(list(claims), options=self.options):
+                if not isinstance(event, FileDone):
+                    continue
+                name, result = event.source.name, event.result
+                if isinstance(result, WhisperctlError):
+                    out[name] = (_reason(name, result), 0.0, "")
+                    continue
+                try:
+                    write_outputs(claims[name], self.formats, result)
+                except WhisperctlError as exc:
+                    out[name] = (_reason(name, exc), 0.0, "")
+                    continue
+                out[name] = ("", float(result.duration), "\n".join(str(p) for p in claims[name].paths))
+        except WhisperctlError as exc:  # the batch as a whole (a usage or model problem): every file not done
+            for name, (error, _, written) in out.items():
+                if not written and not error:
+                    out[name] = (_reason(name, exc), 0.0, "")
+        names = list(out)
+        return pd.DataFrame({
+            "input": names, "error": [out[n][0] for n in names], "audio_s": [out[n][1] for n in names],
+            "outputs": [out[n][2] for n in names], "worker": [self.name] * len(names),
+        })
+
+
+def _reason(name: str, exc: BaseException) -> str:
+    text = str(exc)
+    return text[len(name) + 2:] if text.startswith(name + ": ") else text
+
+
+def _node() -> str:
+    try:
+        import ray
+
+        return ray.util.get_node_ip_address()
+    except Exception:  # noqa: BLE001 - only a label
+        return "?"
+
+
+def _claim_to_row(claim: Claim) -> dict[str, Any]:
+    import json
+
+    return {"stem": claim.stem, "paths": [str(p) for p in claim.paths], "record": str(claim.record),
+            "identity": json.dumps(claim.identity), "previous": json.dumps(claim.previous)}
+
+
+def _claim_from_row(row: dict[str, Any]) -> Claim:
+    import json
+
+    return Claim(stem=row["stem"], paths=tuple(Path(p) for p in row["paths"]), record=Path(row["record"]),
+                 identity=json.loads(row["identity"]), previous=json.loads(row["previous"]))
+
+
+def _remove_partial_files(claims: Any) -> None:
+    """Temporary files a killed worker left next to the outputs it was writing (``.NAME.*.part``; the names are
+    this run's claims, so nobody else writes them)."""
+    for claim in claims:
+        for path in (*claim.paths, claim.record):
+            for stale in path.parent.glob(f".{path.name}.*.part"):
+                try:
+                    stale.unlink()
+                except OSError:
+                    pass
