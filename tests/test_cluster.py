@@ -129,6 +129,18 @@ def test_two_workers_write_what_one_process_writes(tmp_path, capsys, local_ray):
 
 
 @needs_ray
+def test_the_shared_speech_folder_on_two_workers_matches_one_process(tmp_path, capsys, local_ray, speech):
+    """The issue's command over ../shared/speech (43 recordings, one of 231 s): the same transcripts as one process."""
+    local, on_ray = tmp_path / "local", tmp_path / "ray"
+    code, _, err = run_cli(["transcribe", speech, "-o", local, "-f", "json", "-q", *SAME], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["transcribe", speech, "-o", on_ray, "-f", "json", *SAME, "--ray", "auto", "--workers", "2"],
+                           capsys)
+    assert code == 0 and "0 failed, 0 skipped" in err and "on Ray, 2 worker(s)" in err, err
+    assert len(_transcripts(on_ray)) >= 40 and _transcripts(on_ray) == _transcripts(local)
+
+
+@needs_ray
 def test_existing_outputs_follow_the_local_rules(tmp_path, capsys, local_ray):
     """Without --overwrite an unowned output is refused (exit 1, nothing replaced); with it, replaced."""
     corpus = tmp_path / "one"

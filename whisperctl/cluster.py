@@ -81,7 +81,8 @@ def transcribe_corpus(
 ) -> CorpusReport:
     """Transcribe audio files (paths) on Ray into ``output_dir``: the library form of ``transcribe --ray``.
 
-    ``address``: ``auto`` (the cluster ``ray.init()`` finds: ``RAY_ADDRESS``, else a new local one) or a cluster
+    ``address``: ``auto`` (what ``ray.init()`` finds: ``RAY_ADDRESS``, else a cluster this machine joined with
+    ``ray start``, else a new local one for this run) or a cluster
     address (``ray://host:10001``, ``host:6379``); an already initialised Ray is used as it is. ``workers``: actors,
     each with one loaded model (default: as many as the cluster's GPUs or CPUs hold at ``gpus_per_worker`` /
     ``cpus_per_worker``); ``cpus_per_worker`` defaults to 1 (and sets torch's threads unless the config does).
@@ -89,7 +90,7 @@ def transcribe_corpus(
     config = config or EngineConfig()
     formats = list(formats)
     _check_resources(workers, cpus_per_worker, gpus_per_worker, files_per_task)
-    names = [str(x) for x in inputs]
+    names = list(dict.fromkeys(str(x) for x in inputs))  # an input named twice is transcribed once
     if "-" in names:
         raise UsageError("--ray reads files on the workers; standard input ('-') cannot be sent there.")
     started = time.perf_counter()
@@ -137,7 +138,7 @@ def _connect(ray: Any, address: str) -> None:
                                   configure_logging=True)
     try:
         if address == "auto":
-            ray.init(**kwargs)  # RAY_ADDRESS when set, else a local cluster of this machine
+            ray.init(**kwargs)  # RAY_ADDRESS, else the cluster `ray start` made here, else a new local one
         else:
             ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:

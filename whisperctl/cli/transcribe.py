@@ -28,7 +28,7 @@ def transcribe(
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML preset (see configs/); flags override it."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display or summary."),
     failures_file: Optional[Path] = typer.Option(None, "--failures", help="Write failed inputs and reasons here (TSV)."),
-    ray: Optional[str] = typer.Option(None, "--ray", metavar="auto|ADDRESS", help="Run on a Ray cluster (extra whisperctl[ray]): auto (RAY_ADDRESS or a local one) or its address. Needs -o."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="auto|ADDRESS", help="Run on a Ray cluster (extra whisperctl[ray]): auto (RAY_ADDRESS, a cluster joined with `ray start`, or a new local one) or its address. Needs -o."),
     workers: Optional[int] = typer.Option(None, "--workers", help="--ray: worker actors, one model each (default: as many as the cluster fits)."),
     gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="--ray: GPUs per worker (fractions share a GPU); 0 = CPU workers."),
     cpus_per_worker: Optional[float] = typer.Option(None, "--cpus-per-worker", help="--ray: CPUs per worker (default 1; also its torch threads)."),
