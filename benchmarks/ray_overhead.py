@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from cpu_vs_faster_whisper import cpu_description, timed, workload  # noqa: E402
 
 
-def cli(files, out: Path, threads: int, extra: list[str]) -> list[str]:
+def cli(files, out: Path, extra: list[str]) -> list[str]:
     exe = Path(sys.executable).with_name("whisperctl")
     return [str(exe), "transcribe", *map(str, files), "-o", str(out), "-f", "json", "-q", "--overwrite", *extra]
 
@@ -97,7 +97,7 @@ def main() -> None:
     for r in range(args.rounds):
         for name, extra in configs.items():
             with tempfile.TemporaryDirectory(dir=scratch) as out:
-                wall, rss, _, _ = timed(cli(files, Path(out), args.threads, extra), dict(os.environ))
+                wall, rss, _, _ = timed(cli(files, Path(out), extra), dict(os.environ))
                 scores[name] = wer(refs, texts(files, Path(out)))
             walls[name].append(wall)
             print(f"round {r + 1} {name}: {wall:.2f} s wall, driver peak RSS {rss} MiB, WER {100 * scores[name]:.2f} %",

@@ -104,8 +104,7 @@ def transcribe_corpus(
     count = workers or _fitting_workers(ray, cpus, gpus_per_worker)
     report.workers = count
     try:
-        for outcome in _run(ray, plan.todo, plan.claims, config, options, formats, count, cpus, gpus_per_worker,
-                            files_per_task):
+        for outcome in _run(plan.claims, config, options, formats, count, cpus, gpus_per_worker, files_per_task):
             report.outcomes.append(outcome)
             if on_file is not None:
                 on_file(outcome)
@@ -155,19 +154,19 @@ def _fitting_workers(ray: Any, cpus: float, gpus: float) -> int:
     return max(1, int(resources.get("CPU", 1.0) // cpus))
 
 
-def _run(ray, todo: list[str], claims: dict[str, Claim], config: EngineConfig, options: DecodeOptions | None,
-         formats: list[OutputFormat], workers: int, cpus: float, gpus: float, files_per_task: int):
+def _run(claims: dict[str, Claim], config: EngineConfig, options: DecodeOptions | None, formats: list[OutputFormat],
+         workers: int, cpus: float, gpus: float, files_per_task: int):
     """Outcomes as the workers finish them (order not kept)."""
-    import ray.data
-
     import logging
+
+    import ray.data
 
     for name in ("ray.data", "ray"):  # whisperctl shows its own progress and errors
         logging.getLogger(name).setLevel(logging.ERROR)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
-    rows = [{"input": name, "claim": _claim_to_row(claims[name])} for name in todo]
+    rows = [{"input": name, "claim": _claim_to_row(claim)} for name, claim in claims.items()]
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / files_per_task)))
     results = dataset.map_batches(
         _Worker, fn_constructor_kwargs=dict(config=config, options=options, formats=formats, cpus=cpus),
@@ -177,8 +176,9 @@ def _run(ray, todo: list[str], claims: dict[str, Claim], config: EngineConfig, o
     # max_task_retries=-1; ActorPoolMapOperator._apply_default_remote_args): that is the fault tolerance relied on
     for batch in results.iter_batches(batch_size=None, batch_format="pandas"):
         for row in batch.to_dict("records"):
-            yield FileOutcome(input=row["input"], error=row["error"] or None, audio_s=float(row["audio_s"]),
-                              outputs=[p for p in row["outputs"].split("\n") if p], worker=row["worker"])
+            name, error = row["input"], row["error"] or None
+            yield FileOutcome(input=name, error=error, audio_s=float(row["audio_s"]), worker=row["worker"],
+                              outputs=[] if error else [str(p) for p in claims[name].paths])
 
 
 class _Worker:
@@ -201,29 +201,31 @@ class _Worker:
         from .transcript import FileDone
 
         claims = {name: _claim_from_row(row) for name, row in zip(batch["input"], batch["claim"])}
-        out = {name: ("", 0.0, "") for name in claims}
+        out: dict[str, tuple[str, float] | None] = dict.fromkeys(claims)  # (error, audio seconds) once decided
+        failure: WhisperctlError | None = None
         try:
             for event in self.transcriber.events(list(claims), options=self.options):
                 if not isinstance(event, FileDone):
                     continue
                 name, result = event.source.name, event.result
                 if isinstance(result, WhisperctlError):
-                    out[name] = (_reason(name, result), 0.0, "")
+                    out[name] = (_reason(name, result), 0.0)
                     continue
                 try:
                     write_outputs(claims[name], self.formats, result)
                 except WhisperctlError as exc:
-                    out[name] = (_reason(name, exc), 0.0, "")
+                    out[name] = (_reason(name, exc), 0.0)
                     continue
-                out[name] = ("", float(result.duration), "\n".join(str(p) for p in claims[name].paths))
-        except WhisperctlError as exc:  # the batch as a whole (a usage or model problem): every file not done
-            for name, (error, _, written) in out.items():
-                if not written and not error:
-                    out[name] = (_reason(name, exc), 0.0, "")
+                out[name] = ("", float(result.duration))
+        except WhisperctlError as exc:  # the batch as a whole (a usage or model problem)
+            failure = exc
+        for name, decided in out.items():
+            if decided is None:  # not done when the batch failed
+                out[name] = (_reason(name, failure) if failure else "the engine returned no result", 0.0)
         names = list(out)
         return pd.DataFrame({
             "input": names, "error": [out[n][0] for n in names], "audio_s": [out[n][1] for n in names],
-            "outputs": [out[n][2] for n in names], "worker": [self.name] * len(names),
+            "worker": [self.name] * len(names),
         })
 
 

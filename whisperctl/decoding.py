@@ -294,7 +294,6 @@ class WindowDecoder:
         (as faster-whisper: the highest mean log-probability among the attempts under the compression-ratio
         threshold, or among all when none is), not the last, most random one."""
         attempts: dict[int, list[WindowResult]] = {}
-        redo: list[int] = []
         for temperature in self.options.temperature[1:]:
             redo = [i for i, r in enumerate(results) if needs_fallback(r, self.options)]
             if not redo:

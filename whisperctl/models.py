@@ -252,10 +252,10 @@ def checkpoint(source: ModelSource) -> str:
 
     if not is_converted(source):
         return source.location
-    return str(converted_checkpoint(*_ct2_source(source)))
+    return str(converted_checkpoint(*ct2_source(source)))
 
 
-def _ct2_source(source: ModelSource) -> tuple[str | Path, str | None]:
+def ct2_source(source: ModelSource) -> tuple[str | Path, str | None]:
     """The CTranslate2 directory a converted model is built from, and the SHA-256 its model.bin must have (the
     bundled and packaged models'; None for a user's directory). A packaged model is first joined from its parts."""
     if source.kind == "packaged":
@@ -277,7 +277,7 @@ def repair(source: ModelSource) -> bool:
 
     if not is_converted(source):
         return False
-    location, expected = _ct2_source(source)
+    location, expected = ct2_source(source)
     return prepare(location, expected_sha256=expected, full_check=True)[1]
 
 

@@ -130,10 +130,13 @@ class OutputPlan:
     """What a run into an output directory will do: the inputs to transcribe with their claims, the inputs skipped
     (``--skip-existing``: their outputs exist and came from the same content), and the inputs refused with why."""
 
-    todo: list[str]
-    claims: dict[str, Claim]
+    claims: dict[str, Claim]  # the inputs to transcribe, in order, with their claims
     skipped: int
     problems: list[tuple[str, str]]
+
+    @property
+    def todo(self) -> list[str]:
+        return list(self.claims)
 
 
 def plan_outputs(inputs: list[str], directory: Path, formats: list[Any], overwrite: bool = False,
@@ -142,7 +145,7 @@ def plan_outputs(inputs: list[str], directory: Path, formats: list[Any], overwri
     to do with outputs that exist: replaced with ``overwrite``; kept and the input skipped with ``skip_existing``
     when the record says they came from this very content; else the input is refused (someone's work)."""
     outputs = OutputDirectory(directory, [WRITERS[f][0] for f in formats])
-    plan = OutputPlan([], {}, 0, [])
+    plan = OutputPlan({}, 0, [])
     for name in inputs:
         try:
             claim = outputs.claim(name, overwrite=overwrite)
@@ -162,7 +165,6 @@ def plan_outputs(inputs: list[str], directory: Path, formats: list[Any], overwri
             plan.problems.append((name, f"{existing[0]} exists (this input's, from an earlier run); {why}"))
             continue
         plan.claims[name] = claim
-        plan.todo.append(name)
     return plan
 
 

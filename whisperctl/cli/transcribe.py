@@ -61,8 +61,6 @@ def transcribe(
     if ray is not None:
         if output_dir is None:
             raise UsageError("--ray: workers write the outputs; add --output-dir DIR.")
-        if "-" in inputs:
-            raise UsageError("--ray reads files on the workers; standard input ('-') cannot be sent there.")
         from ..cluster import require_ray
 
         require_ray()
