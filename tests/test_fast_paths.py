@@ -170,6 +170,27 @@ def test_beam_of_one_is_greedy(pair, speech):
     assert all(len(r) > 20 for r in beam_rows)
 
 
+def test_finished_rows_leave_the_batch_without_changing_the_others(pair, speech):
+    """Greedy rows that end leave the batch (their cross-attention keys/values are no longer read); the rows
+    left decode on exactly as they would alone: every row's numbers are its own (per-row int8 scaling,
+    attention per row), same weights and kernels."""
+    import torch
+
+    lm = pair[0]
+    samples = audio_mod.load(str(speech / LJ))
+    # rows ending after a few tokens, after one sentence and after a full window: several leave, at different steps
+    chunks = [samples[int(a * SR) : int(b * SR)] for a, b in ((0, 2), (50, 80), (10, 14), (100, 109), (150, 180))]
+    prompt = [lm.prefix("en", EngineConfig().decode_options().task, timestamps=True)] * len(chunks)
+    hidden = _encoded(lm, chunks)
+    with torch.inference_mode():
+        together, _, sums = lm.lean_loop.greedy(hidden, prompt, True)
+        alone = [lm.lean_loop.greedy(hidden[i : i + 1], prompt[:1], True) for i in range(len(chunks))]
+    lengths = [len(r) for r in together]
+    assert max(lengths) > 3 * min(lengths) and all(r[-1] == lm.eos_id for r in together)
+    assert together == [a[0][0] for a in alone]
+    assert sums == pytest.approx([a[2][0] for a in alone], abs=1e-4)
+
+
 @pytest.mark.parametrize("beams", [2, 5])
 def test_beam_search_keeps_the_timestamp_rules(tiny_random_model, beams):
     """Random weights wander through the rules; each beam's rule state must follow its hypothesis when the
