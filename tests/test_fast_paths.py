@@ -288,6 +288,30 @@ def test_int8_linears_quantize_each_row_on_its_own_range():
     assert quantize_linears(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))) == 2
 
 
+def test_int8_vocabulary_projection_packed_in_pieces_equals_one_piece():
+    """The vocabulary projection is packed in pieces on parallel threads (start-up); its output is the same,
+    bit for bit, as the one-piece packing's: each output column is computed on its own."""
+    import warnings
+
+    import torch
+
+    from whisperctl import int8
+
+    fp32 = Transcriber(EngineConfig(quantization="none")).loaded
+    proj = fp32.model.proj_out
+    assert proj.out_features > int8.PIECE_ROWS  # tiny.en's 51864 tokens: 4 pieces
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        whole = int8.DynamicInt8Linear(proj)
+        model = torch.nn.Sequential(torch.nn.Linear(proj.in_features, 8), proj)
+        assert int8.quantize_linears(model) == 2
+    pieced = model[1]
+    x = torch.randn(2, 5, proj.in_features, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        assert torch.equal(pieced(x), whole(x))
+        assert pieced(x).shape == (2, 5, proj.out_features)
+
+
 def test_int8_and_fp32_agree_on_the_words_of_real_speech(speech):
     """The issue's bound: int8 and fp32 agree on >= 95 % of words on real speech (LJ 231 s and JFK), measured as
     1 - WER of the int8 transcript against the fp32 one (measured on LJ: 99.1 % with per-row scales, 98.6 % with
