@@ -63,6 +63,24 @@ class DynamicInt8Linear(torch.nn.Module):
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, qint8 per-row dynamic"
 
+    @classmethod
+    def stacked(cls, linears: list["DynamicInt8Linear"]) -> "DynamicInt8Linear":
+        """One Linear whose output is ``linears``' outputs side by side (they share their input): one call and
+        one GEMM instead of several, the same integers and scales, so the same numbers."""
+        weights, scales, biases = [], [], []
+        for linear in linears:
+            for packed in linear._packed:
+                qweight, _ = torch.ops.quantized.linear_unpack(packed)
+                weights.append(qweight.int_repr())
+                scales.append(qweight.q_per_channel_scales())
+            biases.append(linear.bias if linear.bias is not None else torch.zeros(linear.out_features))
+        weight, scale = torch.cat(weights), torch.cat(scales)
+        qweight = torch._make_per_channel_quantized_tensor(weight, scale, torch.zeros(len(scale), dtype=torch.long), 0)
+        shell = torch.nn.Linear(linears[0].in_features, weight.shape[0], bias=False, device="meta")
+        out = cls(shell, [torch.ops.quantized.linear_prepack(qweight, None)])
+        out.bias = torch.cat(biases)
+        return out
+
 
 def pack_rows(linear: torch.nn.Linear, start: int, stop: int):
     """Rows ``start:stop`` of ``linear``'s weight, quantized per row (symmetric int8) and packed for fbgemm."""

@@ -7,7 +7,8 @@ machinery around each layer; its beam search also copied every window's cross-at
 each beam. This loop calls the model's own layers (so int8 Linears, layer norms and weights are exactly the
 model's) with:
 
-- self-attention keys/values written into buffers allocated once per batch;
+- self-attention keys/values written into buffers allocated once per batch, and with int8 the query, key and
+  value projections stacked into one Linear (one call instead of three per layer and step; the same numbers);
 - cross-attention keys/values computed once per window from the encoder output and shared by its beams: the
   beams' queries attend to them together, as extra query rows (:meth:`LeanDecoder._cross`);
 - the suppress lists turned into index tensors once, and the timestamp rules of
@@ -54,6 +55,7 @@ class LeanDecoder:
         decoder = model.get_decoder()
         self.attention = attention
         self.layers = list(decoder.layers)
+        self.qkv = [_stacked((l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj)) for l in self.layers]
         self.embed_tokens = decoder.embed_tokens
         self.positions = decoder.embed_positions.weight
         self.final_norm = decoder.layer_norm
@@ -110,12 +112,16 @@ class LeanDecoder:
         keys/values into ``keys``/``values``; returns the final hidden states (rows, n, dim)."""
         rows, n = tokens.shape
         hidden = self.embed_tokens(tokens) + self.positions[pos : pos + n]
-        for layer, k_cache, v_cache, (ck, cv) in zip(self.layers, keys, values, cross):
+        for layer, qkv, k_cache, v_cache, (ck, cv) in zip(self.layers, self.qkv, keys, values, cross):
             att = layer.self_attn
             x = layer.self_attn_layer_norm(hidden)
-            q = self._split(att.q_proj(x) * att.scaling)
-            k_cache[:, :, pos : pos + n] = self._split(att.k_proj(x))
-            v_cache[:, :, pos : pos + n] = self._split(att.v_proj(x))
+            if qkv is not None:
+                q, k, v = qkv(x).chunk(3, dim=-1)
+            else:
+                q, k, v = att.q_proj(x), att.k_proj(x), att.v_proj(x)
+            q = self._split(q * att.scaling)
+            k_cache[:, :, pos : pos + n] = self._split(k)
+            v_cache[:, :, pos : pos + n] = self._split(v)
             o = self._attend(q, k_cache[:, :, : pos + n], v_cache[:, :, : pos + n], causal=n > 1)
             hidden = hidden + att.out_proj(o.transpose(1, 2).reshape(rows, n, -1))
             att = layer.encoder_attn
@@ -440,6 +446,16 @@ class _RuleState:
 
     def reorder(self, index) -> None:
         self.last, self.before, self.last_timestamp = (t.index_select(0, index) for t in (self.last, self.before, self.last_timestamp))
+
+
+def _stacked(projections) -> Any:
+    """The self-attention's query, key and value projections as one int8 Linear (one call per step instead of
+    three; the same numbers), where they are int8; else None."""
+    from .int8 import DynamicInt8Linear
+
+    if not all(type(p) is DynamicInt8Linear for p in projections):
+        return None
+    return DynamicInt8Linear.stacked(list(projections))
 
 
 def _grown(cache: Any, capacity: int) -> Any:
