@@ -17,8 +17,8 @@ Here:
 The integer arithmetic is fbgemm's ``quantized::linear_dynamic`` with ``reduce_range=True`` (7-bit activations),
 which never saturates the 16-bit intermediate sums of AVX2's ``vpmaddubsw``: the integer results are the same
 on AVX2 and on AVX-512 VNNI (checked with ``FBGEMM_ENABLE_INSTRUCTIONS=AVX2``). Measured on the speech of
-``../shared/speech`` (docs/benchmarks.md): WER within 0.3 points of faster-whisper's int8 on the folder and the
-long file, with the default kernels and with ``ATEN_CPU_CAPABILITY=avx2``.
+``../shared/speech`` (docs/benchmarks.md): WER within 0.4 points of faster-whisper's int8 on the folder, the long
+file and the hour, with the default kernels and with ``ATEN_CPU_CAPABILITY=avx2``.
 """
 
 from __future__ import annotations
