@@ -74,6 +74,8 @@ class LeanDecoder:
         self.suppress = torch.tensor(sorted({t for t in gen.suppress_tokens or () if 0 <= t < vocab}), dtype=torch.long, device=device)
         self.begin_suppress = torch.tensor(sorted({t for t in gen.begin_suppress_tokens or () if 0 <= t < vocab}),
                                            dtype=torch.long, device=device)
+        # the ids of the timestamp tokens (up to the logits' width), for the rule that timestamps never go back
+        self.timestamp_ids = torch.arange(self.timestamp_begin, int(self.proj_out.out_features), device=device)
 
     # ----------------------------------------------------------------- attention
     def _attend(self, q, k, v, causal: bool):
@@ -234,7 +236,7 @@ class LeanDecoder:
             # log-probabilities of the model's own distribution (before the rules below), as a teacher-forced pass
             # over the tokens computes them: the decoding policy judges every decoding path by the same measure
             logprobs = torch.log_softmax(scores, dim=-1)
-            self._rules(scores, step, min_new_tokens, timestamps, state.args(scores, self.timestamp_begin))
+            self._rules(scores, step, min_new_tokens, timestamps, state.args())
             if temperature > 0:
                 probs = torch.softmax(scores / temperature, dim=-1)
                 nxt = torch.multinomial(probs, 1, generator=generator)[:, 0]
@@ -317,7 +319,7 @@ class LeanDecoder:
                 no_speech = self._no_speech(hidden, scores, n, no_speech_id, sot_index)
                 no_speech = None if no_speech is None else no_speech[::k]
             model_lse = torch.logsumexp(scores, dim=-1)
-            self._rules(scores, step, min_new_tokens, timestamps, state.args(scores, self.timestamp_begin))
+            self._rules(scores, step, min_new_tokens, timestamps, state.args())
             search_lse = torch.logsumexp(scores, dim=-1)
             top_logits, top_ids = scores.topk(k + 1, dim=-1)  # the order within a row is the order of its log-probs
             cand_scores = (beam_scores[:, None] + (top_logits - search_lse[:, None]).double()).tolist()
@@ -390,7 +392,7 @@ class LeanDecoder:
             sums.append(best[1])
         return out, no_speech, sums
 
-    def _timestamp_rules(self, scores, step: int, last, before, last_timestamp, timestamp_ids) -> None:
+    def _timestamp_rules(self, scores, step: int, last, before, last_timestamp) -> None:
         """``WhisperTimeStampLogitsProcessor`` for every row at once (greedy, sampled and beam rows alike)."""
         import torch
 
@@ -405,7 +407,7 @@ class LeanDecoder:
             seen = last_timestamp >= 0
             floor = torch.where(last_ts & ~before_ts, last_timestamp, last_timestamp + 1)
             floor = torch.where(seen, floor, torch.full_like(floor, tb))
-            stamps.masked_fill_(timestamp_ids < floor[:, None], NEG_INF)  # timestamps never go back
+            stamps.masked_fill_(self.timestamp_ids < floor[:, None], NEG_INF)  # timestamps never go back
         else:
             scores[:, :tb] = NEG_INF
             if self.max_initial is not None:
@@ -422,7 +424,6 @@ class _RuleState:
 
     def __init__(self, last, before, last_timestamp):
         self.last, self.before, self.last_timestamp = last, before, last_timestamp
-        self.timestamp_ids = None
 
     @classmethod
     def start(cls, rows: int, device) -> "_RuleState":
@@ -430,12 +431,8 @@ class _RuleState:
 
         return cls(*(torch.full((rows,), -1, dtype=torch.long, device=device) for _ in range(3)))
 
-    def args(self, scores, timestamp_begin: int):
-        import torch
-
-        if self.timestamp_ids is None:  # the ids of the timestamp tokens, for the rule that they never go back
-            self.timestamp_ids = torch.arange(timestamp_begin, scores.shape[-1], device=scores.device)
-        return self.last, self.before, self.last_timestamp, self.timestamp_ids
+    def args(self):
+        return self.last, self.before, self.last_timestamp
 
     def advance(self, nxt, timestamp_begin: int | None) -> None:
         import torch
