@@ -102,6 +102,13 @@ class Plan:
     attention: Attention
     quantization: Quantization
     attention_reason: str
+    attention_auto: bool = False  # picked by --attn auto, not requested by name
+
+    @property
+    def auto_fell_back(self) -> bool:
+        """``--attn auto`` on a CUDA GPU settled for less than flash_attention_2. Worth telling the user: on a GPU
+        they may expect the fastest kernel; on a CPU or MPS sdpa is the expected pick and goes unsaid."""
+        return self.attention_auto and self.device.startswith("cuda") and self.attention is not Attention.FLASH_ATTENTION_2
 
 
 def _v(text: str | None) -> Version | None:
@@ -387,7 +394,7 @@ def make_plan(config: EngineConfig, env: Environment) -> Plan:
         if not verdict.usable:
             raise EligibilityError(f"--attn {config.attention.value}: {verdict.reason}. Fix: {verdict.fix}.")
         attention, reason = config.attention, f"{config.attention.value} as requested ({verdict.reason})"
-    return Plan(device, dtype, attention, quantization, reason)
+    return Plan(device, dtype, attention, quantization, reason, attention_auto=config.attention == Attention.AUTO)
 
 
 def environment_summary(env: Environment) -> dict:

@@ -15,6 +15,7 @@ Load-time options (model, device, dtype, quantization, attention, threads, weigh
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
@@ -27,6 +28,8 @@ from .errors import UsageError, WhisperctlError
 from .loaded import LoadedModel
 from .results import Segment, Transcript
 from .transcript import Event, FileDone, SegmentReady, TranscriptBuilder
+
+log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str, float], None]  # (input name, seconds of audio just finished)
 
@@ -45,6 +48,8 @@ class Transcriber:
             )
         self.env = env or probe()
         self.plan: Plan = make_plan(self.config, self.env)
+        # A CPU run's "auto → sdpa" is expected and stays at debug (-v); a GPU that fell back is worth a line.
+        log.log(logging.INFO if self.plan.auto_fell_back else logging.DEBUG, "%s", self.plan.attention_reason)
         self._loaded: LoadedModel | None = None
         self.check(self.options)
 

@@ -64,7 +64,7 @@ class LoadedModel:
             t0 = time.perf_counter()
             model = load_model(self.config, self.plan, self.source, native_ok=False)[0]
             self._cache["transformers"] = model
-            log.info("loaded transformers' model for generate()/alignment in %.2fs", time.perf_counter() - t0)
+            log.debug("loaded transformers' model for generate()/alignment in %.2fs", time.perf_counter() - t0)
         return model
 
     @property
@@ -184,5 +184,6 @@ def load(config: EngineConfig, plan: Plan, source: models.ModelSource) -> Loaded
         load_seconds=time.perf_counter() - t0,
         config=config,
     )
-    log.info("loaded %s in %.2fs (%s)", source.describe(), loaded.load_seconds, plan.attention_reason)
+    log.debug("loaded %s in %.2fs (%s attention, %s, quantization %s, on %s)", source.describe(), loaded.load_seconds,
+              plan.attention.value, plan.dtype.value, plan.quantization.value, plan.device)
     return loaded

@@ -50,13 +50,17 @@ def _on_sigterm(signum, frame):  # noqa: ARG001
 
 
 def _setup_logging(debug: bool) -> None:
+    """The library's ``whisperctl`` logger to stderr: INFO (what the user should know, e.g. a one-time model
+    conversion) until a command's -v/-q says otherwise; DEBUG with ``WHISPERCTL_DEBUG``."""
     import logging
 
+    from .options import LogFormatter
+
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("whisperctl: %(levelname)s: %(message)s"))
+    handler.setFormatter(LogFormatter())
     logger = logging.getLogger("whisperctl")
     logger.handlers[:] = [handler]
-    logger.setLevel(logging.DEBUG if debug else logging.WARNING)
+    logger.setLevel(logging.DEBUG if debug else logging.INFO)
     logger.propagate = False
 
 

@@ -12,7 +12,7 @@ import typer
 from ..config import Attention, DType, EngineConfig, Quantization, load_config_file
 from ..errors import UsageError
 from . import app
-from .options import check_output_file, engine_options, engine_overrides
+from .options import check_output_file, engine_options, engine_overrides, set_verbosity, verbose_option
 
 AXES = frozenset({"model", "attention", "dtype", "quantization", "batch_size"})
 
@@ -39,9 +39,12 @@ def bench(
     plot_out: Optional[Path] = typer.Option(None, "--plot", help="PNG of RTFx and memory per configuration (needs matplotlib)."),
     compare_to: Optional[Path] = typer.Option(None, "--compare-to", help="A previous --json: add the RTFx ratio to it."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML preset with [engine] and [bench] tables (configs/)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display or notes on stderr; errors only."),
+    verbose: bool = verbose_option(),
     **engine: Any,
 ) -> None:
     """Measure latency, RTFx, tokens/s and memory for each configuration; skip what cannot run here."""
+    set_verbosity(verbose, quiet)
     from ..bench import report, runner
 
     preset_engine: dict[str, Any] = {}
@@ -100,7 +103,7 @@ def bench(
 
     env = probe()
     progress_cm = None
-    if sys.stderr.isatty():
+    if sys.stderr.isatty() and not quiet:
         from rich.console import Console
 
         progress_cm = Console(stderr=True).status("benchmarking…")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -50,6 +51,32 @@ ENGINE_OPTIONS: list[tuple[str, str, type, str]] = [
     ("decoder", "--decoder", str, "auto (whisperctl's lean greedy loop on CPU) | generate (transformers' generate())."),
     ("allow_pickle", "--allow-pickle", bool, "Load pickle (.bin) checkpoints (weights_only=True). Off: safetensors only."),
 ]
+
+
+VERBOSE_HELP = "Log what the engine decides (attention pick, each window's decoding) to stderr."
+
+
+def verbose_option() -> Any:
+    return typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP)
+
+
+def set_verbosity(verbose: bool, quiet: bool = False) -> None:
+    """-v: the ``whisperctl`` logger at DEBUG; -q: warnings and errors only; otherwise INFO. ``WHISPERCTL_DEBUG``
+    keeps DEBUG whatever the flags say."""
+    if verbose and quiet:
+        raise UsageError("--verbose and --quiet contradict each other; pick one.")
+    if os.environ.get("WHISPERCTL_DEBUG", "") not in ("", "0"):
+        return
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.getLogger("whisperctl").setLevel(level)
+
+
+class LogFormatter(logging.Formatter):
+    """``whisperctl: message`` for information, ``whisperctl: WARNING: message`` (the level named) otherwise."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return f"whisperctl: {text}" if record.levelno == logging.INFO else f"whisperctl: {record.levelname}: {text}"
 
 
 def engine_options(fn: Callable | None = None, *, exclude: frozenset[str] = frozenset()) -> Callable:

@@ -12,7 +12,7 @@ import typer
 from ..config import EngineConfig, OutputFormat, load_config_file, parse_choice
 from ..errors import OutputError, UsageError, WhisperctlError
 from . import app
-from .options import check_output_file, check_writable_dir, engine_overrides, engine_options
+from .options import check_output_file, check_writable_dir, engine_overrides, engine_options, set_verbosity, verbose_option
 
 DEFAULTS = EngineConfig()
 
@@ -26,7 +26,8 @@ def transcribe(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip inputs whose outputs all exist (resume a run)."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML preset (see configs/); flags override it."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display or summary."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display, summary or notes; errors only."),
+    verbose: bool = verbose_option(),
     failures_file: Optional[Path] = typer.Option(None, "--failures", help="Write failed inputs and reasons here (TSV)."),
     ray: Optional[str] = typer.Option(None, "--ray", metavar="auto|ADDRESS", help="Run on a Ray cluster (extra whisperctl[ray]): auto (RAY_ADDRESS, a cluster joined with `ray start`, or a new local one) or its address. Needs -o."),
     workers: Optional[int] = typer.Option(None, "--workers", help="--ray: worker actors, one model each (default: as many as the cluster fits)."),
@@ -35,6 +36,7 @@ def transcribe(
     **engine: Any,
 ) -> None:
     """Transcribe audio with Whisper / Distil-Whisper."""
+    set_verbosity(verbose, quiet)
     fmt = parse_choice(OutputFormat, output_format, "--output-format")
     from ..writers import WRITERS, expand_formats
 
@@ -89,9 +91,6 @@ def transcribe(
         problems += plan.problems
 
     show_progress = not quiet and sys.stderr.isatty()
-    interactive_note = not quiet
-    if interactive_note:
-        typer.echo(f"whisperctl: {transcriber.plan.attention_reason}", err=True)
     failures = list(problems)
     for name, why in problems:
         typer.echo(f"whisperctl: error: {name}: {why}", err=True)
