@@ -68,3 +68,79 @@ def test_auto_attention_is_told_only_when_a_gpu_fell_back(machine, level):
     assert t.plan.attention is Attention.SDPA and t.plan.auto_fell_back is (level == logging.INFO)
     picks = [r for r in records if r.getMessage().startswith("auto → sdpa")]
     assert [r.levelno for r in picks] == [level]
+
+
+def _doctor_rows(out: str, checks: list[dict]) -> dict[int, list[str]]:
+    """Each check's lines in plain ``doctor`` output: its row and the indented lines under it."""
+    lines = out.splitlines()
+    starts = []
+    for c in checks:
+        row = re.compile(rf"^  {c['status']}  {re.escape(c['name'])}(\s|$)")
+        found = [i for i, line in enumerate(lines) if row.match(line)]
+        assert len(found) == 1, (c, out)
+        starts.append(found[0])
+    blocks = {}
+    for k, start in enumerate(starts):
+        end = start + 1
+        while end < len(lines) and lines[end].startswith("    "):  # deeper than a row: its details
+            end += 1
+        blocks[k] = lines[start:end]
+    return blocks
+
+
+def test_doctor_is_one_line_per_check_at_80_columns(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, err = run_cli(["doctor", "--json"], capsys)
+    assert code == 0, err
+    checks = json.loads(out)["checks"]
+    code, out, err = run_cli(["doctor"], capsys)
+    assert code == 0 and "The default path works." in out, err
+    assert max(len(line) for line in out.splitlines()) <= 80, out
+    for k, block in _doctor_rows(out, checks).items():
+        c = checks[k]
+        if c["status"] == "PASS" and c["section"] != "recommendation":
+            assert len(block) == 1, block  # no wrapped rows, no details
+            shown = block[0].split(c["name"], 1)[1].strip().rstrip("…")
+            assert c["why"].startswith(shown) and shown, (block, c["why"])
+        if c["status"] in ("WARN", "FAIL") and c["fix"]:
+            assert " ".join(" ".join(block).split()).endswith(f"fix: {' '.join(c['fix'].split())}"), block
+    # sections head their rows instead of a column repeating them; rows plus details stay well under a screen
+    assert len(out.splitlines()) < len(checks) + 25
+
+
+def test_doctor_verbose_shows_every_reason_and_fix(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    code, out, _ = run_cli(["doctor", "--json"], capsys)
+    checks = json.loads(out)["checks"]
+    code, out, err = run_cli(["doctor", "-v"], capsys)
+    assert code == 0, err
+    assert max(len(line) for line in out.splitlines()) <= 100
+    numbers = re.compile(r"\d+(\.\d+)?")  # free memory moves between the two runs
+    for k, block in _doctor_rows(out, checks).items():
+        text = numbers.sub("N", " ".join(" ".join(block).split()))
+        c = checks[k]
+        assert numbers.sub("N", " ".join(c["why"].split())) in text, (block, c)
+        assert not c["fix"] or numbers.sub("N", f"fix: {' '.join(c['fix'].split())}") in text, (block, c)
+
+
+@pytest.mark.parametrize("width", [40, 80, 120])
+def test_doctor_rendering_fits_any_width(width):
+    from whisperctl.cli.doctor import render
+    from whisperctl.doctor import Check, Status
+
+    checks = [
+        Check("versions", "torch", Status.PASS, "2.13.0 (floor 2.3: sdpa_kernel backend pinning; Whisper SDPA needs 2.1.1)"),
+        Check("versions", "flash-attn", Status.FAIL, "2.7.4 installed but import fails: undefined symbol: "
+              "_ZN3c104cuda9SetDeviceEab_a_very_long_unbreakable_symbol_name_here", "reinstall flash-attn built for this torch/CUDA"),
+        Check("recommendation", "--attn auto --dtype auto --quantize auto", Status.PASS,
+              "device cuda:0, dtype fp16, quantization none, attention sdpa — auto → sdpa (flash-attn not installed)"),
+        Check("models", "damaged cache entry", Status.WARN, "/a/very/long/path/" * 6 + ": size differs", "nothing to do"),
+    ]
+    lines = [line.plain for line in render(checks, width)]
+    assert max(len(line) for line in lines) <= width, lines
+    assert [line for line in lines if not line.startswith(" ")] == ["versions", "recommendation", "models"]
+    torch_row = next(line for line in lines if "torch" in line)
+    assert torch_row.startswith("  PASS  torch ") and (len(torch_row) == width or torch_row.endswith("2.1.1)"))
+    joined = " ".join(" ".join(lines).split())
+    assert "fix: reinstall flash-attn built for this torch/CUDA" in joined and "fix: nothing to do" in joined
+    assert "attention sdpa" in joined and "auto → sdpa" not in joined  # the derivation is -v's
