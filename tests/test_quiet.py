@@ -144,3 +144,89 @@ def test_doctor_rendering_fits_any_width(width):
     joined = " ".join(" ".join(lines).split())
     assert "fix: reinstall flash-attn built for this torch/CUDA" in joined and "fix: nothing to do" in joined
     assert "attention sdpa" in joined and "auto → sdpa" not in joined  # the derivation is -v's
+
+
+def _fake_bench_result(model="tiny.en"):
+    def row(attn, status="ok", **kw):
+        r = dict(model=model, attention=attn, dtype="fp32", quantization="int8", batch_size=8, status=status)
+        if status == "ok":
+            r.update(latency_median_s=0.839, latency_p90_s=1.086, rtfx_median=9.4, tokens_per_s=38.1, encoder_share=0.58,
+                     peak_rss_bytes=834 << 20, wer=0.0353, speedup=1.0, same_text="baseline")
+        r.update(kw)
+        return r
+
+    skip = "skipped: flash_attention_2 needs an NVIDIA CUDA GPU; this run uses cpu"
+    return {
+        "environment": {"cpu_model": "AMD EPYC 7B13 64-Core Processor", "torch": "2.13.0+cpu", "transformers": "5.24.0",
+                        "torch_threads": 2},
+        "spec": {"base": {}, "warmup": 2, "repeats": 5, "baseline": "eager"}, "inputs": [{"duration_s": 7.9}],
+        "rows": [row("eager"), row("sdpa", rtfx_median=16.1, speedup=1.71, same_text="2.3 % vs base"),
+                 row("flash_attention_2", skip, dtype="auto", quantization="auto"),
+                 row("flash_attention_2", skip, dtype="auto", quantization="none")],
+    }
+
+
+@pytest.mark.parametrize("width", [60, 80, 100, 140])
+def test_bench_table_fits_the_terminal_and_says_what_it_left_out(capsys, monkeypatch, width):
+    from whisperctl.bench import report
+
+    monkeypatch.setenv("COLUMNS", str(width))
+    result = _fake_bench_result()
+    report.print_table(result)
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= width, out
+    flat = " ".join(out.split())
+    for title in ("attn", "RTFx", "speedup", "same text", "status", "WER %"):  # the last columns to give way
+        assert f" {title} " in flat, out
+    assert "2.3 % vs base" in flat or width < 80
+    if width < 200:  # the full table is ~170 columns: something was folded or dropped, and the table says what
+        assert "every row: model tiny.en, dtype fp32, quant int8, batch 8" in flat
+        assert "[1] flash_attention_2 needs an NVIDIA CUDA GPU; this run uses cpu" in flat
+        assert "skipped [1]" in flat or width < 80  # narrower, the status cell folds too
+        assert flat.count("[1] flash_attention_2") == 1  # two rows, one reason, one note
+    markdown = report.to_markdown(result)
+    assert "| model | attn | dtype | quant | batch | lat med s | lat p90 s | RTFx | tok/s | enc % | mem MiB | WER % |" in markdown
+
+
+def test_bench_table_in_a_pipe_keeps_every_column(capsys, monkeypatch):
+    from whisperctl.bench import report
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    report.print_table(_fake_bench_result())
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert any("lat p90 s" in line and "enc %" in line and "model" in line for line in lines)
+    assert sum("skipped: flash_attention_2 needs an NVIDIA CUDA GPU; this run uses cpu" in line for line in lines) == 2
+
+
+def test_bench_cli_table_fits_100_columns(capsys, monkeypatch, tiny_random_model, tmp_path):
+    monkeypatch.setenv("COLUMNS", "100")
+    code, out, err = run_cli(["bench", "--models", tiny_random_model, "--compare", "eager,sdpa,fa2", "--max-new-tokens", "4",
+                              "--warmup", "0", "--repeats", "1", "--json", tmp_path / "b.json", "--markdown", tmp_path / "b.md"],
+                             capsys)
+    assert code == 0, err
+    assert max(len(line) for line in out.splitlines()) <= 100, out
+    assert "RTFx" in out and "speedup" in out and "not shown at 100 columns: lat p90 s" in out
+    assert "| lat p90 s |" in (tmp_path / "b.md").read_text()  # the export keeps every column
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert [r["same_text"] for r in data["rows"][:2]][0] == "baseline"
+
+
+def test_same_text_column_gives_the_wer_against_the_baseline():
+    from whisperctl.bench import runner
+
+    spec = runner.BenchSpec(EngineConfig(), ("tiny.en",), (Attention.EAGER, Attention.SDPA), (EngineConfig().dtype,),
+                            (EngineConfig().quantization,), (8,))
+
+    def rows(*texts):
+        made = [{"model": "tiny.en", "attention": a, "dtype": "fp32", "quantization": "int8", "batch_size": 8, "status": "ok",
+                 "rtfx_median": 10.0, "texts": t} for a, t in zip(("eager", "sdpa"), texts)]
+        runner._compare_rows(made, spec)
+        return made[1]
+
+    base = ["The cat sat on the mat.", "A dog barked twice at night."]
+    assert rows(base, list(base))["same_text"] == "same"
+    changed = rows(base, ["The cat sat on a mat.", "A dog barked twice at night."])  # 1 word in 12
+    assert changed["same_text"] == "8.3 % vs base" and changed["text_wer_vs_baseline"] == pytest.approx(1 / 12)
+    assert rows(base, ["the cat sat on the mat", "A dog barked twice at night!"])["same_text"] == "same words"
+    assert rows(["", ""], ["words", ""])["same_text"] == "differs (baseline empty)"

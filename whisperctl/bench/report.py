@@ -94,29 +94,86 @@ def visible_columns(result: dict[str, Any]) -> list[tuple[str, str]]:
     return [(title, key) for title, key in COLUMNS if key in ("model", "attention", "status") or any(cell(r, key) for r in rows)]
 
 
+#: Columns that identify a row: when every row that ran shares a value, a narrow terminal shows it once, below.
+FOLDABLE = ("model", "dtype", "quantization", "batch_size")
+#: Measurements in the order they leave a table too wide for the terminal (the exports keep every column).
+DROP_ORDER = ("latency_p90_s", "encoder_share", "tokens_per_s", "vs_previous", "memory", "latency_median_s")
+_LEFT = ("model", "attention", "status", "same_text", "dtype", "quantization")
+
+
+def fit_table(result: dict[str, Any], width: int | None) -> tuple[list[tuple[str, str]], list[str], list[str]]:
+    """What the terminal table shows at ``width`` (None: everything): its columns, each row's status, and notes
+    for below it. While the table is too wide, in order: values every row that ran shares become one note; long
+    statuses (skip reasons, errors) become numbered notes; measurements go by :data:`DROP_ORDER`."""
+    rows = result["rows"]
+    cols = visible_columns(result)
+    statuses = [str(r.get("status", "")) for r in rows]
+    if width is None:
+        return cols, statuses, []
+
+    def needed() -> int:  # rich's default box: a border per column plus one, a space either side of each cell
+        widths = [max([len(title)] + [len(s) if key == "status" else len(cell(r, key)) for r, s in zip(rows, statuses)])
+                  for title, key in cols]
+        return sum(widths) + 3 * len(cols) + 1
+
+    notes = []
+    if needed() > width:
+        ran = [r for r in rows if r.get("status") == "ok"] or rows
+        shared = [(title, key) for title, key in cols if key in FOLDABLE and len({cell(r, key) for r in ran}) == 1]
+        if shared:
+            cols = [c for c in cols if c not in shared]
+            notes.append("every row: " + ", ".join(f"{title} {cell(ran[0], key)}" for title, key in shared))
+    if needed() > width:
+        numbered: dict[str, int] = {}
+        for i, status in enumerate(statuses):
+            kind, sep, reason = status.partition(": ")
+            if sep:
+                if reason not in numbered:
+                    numbered[reason] = len(numbered) + 1
+                    notes.append(f"[{numbered[reason]}] {reason}")
+                statuses[i] = f"{kind} [{numbered[reason]}]"
+    dropped = []
+    for key in DROP_ORDER:
+        if needed() <= width:
+            break
+        for column in [c for c in cols if c[1] == key]:
+            cols.remove(column)
+            dropped.append(column[0])
+    if dropped:
+        notes.append(f"not shown at {width} columns: {', '.join(dropped)} (--json, --csv and --markdown keep them)")
+    return cols, statuses, notes
+
+
 def print_table(result: dict[str, Any]) -> None:
+    import os
+
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title="whisperctl bench", caption=escape(header(result)))
-    cols = visible_columns(result)
+    console = Console()
+    # A terminal, or a COLUMNS the user set, is the width to fit; a file or pipe otherwise gets every column,
+    # one line per row.
+    width = console.width if console.is_terminal or os.environ.get("COLUMNS", "").isdigit() else None
+    cols, statuses, notes = fit_table(result, width)
+    table = Table(title="whisperctl bench", caption=escape("\n".join([header(result), *notes])), caption_justify="left")
     for title, key in cols:
-        table.add_column(title, justify="right" if key not in ("model", "attention", "status", "same_text", "dtype", "quantization") else "left", overflow="fold")
-    for row in result["rows"]:
+        table.add_column(title, justify="left" if key in _LEFT else "right", overflow="fold", no_wrap=key not in _LEFT)
+    for row, status in zip(result["rows"], statuses):
         cells = []
         for _, key in cols:
-            text = escape(cell(row, key))
-            if key == "status" and text != "ok":
+            text = escape(status if key == "status" else cell(row, key))
+            if key == "status" and status != "ok":
                 text = f"[yellow]{text}[/]"
-            if key == "same_text" and text.startswith("DIFFERS"):
+            if key == "same_text" and text not in ("", "baseline", "same", "same words"):
                 text = f"[red]{text}[/]"
             cells.append(text)
         table.add_row(*cells)
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=200)  # files and pipes: one line per row rather than folded columns
-    console.print(table)
+    if width is None:
+        console = Console(width=10_000)  # files and pipes: one line per row rather than folded columns
+        console.print(table, width=console.measure(table).maximum)
+    else:
+        console.print(table)
 
 
 def write_json(result: dict[str, Any], path: str | Path) -> None:

@@ -356,8 +356,24 @@ def _compare_rows(rows: list[dict[str, Any]], spec: BenchSpec) -> None:
         if row is base:
             row["same_text"] = "baseline"
         elif "texts" in row and "texts" in base:
-            differ = sum(a != b for a, b in zip(row["texts"], base["texts"]))
-            row["same_text"] = "same" if differ == 0 else f"DIFFERS in {differ}/{len(row['texts'])}"
+            row["same_text"] = _text_vs_baseline(row, base["texts"])
+
+
+def _text_vs_baseline(row: dict[str, Any], baseline: list[str]) -> str:
+    """How far this row's transcripts are from the baseline's: ``same``, or the WER between them (the baseline's
+    text as the reference), also stored as ``text_wer_vs_baseline``. A count of differing files said nothing of
+    whether one word or every word changed."""
+    if row["texts"] == baseline:
+        return "same"
+    from ..wer import wer
+
+    try:
+        row["text_wer_vs_baseline"] = wer(baseline, row["texts"])
+    except ValueError:  # the baseline transcribed no words at all: there is nothing to count errors against
+        return "differs (baseline empty)"
+    if row["text_wer_vs_baseline"] == 0:
+        return "same words"  # case, punctuation or spacing only, which the WER normaliser ignores
+    return f"{100 * row['text_wer_vs_baseline']:.1f} % vs base"
 
 
 def _host_summary() -> dict[str, Any]:
