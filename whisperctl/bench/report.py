@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -145,8 +146,6 @@ def fit_table(result: dict[str, Any], width: int | None) -> tuple[list[tuple[str
 
 
 def print_table(result: dict[str, Any]) -> None:
-    import os
-
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table

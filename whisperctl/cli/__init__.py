@@ -54,9 +54,9 @@ def _setup_logging(debug: bool) -> None:
     conversion) until a command's -v/-q says otherwise; DEBUG with ``WHISPERCTL_DEBUG``."""
     import logging
 
-    from .options import LogFormatter
+    from .options import LogFormatter, StderrHandler
 
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(LogFormatter())
     logger = logging.getLogger("whisperctl")
     logger.handlers[:] = [handler]

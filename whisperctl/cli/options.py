@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -69,6 +70,19 @@ def set_verbosity(verbose: bool, quiet: bool = False) -> None:
         return
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.getLogger("whisperctl").setLevel(level)
+
+
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time: a rich progress display redirects it while it runs and
+    prints what arrives above itself, so -v's lines do not tear the bar."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns one; the current sys.stderr wins
+        pass
 
 
 class LogFormatter(logging.Formatter):
