@@ -88,7 +88,16 @@ def _doctor_rows(out: str, checks: list[dict]) -> dict[int, list[str]]:
     return blocks
 
 
-def test_doctor_is_one_line_per_check_at_80_columns(capsys, monkeypatch):
+@pytest.fixture
+def same_facts(monkeypatch):
+    """Both doctor runs of a test see the same host facts (the first run removes abandoned conversions, say)."""
+    import whisperctl.doctor
+
+    facts = whisperctl.doctor.gather()
+    monkeypatch.setattr(whisperctl.doctor, "gather", lambda verify_cache=False: facts)
+
+
+def test_doctor_is_one_line_per_check_at_80_columns(capsys, monkeypatch, same_facts):
     monkeypatch.setenv("COLUMNS", "80")
     code, out, err = run_cli(["doctor", "--json"], capsys)
     assert code == 0, err
@@ -108,7 +117,7 @@ def test_doctor_is_one_line_per_check_at_80_columns(capsys, monkeypatch):
     assert len(out.splitlines()) < len(checks) + 25
 
 
-def test_doctor_verbose_shows_every_reason_and_fix(capsys, monkeypatch):
+def test_doctor_verbose_shows_every_reason_and_fix(capsys, monkeypatch, same_facts):
     monkeypatch.setenv("COLUMNS", "100")
     code, out, _ = run_cli(["doctor", "--json"], capsys)
     checks = json.loads(out)["checks"]
