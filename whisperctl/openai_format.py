@@ -58,7 +58,12 @@ def openai_name(hf_name: str) -> str | None:
 
 
 def dims(config: dict[str, Any]) -> dict[str, int]:
-    """openai-whisper's ``ModelDimensions`` from a transformers ``config.json``."""
+    """openai-whisper's ``ModelDimensions`` from a transformers ``config.json``; a shape it cannot express (its
+    MLPs are always 4x the width) is a :class:`ConversionError`."""
+    for side in ("encoder", "decoder"):
+        if config.get(f"{side}_ffn_dim", 4 * config["d_model"]) != 4 * config["d_model"]:
+            raise ConversionError(f"openai-whisper's model has MLPs 4x its width ({4 * config['d_model']}); this "
+                                  f"checkpoint's {side}_ffn_dim is {config[f'{side}_ffn_dim']}.")
     return {
         "n_mels": config["num_mel_bins"], "n_vocab": config["vocab_size"],
         "n_audio_ctx": config["max_source_positions"], "n_audio_state": config["d_model"],
