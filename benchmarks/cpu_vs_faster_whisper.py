@@ -211,8 +211,7 @@ def main() -> None:
     scratch = Path(tempfile.gettempdir()) / "whisperctl-bench"
     scratch.mkdir(exist_ok=True)
     engines = {"wc": "whisperctl", "fw": "faster-whisper"}[args.only] if args.only else args.engines
-    cli = Path(sys.executable).with_name("whisperctl")
-    cmd = [str(cli) if cli.exists() else "whisperctl", "bench", "--engines", engines, *prepare(args.workload, args.tiled_minutes, scratch),
+    cmd = [sys.executable, "-c", "from whisperctl.cli import main; main()", "bench", "--engines", engines, *prepare(args.workload, args.tiled_minutes, scratch),
            "--repeats", str(args.rounds), "--warmup", str(args.warmup), "--threads", str(args.threads),
            "--beam-size", str(args.beam), "--quantize", args.wc_quantize, "--chunking", args.wc_chunking, "--model", args.model]
     if args.model != "tiny.en":

@@ -1,7 +1,7 @@
 """whisperctl against the transformers ASR pipeline as insanely-fast-whisper runs it, same weights, same GPU:
 a thin caller of ``whisperctl bench --engines`` (method: docs/bench.md).
 
-    python benchmarks/gpu_peer.py MODEL AUDIO REFERENCE_TSV OUT_DIR [--minutes 30] [--engines transformers,whisperctl]
+    python benchmarks/gpu_peer.py [real] MODEL AUDIO REFERENCE_TSV OUT_DIR [--minutes 30] [--engines transformers,whisperctl]
 
 MODEL is any ``--model`` (tiny.en, a CTranslate2 or transformers directory). AUDIO is tiled to ``--minutes`` into
 OUT_DIR, its reference (the row of REFERENCE_TSV whose ``file`` is AUDIO's name) repeated beside it, so WER is
@@ -35,7 +35,8 @@ def main() -> None:
     p.add_argument("--engines", default="transformers,whisperctl")
     p.add_argument("--device", default="cuda:0")
     p.add_argument("bench_args", nargs="*", help="after --: more whisperctl bench flags")
-    args = p.parse_args()
+    argv = sys.argv[1:]
+    args = p.parse_args(argv[1:] if argv[:1] == ["real"] else argv)  # "real": the former mode's name
 
     import numpy as np
     import soundfile as sf
@@ -51,8 +52,7 @@ def main() -> None:
     if not tiled.exists():
         sf.write(str(tiled), np.tile(samples, reps), audio_mod.SAMPLE_RATE)
     tiled.with_suffix(".txt").write_text(" ".join([reference] * reps) + "\n", encoding="utf-8")
-    cli = Path(sys.executable).with_name("whisperctl")
-    cmd = [str(cli) if cli.exists() else "whisperctl", "bench", "--engines", args.engines, "--model", args.model,
+    cmd = [sys.executable, "-c", "from whisperctl.cli import main; main()", "bench", "--engines", args.engines, "--model", args.model,
            "--audio", str(tiled), "--device", args.device, "--dtype", "fp16", "--attn", "sdpa", "--batch-size", "24",
            "--repeats", "3", "--warmup", "1", "--json", str(args.out / "peer_real.json"),
            "--markdown", str(args.out / "peer_real.md"), *args.bench_args]
