@@ -8,8 +8,8 @@ the result. Measured here, inside the process:
 * warm-up: ``warmup`` uncounted transcriptions of the first input's first 30 s;
 * ``wall_s``: from reading the first input to the last segment of the last one (``per_file_s`` per input);
 * ``peak_rss_bytes``: the process's peak resident memory (``getrusage``, imports and load included);
-  ``peak_vram_bytes`` on CUDA: the process's device memory, from NVML when available (any library's
-  allocations), else torch's peak reserved memory.
+  ``peak_vram_bytes`` on CUDA: the process's device memory from NVML (any library's allocations), see
+  :class:`_VramPeak`; ``vram_source`` says how it was read.
 
 The result is JSON: ``{"texts", "ran", "imports_s", "load_s", "wall_s", "per_file_s", …}`` or ``{"error": …}``.
 """
@@ -33,7 +33,11 @@ from .engines import SAMPLE_RATE, EngineRequest, registry
 
 
 class _VramPeak:
-    """This process's device memory, sampled every 20 ms (NVML), or torch's peak reserved memory without it."""
+    """This process's peak device memory, sampled every 20 ms from NVML (pynvml, or ``nvidia-smi`` without it).
+
+    NVML sees every library's allocations (CTranslate2's too). Where it cannot see this process (a container's
+    pid namespace) the device's used memory above what was in use at the start is taken instead
+    (``source`` says which); torch's peak reserved memory is the floor when torch ran."""
 
     def __init__(self, device: str):
         self.index = int(device.partition(":")[2] or 0)
@@ -41,31 +45,47 @@ class _VramPeak:
         self.source = "none"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._nvml: Any = None
         try:
             import pynvml
 
             pynvml.nvmlInit()
             self._nvml = pynvml
             self._handle = pynvml.nvmlDeviceGetHandleByIndex(self.index)
-            self.source = "nvml"
-        except Exception:  # noqa: BLE001 — no NVML here: torch's counters below
+        except Exception:  # noqa: BLE001 — no pynvml: nvidia-smi, or torch's counters
             self._nvml = None
+        self._baseline = self._sample()[1]
 
-    def _used(self) -> int:
-        procs = self._nvml.nvmlDeviceGetComputeRunningProcesses(self._handle)
-        return sum(p.usedGpuMemory or 0 for p in procs if p.pid == os.getpid())
+    def _sample(self) -> tuple[int | None, int | None]:
+        """(this process's bytes or None when not visible, the device's used bytes or None)."""
+        try:
+            if self._nvml is not None:
+                procs = self._nvml.nvmlDeviceGetComputeRunningProcesses(self._handle)
+                mine = [p.usedGpuMemory or 0 for p in procs if p.pid == os.getpid()]
+                return (sum(mine) if mine else None), int(self._nvml.nvmlDeviceGetMemoryInfo(self._handle).used)
+            import subprocess
+
+            smi = lambda q, f: subprocess.run(  # noqa: E731
+                ["nvidia-smi", f"--query-{q}", "--format=csv,noheader,nounits", "-i", str(self.index)],
+                capture_output=True, text=True, timeout=5, check=True).stdout.split("\n")
+            mine = [int(line.split(",")[1]) for line in smi("compute-apps=pid,used_memory", None)
+                    if line.strip() and int(line.split(",")[0]) == os.getpid()]
+            used = int(smi("gpu=memory.used", None)[0])
+            return (sum(mine) * 2**20 if mine else None), used * 2**20
+        except Exception:  # noqa: BLE001 — no NVML at all
+            return None, None
 
     def _run(self) -> None:
-        while not self._stop.wait(0.02):
-            try:
-                self.peak = max(self.peak, self._used())
-            except Exception:  # noqa: BLE001
-                return
+        while not self._stop.wait(0.02 if self._nvml is not None else 0.2):
+            mine, used = self._sample()
+            if mine is not None:
+                self.peak, self.source = max(self.peak if self.source == "nvml" else 0, mine), "nvml"
+            elif used is not None and self._baseline is not None and self.source != "nvml":
+                self.peak, self.source = max(self.peak, used - self._baseline), "nvml device delta"
 
     def __enter__(self) -> "_VramPeak":
-        if self._nvml is not None:
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            self._thread.start()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -77,8 +97,8 @@ class _VramPeak:
 
             if torch.cuda.is_available() and torch.cuda.is_initialized():
                 reserved = int(torch.cuda.max_memory_reserved(self.index))
-                if reserved > self.peak:  # NVML blind to this process (a container's pid namespace), or absent
-                    self.peak, self.source = reserved, "torch"
+                if reserved > self.peak:  # NVML absent, or it sampled between allocations
+                    self.peak, self.source = reserved, "torch reserved"
 
 
 def _sync(request: EngineRequest) -> None:
