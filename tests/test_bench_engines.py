@@ -257,3 +257,22 @@ def test_each_real_engine_on_cuda(name, speech, references):
     assert row["status"] == "ok", row["status"]
     assert row["wer"] < 0.1 and row["peak_vram_bytes"] > 0
     assert row["ran"]["compute"] in ("fp16", "float16")
+
+
+def test_a_toml_preset_names_the_engines(fake_engines, clips, tmp_path, monkeypatch, capsys):
+    preset = tmp_path / "engines.toml"
+    preset.write_text('[engine]\nthreads = 1\n[bench]\nengines = ["fake", "fake-twin"]\nrepeats = 1\nwarmup = 0\n')
+    code, stdout, err = run_cli(["bench", "--config", preset, "--audio", clips, "--json", tmp_path / "r.json"], capsys)
+    assert code == 0, err
+    assert [r["engine"] for r in json.loads((tmp_path / "r.json").read_text())["rows"]] == ["fake", "fake-twin"]
+
+
+def test_manifest_references_score_every_engine(fake_engines, clips, tmp_path, capsys):
+    manifest = clips / "MANIFEST.tsv"
+    manifest.write_text("file\treference_text\na.wav\thello world\nb.wav\tgood friend\n", encoding="utf-8")
+    code, stdout, err = run_cli(["bench", "--engines", "fake", "--manifest", manifest, "--repeats", "1", "--warmup", "0",
+                                 "--threads", "1", "--json", tmp_path / "r.json"], capsys)
+    assert code == 0, err
+    row = json.loads((tmp_path / "r.json").read_text())["rows"][0]
+    assert row["wer"] == 0.0 and [f["name"] for f in row["files"]] == ["a.wav", "b.wav"]
+    assert row["worst_file_summary"] == "a.wav 0.0 %"

@@ -12,13 +12,17 @@ _AXES = {"model": "--models", "attention": "--compare", "dtype": "--dtypes", "qu
          "batch_size": "--batch-sizes"}
 
 
-def engines_plan(engines: str, engine_config: dict[str, Any], axes: dict[str, Any], matrix_only: dict[str, Any],
+def engines_plan(engines: Any, engine_config: dict[str, Any], axes: dict[str, Any], matrix_only: dict[str, Any],
                  warmup: int, repeats: int):
     """``engine_config``: the engine fields given (preset and flags); ``axes``: the matrix flags given, by config
     field; ``matrix_only``: flags that have no meaning in an engine comparison, by flag, when given."""
     from ..bench import compare
     from ..eligibility import probe
 
+    if isinstance(engines, (list, tuple)):  # a TOML list: [bench] engines = ["whisperctl", "faster-whisper"]
+        engines = ",".join(map(str, engines))
+    if not isinstance(engines, str):
+        raise UsageError(f"--config [bench] engines: give engine names, got {engines!r}.")
     for flag, value in matrix_only.items():
         if value is not None:
             raise UsageError(f"{flag}: not with --engines (it applies to whisperctl's matrix only); drop one of them.")
