@@ -26,6 +26,12 @@ Each workload's files get their reference beside them (``<stem>.txt``), so bench
 figure, as this script measured before it called bench. ``--emulate-avx2`` runs every engine with AVX2 kernels on
 an AVX-512 CPU: ``ATEN_CPU_CAPABILITY=avx2`` (PyTorch's float kernels), ``FBGEMM_ENABLE_INSTRUCTIONS=AVX2`` (its
 int8 GEMMs) and ``CT2_FORCE_CPU_ISA=AVX2`` (CTranslate2). Any other bench flag goes after ``--``.
+
+Flags of the earlier, self-timing version (docs/benchmarks.md's older commands): ``--fw-compute float32`` is now
+``--wc-quantize none`` (faster-whisper's compute type follows whisperctl's quantization); ``--baseline-extra`` is
+gone (two whisperctl configurations: bench's matrix, or two runs and ``--compare-to``). Figures measured since this
+script calls bench give faster-whisper bench's 16 kHz samples instead of its own PyAV decoding of the file, which
+moves its WER by a few words (LJ 231 s: 3.53 % instead of 3.17 %).
 """
 
 from __future__ import annotations
