@@ -1,7 +1,11 @@
-"""whisperctl vs faster-whisper on the CPU: same weights, same threads, alternating whole processes, three workloads.
+"""whisperctl vs faster-whisper (and the other engines) on the CPU: the workloads, measured by ``whisperctl bench --engines``.
+
+This script only builds the inputs and calls the command; the measurement (one process per engine and repeat,
+alternating order, the same 16 kHz samples, threads, beam size and compute type for every engine, load reported
+apart, WER per file) is ``whisperctl bench --engines``'s, described in docs/bench.md.
 
 Workloads (``--workload``):
-  folder  W1: every clip of ../shared/speech/MANIFEST.tsv except the 231 s concatenation, in one call
+  folder  W1: every clip of ../shared/speech/MANIFEST.tsv except the 231 s concatenation
   long    W2: the LJ Speech 231 s file
   tiled   W3: the LJ file tiled to ``--tiled-minutes`` (default 58 min), written once to a temporary folder
   s1      the 32 LJ clips joined by digital silences of 2-60 s (uniform, seed 13): about 80 % silence
@@ -9,25 +13,26 @@ Workloads (``--workload``):
   s3      three files of no speech: 60 s of noise, 60 s of music-like tones, 60 s of digital silence
           (WER is undefined: the words transcribed are counted instead; the target is none)
 
-Each measurement is one whole process, timed from spawn to exit (imports, model load and decoding included):
-whisperctl is its CLI (``whisperctl transcribe FILES -o DIR -f json -q`` with the flags below); faster-whisper is
-a Python process that loads the very CTranslate2 directory whisperctl's model comes from (``--model``: tiny.en or base-pypi) and transcribes the
-same files one after the other (no VAD, ``language="en"``, ``cpu_threads`` = ``--threads``). The two alternate
-A B A B …; the ratio faster-whisper wall / whisperctl wall is taken pair by pair and the median reported, with
-each system's WER (jiwer after Whisper's English normaliser, corpus WER over the workload's files) and peak RSS.
+Each workload's files get their reference beside them (``<stem>.txt``), so bench scores them. Examples:
 
     pip install -e '.[peers]'
     python benchmarks/cpu_vs_faster_whisper.py --workload folder --rounds 3
     python benchmarks/cpu_vs_faster_whisper.py --workload long --rounds 3 --beam 5
-    python benchmarks/cpu_vs_faster_whisper.py --workload tiled --rounds 3
-    python benchmarks/cpu_vs_faster_whisper.py --workload folder --emulate-avx2   # AVX2 kernels for both
+    python benchmarks/cpu_vs_faster_whisper.py --workload long --engines whisperctl,transformers,faster-whisper,openai-whisper
+    python benchmarks/cpu_vs_faster_whisper.py --workload folder --emulate-avx2   # AVX2 kernels for every engine
     python benchmarks/cpu_vs_faster_whisper.py --workload s1 --wc-extra '--chunking vad' --fw-vad   # VAD on both
-    python benchmarks/cpu_vs_faster_whisper.py --workload s1 --wc-extra '--chunking vad' --baseline-extra '--vad none'
-                                            # whisperctl with VAD against whisperctl without (no faster-whisper)
 
-``--emulate-avx2`` runs both systems with AVX2 kernels on an AVX-512 CPU: ``ATEN_CPU_CAPABILITY=avx2`` (PyTorch's
-float kernels) and ``FBGEMM_ENABLE_INSTRUCTIONS=AVX2`` (its int8 GEMMs) for whisperctl, ``CT2_FORCE_CPU_ISA=AVX2``
-for faster-whisper. Prints the CPU model and ISA flags, threads and versions with the figures.
+``--rounds`` is bench's ``--repeats``; ``--warmup`` defaults to 0, so "RTFx w/ load" is the whole process's cold
+figure, as this script measured before it called bench. ``--emulate-avx2`` runs every engine with AVX2 kernels on
+an AVX-512 CPU: ``ATEN_CPU_CAPABILITY=avx2`` (PyTorch's float kernels), ``FBGEMM_ENABLE_INSTRUCTIONS=AVX2`` (its
+int8 GEMMs) and ``CT2_FORCE_CPU_ISA=AVX2`` (CTranslate2). Any other bench flag goes after ``--``.
+
+Flags of the earlier, self-timing version (docs/benchmarks.md's older commands): ``--fw-compute float32`` is now
+``--wc-quantize none`` (faster-whisper's compute type follows whisperctl's quantization); ``--baseline-extra`` is
+gone (two whisperctl configurations: bench's matrix, or two runs and ``--compare-to``). Figures measured since this
+script calls bench give faster-whisper bench's 16 kHz samples instead of its own PyAV decoding of the file, which
+moves its WER by a few words (LJ 231 s, greedy int8, one check: 3.35 % decoding the file itself, 3.53 % on bench's
+samples).
 """
 
 from __future__ import annotations
@@ -38,7 +43,6 @@ import json
 import os
 import platform
 import shlex
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -155,52 +159,8 @@ def cpu_description() -> str:
     return f"{model}, {os.cpu_count()} logical CPUs; ISA: {' '.join(present) or 'unknown'}"
 
 
-# ------------------------------------------------------------------------------------------------ children
-def child_faster_whisper(args: argparse.Namespace) -> None:
-    import faster_whisper
-    from faster_whisper import WhisperModel
-
-    model = WhisperModel(str(ct2_dir(args.model)), device="cpu", compute_type=args.fw_compute, cpu_threads=args.threads,
-                         num_workers=1)
-    texts = []
-    for f in args.files:
-        segments, _ = model.transcribe(f, beam_size=args.beam, vad_filter=args.fw_vad, language="en")
-        texts.append("".join(s.text for s in segments))  # segments is a generator: decoding happens here
-    print("RESULT " + json.dumps({"texts": texts, "version": faster_whisper.__version__,
-                                  "system": f"faster-whisper {faster_whisper.__version__} {args.fw_compute} beam {args.beam}"
-                                            + (" vad_filter" if args.fw_vad else "")}))
-
-
-def ct2_dir(name: str) -> Path:
-    """The CTranslate2 directory whisperctl's model ``name`` is converted from: faster-whisper loads the same one."""
-    from whisperctl import models
-
-    return Path(models.ct2_source(models.resolve(name))[0])  # a packaged model not installed: its pip command
-
-
-def whisperctl_command(args: argparse.Namespace, out: Path, extra: list[str] | None = None) -> list[str]:
-    cli = Path(sys.executable).with_name("whisperctl")
-    cmd = [str(cli) if cli.exists() else "whisperctl", "transcribe", *map(str, args.files), "-o", str(out), "-f", "json", "-q",
-           "--overwrite", "--threads", str(args.threads), "--beam-size", str(args.beam), "--quantize", args.wc_quantize,
-           "--chunking", args.wc_chunking, "--model", args.model]
-    if args.model != "tiny.en":
-        cmd += ["--language", "en"]  # as faster-whisper is told: English workloads, no detection on either side
-    if args.wc_batch:
-        cmd += ["--batch-size", str(args.wc_batch)]
-    return cmd + (args.wc_extra if extra is None else extra)
-
-
-def whisperctl_texts(files: list[Path], out: Path) -> tuple[list[str], dict]:
-    texts, runtime = [], {}
-    for f in files:
-        data = json.loads((out / f"{f.stem}.json").read_text(encoding="utf-8"))
-        texts.append(data["text"])
-        runtime = data.get("runtime", runtime)
-    return texts, runtime
-
-
 def timed(cmd: list[str], env: dict) -> tuple[float, int, str, str]:
-    """(wall seconds, peak RSS in MiB, stdout, stderr) of one whole process."""
+    """(wall seconds, peak RSS in MiB, stdout, stderr) of one whole process (benchmarks/ray_overhead.py)."""
     with tempfile.TemporaryFile() as so, tempfile.TemporaryFile() as se:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=so, stderr=se, env=env, cwd=ROOT)
@@ -215,94 +175,70 @@ def timed(cmd: list[str], env: dict) -> tuple[float, int, str, str]:
     return wall, usage.ru_maxrss // 1024, stdout, stderr
 
 
+# ------------------------------------------------------------------------------------------------ the command
+def prepare(name: str, minutes: float, scratch: Path) -> list[str]:
+    """``whisperctl bench`` input flags for a workload, its files' references written beside them."""
+    if name == "folder":
+        return ["--manifest", str(SPEECH / "MANIFEST.tsv")]  # bench leaves out the concatenation
+    files, references = workload(name, minutes, scratch)
+    folder = scratch / f"inputs-{name}"
+    folder.mkdir(exist_ok=True)
+    flags = []
+    for f, ref in zip(files, references):
+        link = folder / f.name
+        if not link.exists():
+            link.symlink_to(f.resolve())
+        link.with_suffix(".txt").write_text(ref + "\n", encoding="utf-8")
+        flags += ["--audio", str(link)]
+    return flags
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workload", choices=["folder", "long", "tiled", "s1", "s2", "s3"], default="long")
+    p.add_argument("--engines", default="whisperctl,faster-whisper")
+    p.add_argument("--only", choices=["wc", "fw"], help="one system: --engines whisperctl or faster-whisper")
     p.add_argument("--tiled-minutes", type=float, default=58.0)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--model", choices=["tiny.en", "base-pypi"], default="tiny.en",
-                   help="base-pypi: the multilingual base (extra whisperctl[base]); both systems told language en")
+                   help="base-pypi: the multilingual base (extra whisperctl[base]); every engine told language en")
     p.add_argument("--beam", type=int, default=1)
-    p.add_argument("--fw-compute", default="int8")
-    p.add_argument("--wc-quantize", default="auto")
-    p.add_argument("--wc-batch", type=int, default=0, help="0: whisperctl's default")
+    p.add_argument("--wc-quantize", default="auto", help="--quantize: int8 (auto on the CPU) is also faster-whisper's compute type")
+    p.add_argument("--wc-batch", type=int, default=0, help="--batch-size (0: each engine's default)")
     p.add_argument("--wc-chunking", default="batched")
     p.add_argument("--wc-extra", type=shlex.split, default=[], help="more whisperctl flags, one string: '--attn eager'")
-    p.add_argument("--fw-vad", action="store_true", help="faster-whisper with vad_filter=True (its defaults)")
-    p.add_argument("--baseline-extra", type=shlex.split,
-                   help="compare with whisperctl run with these flags (one string), not with faster-whisper")
+    p.add_argument("--fw-vad", action="store_true", help="--vad silero: the VAD on for every engine that has one")
     p.add_argument("--emulate-avx2", action="store_true")
-    p.add_argument("--only", choices=["wc", "fw"], help="run one system (no ratio)")
-    p.add_argument("--json", type=Path, help="save every run here")
-    p.add_argument("--child", choices=["fw"], help=argparse.SUPPRESS)
-    p.add_argument("--files", nargs="*", help=argparse.SUPPRESS)
+    p.add_argument("--json", type=Path, help="bench's --json")
+    p.add_argument("bench_args", nargs="*", help="after --: more whisperctl bench flags")
     args = p.parse_args()
-    if args.child:
-        child_faster_whisper(args)
-        return
 
-    from whisperctl.wer import wer
-
-    env = dict(os.environ, **(AVX2_ENV if args.emulate_avx2 else {}))
     scratch = Path(tempfile.gettempdir()) / "whisperctl-bench"
     scratch.mkdir(exist_ok=True)
-    files, references = workload(args.workload, args.tiled_minutes, scratch)
-    args.files = files
-    fw_cmd = [sys.executable, __file__, "--child", "fw", "--model", args.model, "--threads", str(args.threads), "--beam", str(args.beam),
-              "--fw-compute", args.fw_compute, *(["--fw-vad"] if args.fw_vad else []), "--files", *map(str, files)]
-    duration = 0.0
-    import soundfile as sf
-
-    for f in files:
-        duration += sf.info(str(f)).duration
+    engines = {"wc": "whisperctl", "fw": "faster-whisper"}[args.only] if args.only else args.engines
+    cmd = [sys.executable, "-c", "from whisperctl.cli import main; main()", "bench", "--engines", engines, *prepare(args.workload, args.tiled_minutes, scratch),
+           "--repeats", str(args.rounds), "--warmup", str(args.warmup), "--threads", str(args.threads),
+           "--beam-size", str(args.beam), "--quantize", args.wc_quantize, "--chunking", args.wc_chunking, "--model", args.model]
+    if args.model != "tiny.en":
+        cmd += ["--language", "en"]  # English workloads, no detection on any side
+    if args.wc_batch:
+        cmd += ["--batch-size", str(args.wc_batch)]
+    if args.fw_vad:
+        cmd += ["--vad", "silero"]
+    cmd += args.wc_extra + args.bench_args
+    json_out = args.json or scratch / f"engines-{args.workload}.json"
+    cmd += ["--json", str(json_out)]
     print(f"CPU: {cpu_description()}")
-    print(f"workload {args.workload}: {len(files)} file(s), {duration:.1f} s of audio; threads {args.threads}; "
-          f"beam {args.beam}; model {args.model}; {'AVX2 emulated: ' + ' '.join(f'{k}={v}' for k, v in AVX2_ENV.items()) if args.emulate_avx2 else 'default kernels'}")
-    runs: dict[str, list[dict]] = {"wc": [], "fw": []}
-    systems = [args.only] if args.only else ["wc", "fw"]
-    for r in range(args.rounds):
-        for system in systems:
-            if system == "wc" or args.baseline_extra is not None:
-                extra = args.wc_extra if system == "wc" else args.baseline_extra
-                with tempfile.TemporaryDirectory(dir=scratch) as out:
-                    wall, rss, _, _ = timed(whisperctl_command(args, Path(out), extra), env)
-                    texts, runtime = whisperctl_texts(files, Path(out))
-                versions = runtime.get("versions", {})
-                label = (f"whisperctl {versions.get('whisperctl', '?')} {runtime.get('quantization')} "
-                         f"{runtime.get('attention')} {args.wc_chunking} decoder {runtime.get('decoder')} beam {args.beam} "
-                         f"{' '.join(extra)} (torch {versions.get('torch')}, {runtime.get('threads')} threads)")
-            else:
-                wall, rss, stdout, _ = timed(fw_cmd, env)
-                result = json.loads(next(l for l in stdout.splitlines() if l.startswith("RESULT "))[7:])
-                texts, label = result["texts"], result["system"]
-            if all(not ref for ref in references):  # s3: no speech at all, so no WER: count what was invented
-                score = float(sum(len(t.split()) for t in texts))
-                bad = [(f.name, t.strip()[:80]) for f, t in zip(files, texts) if t.strip()]
-                scored = f"words transcribed {int(score)}" + (f": {bad}" if bad else "")
-            else:
-                score = wer(references, texts)
-                bad = [(f.name, round(100 * wer([ref], [t]))) for f, ref, t in zip(files, references, texts)
-                       if len(files) > 1 and wer([ref], [t]) > 0.3]
-                scored = f"WER {100 * score:.2f} %" + (f"; clips over 30 % WER: {bad}" if bad else "")
-            runs[system].append({"system": label, "wall": wall, "rss_mib": rss, "wer": score, "over_30": bad})
-            print(f"round {r + 1} {label}: {wall:.2f} s wall, RTFx {duration / wall:.1f}, peak RSS {rss} MiB, {scored}",
-                  flush=True)
-    print()
-    for key in systems:
-        walls = [x["wall"] for x in runs[key]]
-        print(f"{runs[key][0]['system']}: wall median {statistics.median(walls):.2f} s (min {min(walls):.2f}, "
-              f"max {max(walls):.2f}), peak RSS max {max(x['rss_mib'] for x in runs[key])} MiB, "
-              f"WER {', '.join('%.2f' % (100 * x['wer']) for x in runs[key])} %")
-    ratios = []
-    if not args.only:
-        ratios = [b["wall"] / a["wall"] for a, b in zip(runs["wc"], runs["fw"])]
-        other = "baseline whisperctl" if args.baseline_extra is not None else "faster-whisper"
-        print(f"speed ratio ({other} wall / whisperctl wall) per pair: {', '.join(f'{x:.2f}' for x in ratios)}; "
-              f"median {statistics.median(ratios):.2f}")
-    if args.json:
-        args.json.write_text(json.dumps({"cpu": cpu_description(), "workload": args.workload, "audio_s": duration,
-                                         "avx2_emulated": args.emulate_avx2, "runs": runs, "ratios": ratios}, indent=2))
+    print("$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
+    env = dict(os.environ, **(AVX2_ENV if args.emulate_avx2 else {}))
+    code = subprocess.call(cmd, env=env, cwd=ROOT)
+    if code == 0 and args.workload == "s3":  # no speech at all, so no WER: count what was invented
+        for row in json.loads(json_out.read_text())["rows"]:
+            words = sum(len(t.split()) for t in row.get("texts", []))
+            print(f"{row['engine']}: words transcribed {words} (target 0)")
+    sys.exit(code)
 
 
 if __name__ == "__main__":

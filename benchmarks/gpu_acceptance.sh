@@ -3,7 +3,7 @@
 #
 # Here, once:   .venv/bin/python benchmarks/gpu_assets.py        # builds .gpu/ (model, speech, wheels; ~52 MiB)
 # On the GPU:   bash benchmarks/gpu_acceptance.sh part1          # doctor, pytest -m gpu, real weights, peer (real)
-#               bash benchmarks/gpu_acceptance.sh part2          # bench matrix, a real OOM, peer (random), auto pick
+#               bash benchmarks/gpu_acceptance.sh part2          # bench matrix, a real OOM, auto pick
 # Each part fits one device call of < 10 minutes (the device call names .gpu in carry); results go to $OUT.
 # With GPU_ACCEPTANCE_DRYRUN=1 it runs every step on the CPU at toy sizes (to check the wiring, not to measure).
 set -uo pipefail
@@ -58,8 +58,6 @@ part2)
   if [ -z "$DRY" ]; then OOM_MODEL=large-v3; OOM_BATCH=256; else OOM_MODEL=tiny; OOM_BATCH=4; fi
   step "bench OOM row" bench --models $OOM_MODEL --dtypes ${DTYPES%%,*} --compare sdpa --batch-sizes $OOM_BATCH --json "$OUT/bench-oom.json" --markdown "$OUT/bench-oom.md"
   step "pytest OOM halving" $PY -m pytest -q -p no:cacheprovider -m gpu "tests/test_gpu.py::test_a_real_out_of_memory_halves_the_batch"
-  if [ -z "$DRY" ]; then PEER_MODEL=large-v3; else PEER_MODEL=tiny; fi
-  step "peer, random weights" $PY benchmarks/gpu_peer.py random $PEER_MODEL "$OUT" --minutes $MINUTES --tokens $TOKENS --device $DEVICE
   step "auto pick" bash -c "W() { $PY -c 'from whisperctl.cli import main; main()' \"\$@\"; }; W transcribe examples/short.wav --model $MODEL --device $DEVICE -f json -q | $PY -c 'import json,sys; r=json.load(sys.stdin)[\"runtime\"]; print(\"auto picked:\", r[\"attention\"], r[\"dtype\"], \"-\", r[\"attention_reason\"])' | tee '$OUT/auto.txt'"
   ;;
 *) echo "unknown part $part (part1 | part2)"; exit 2 ;;

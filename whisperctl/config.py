@@ -474,7 +474,7 @@ def _jsonable(obj: Any) -> dict[str, Any]:
 #: The tables a TOML preset may hold and the keys each accepts (engine keys: the EngineConfig fields). One
 #: preset serves every command, so ``transcribe`` accepts a ``[bench]`` table and ignores it.
 BENCH_KEYS = frozenset({"compare", "batch_sizes", "dtypes", "quantize", "models", "warmup", "repeats", "duration",
-                        "weights", "decode_tokens", "baseline", "audio", "manifest"})
+                        "weights", "decode_tokens", "baseline", "audio", "manifest", "engines"})
 
 
 def load_config_file(path: str | Path) -> dict[str, dict[str, Any]]:

@@ -34,3 +34,17 @@ def wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
     if not pairs:
         raise ValueError("no non-empty reference to score against")
     return float(jiwer.wer([r for r, _ in pairs], [h for _, h in pairs]))
+
+
+def dropped_words(reference: str, hypothesis: str) -> list[str]:
+    """The reference's words (normalised as :func:`wer` does) that the hypothesis deleted, in order."""
+    import jiwer
+
+    ref, hyp = normalize(reference.translate(_KEEP_BRACKETED)), normalize(hypothesis)
+    if not ref.strip():
+        return []
+    if not hyp.strip():
+        return ref.split()
+    out = jiwer.process_words(ref, hyp)
+    words = out.references[0]
+    return [w for chunk in out.alignments[0] if chunk.type == "delete" for w in words[chunk.ref_start_idx:chunk.ref_end_idx]]

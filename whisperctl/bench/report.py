@@ -20,6 +20,18 @@ COLUMNS: list[tuple[str, str]] = [
     ("vs prev", "vs_previous"), ("status", "status"),
 ]
 
+#: ``bench --engines`` rows (whisperctl.bench.compare): one per engine, what it ran, load apart from the run.
+ENGINE_COLUMNS: list[tuple[str, str]] = [
+    ("engine", "engine"), ("runs", "ran_summary"), ("import s", "imports_s"), ("load s", "load_s"), ("wall s", "wall_s"),
+    ("RTFx", "rtfx_median"), ("RTFx w/ load", "rtfx_with_load_median"), ("RSS MiB", "rss"), ("VRAM MiB", "vram"),
+    ("WER %", "wer"), ("worst file", "worst_file_summary"), ("speedup", "speedup"), ("vs prev", "vs_previous"),
+    ("status", "status"),
+]
+
+
+def is_engines(result: dict[str, Any]) -> bool:
+    return result.get("kind") == "engines"
+
 
 def _memory(row: dict[str, Any]) -> float | None:
     value = row.get("peak_vram_allocated_bytes", row.get("peak_rss_bytes"))
@@ -28,6 +40,9 @@ def _memory(row: dict[str, Any]) -> float | None:
 
 def cell(row: dict[str, Any], key: str) -> str:
     value = _memory(row) if key == "memory" else row.get(key)
+    if key in ("rss", "vram"):
+        value = row.get(f"peak_{key}_bytes")
+        value = value / 2**20 if value is not None else None
     if value is None:
         return ""
     if key in ("encoder_share",):
@@ -36,7 +51,9 @@ def cell(row: dict[str, Any], key: str) -> str:
         return f"{100 * value:.2f}"
     if key in ("latency_median_s", "latency_p90_s"):
         return f"{value:.3f}"
-    if key in ("rtfx_median", "tokens_per_s", "memory"):
+    if key in ("imports_s", "load_s", "wall_s"):
+        return f"{value:.2f}"
+    if key in ("rtfx_median", "tokens_per_s", "memory", "rtfx_with_load_median", "rss", "vram"):
         return f"{value:.1f}" if value < 100 else f"{value:.0f}"
     if key in ("speedup", "vs_previous"):
         return f"{value:.2f}x"
@@ -82,7 +99,7 @@ def load_previous(previous_path: str | Path) -> dict[str, Any]:
 
 def add_previous(result: dict[str, Any], previous: dict[str, Any]) -> None:
     """Add ``vs_previous``: this run's RTFx over the saved run's (:func:`load_previous`), for rows in both."""
-    key = lambda r: (r.get("model"), r.get("attention"), r.get("dtype"), r.get("quantization"), r.get("batch_size"))  # noqa: E731
+    key = lambda r: (r.get("engine"), r.get("model"), r.get("attention"), r.get("dtype"), r.get("quantization"), r.get("batch_size"))  # noqa: E731
     old = {key(r): r for r in previous.get("rows", []) if r.get("status") == "ok"}
     for row in result["rows"]:
         prev = old.get(key(row))
@@ -92,7 +109,8 @@ def add_previous(result: dict[str, Any], previous: dict[str, Any]) -> None:
 
 def visible_columns(result: dict[str, Any]) -> list[tuple[str, str]]:
     rows = result["rows"]
-    return [(title, key) for title, key in COLUMNS if key in ("model", "attention", "status") or any(cell(r, key) for r in rows)]
+    columns = ENGINE_COLUMNS if is_engines(result) else COLUMNS
+    return [(title, key) for title, key in columns if key in ("model", "attention", "engine", "status") or any(cell(r, key) for r in rows)]
 
 
 #: Columns that identify a row: when every row that ran shares a value, a narrow terminal shows it once, below.
@@ -181,7 +199,11 @@ def write_json(result: dict[str, Any], path: str | Path) -> None:
 
 def write_csv(result: dict[str, Any], path: str | Path) -> None:
     buf = io.StringIO()
-    keys = [k for _, k in COLUMNS if k != "memory"] + ["peak_vram_allocated_bytes", "peak_vram_reserved_bytes", "peak_rss_bytes", "load_s", "attention_in_effect", "weights"]
+    if is_engines(result):
+        keys = ["engine", "model", "device", "threads", "version", "ran_summary", "imports_s", "load_s", "wall_s", "rtfx_median",
+                "rtfx_with_load_median", "peak_rss_bytes", "peak_vram_bytes", "wer", "worst_file", "speedup", "vs_previous", "status"]
+    else:
+        keys = [k for _, k in COLUMNS if k != "memory"] + ["peak_vram_allocated_bytes", "peak_vram_reserved_bytes", "peak_rss_bytes", "load_s", "attention_in_effect", "weights"]
     writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
     writer.writeheader()
     for row in result["rows"]:
@@ -215,6 +237,8 @@ def write_plot(result: dict[str, Any], path: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if is_engines(result):
+        return _plot_engines(result, path, plt)
     rows = [r for r in result["rows"] if r.get("status") == "ok"]
     labels = [f"{r['model']}\n{r['attention']} {r['dtype']} {r['quantization']} b{r['batch_size']}" for r in rows]
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(6, 1.2 * len(rows)), 7), sharex=True)
@@ -223,6 +247,24 @@ def write_plot(result: dict[str, Any], path: str | Path) -> None:
     ax2.bar(range(len(rows)), [_memory(r) or 0 for r in rows], color="tab:orange")
     ax2.set_ylabel("peak VRAM / RSS (MiB)")
     ax2.set_xticks(range(len(rows)), labels, rotation=45, ha="right", fontsize=7)
+    fig.suptitle(header(result).splitlines()[0], fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_engines(result: dict[str, Any], path: str | Path, plt: Any) -> None:
+    """RTFx (load excluded and included) and WER per engine."""
+    rows = [r for r in result["rows"] if r.get("rtfx_median")]
+    x = list(range(len(rows)))
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(6, 1.6 * len(rows)), 7), sharex=True)
+    ax1.bar([i - 0.2 for i in x], [r["rtfx_median"] for r in rows], width=0.4, color="tab:blue", label="RTFx")
+    ax1.bar([i + 0.2 for i in x], [r["rtfx_with_load_median"] for r in rows], width=0.4, color="tab:cyan", label="RTFx with load")
+    ax1.set_ylabel("RTFx (median)")
+    ax1.legend(fontsize=7)
+    ax2.bar(x, [100 * r.get("wer", 0.0) for r in rows], color="tab:red")
+    ax2.set_ylabel("WER % (blank: no references)")
+    ax2.set_xticks(x, [f"{r['engine']}\n{r.get('ran_summary', '')[:40]}" for r in rows], rotation=30, ha="right", fontsize=7)
     fig.suptitle(header(result).splitlines()[0], fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

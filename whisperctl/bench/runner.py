@@ -121,6 +121,15 @@ def _load(path: Any, option: str) -> np.ndarray:
         raise UsageError(f"{option} {exc}") from None
 
 
+def sidecar_reference(path: Any) -> str | None:
+    """The reference text of an ``--audio`` file: ``<stem>.txt`` beside it, when there is one."""
+    text = Path(path).with_suffix(".txt")
+    try:
+        return text.read_text(encoding="utf-8").strip() if text.is_file() else None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--audio {path}: its reference {text.name} cannot be read as UTF-8 text: {exc}.") from None
+
+
 #: --duration tiles the audio in memory: 4 hours is 0.9 GB of float32 samples.
 MAX_TILED_SECONDS = 4 * 3600.0
 
@@ -162,7 +171,7 @@ def load_inputs(audio: Sequence[str] = (), manifest: str | None = None, duration
         name, why = problems[0]
         raise UsageError(f"--audio {name}: {why}")
     for f in files:
-        inputs.append(BenchInput(f, _load(f, "--audio")))
+        inputs.append(BenchInput(f, _load(f, "--audio"), sidecar_reference(f)))
     if not inputs:
         inputs.append(BenchInput(default_audio().name, audio_mod.load(default_audio())))
     if duration is not None:

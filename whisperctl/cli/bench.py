@@ -41,6 +41,9 @@ def bench(
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML preset with [engine] and [bench] tables (configs/)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display or notes on stderr; errors only."),
     verbose: bool = verbose_option(),
+    engines: Optional[str] = typer.Option(None, "--engines", help="Compare engines on the same inputs, each in its own process: "
+                                          "whisperctl, transformers, faster-whisper, faster-whisper:batched, openai-whisper, or all "
+                                          "(docs/bench.md). Default: whisperctl's matrix."),
     **engine: Any,
 ) -> None:
     """Measure latency, RTFx, tokens/s and memory for each configuration; skip what cannot run here."""
@@ -73,6 +76,17 @@ def bench(
         repeats=_count(pick(repeats, "repeats", 5), "--repeats", 1),
         baseline=runner.parse_list(pick(baseline, "baseline", None), Attention, "--baseline")[0] if pick(baseline, "baseline", None) else None,
     )
+    engine_bench = None
+    if pick(engines, "engines", None) is not None:  # names, packages and the one configuration checked now
+        from .bench_engines import engines_plan
+
+        engine_bench = engines_plan(
+            pick(engines, "engines", None), {**preset_engine, **overrides},
+            {"model": pick(models, "models", None), "attention": pick(compare, "compare", None), "dtype": pick(dtypes, "dtypes", None),
+             "quantization": pick(quantize, "quantize", None), "batch_size": pick(batch_sizes, "batch_sizes", None)},
+            {"--weights": pick(weights_, "weights", None), "--decode-tokens": pick(decode_tokens, "decode_tokens", None),
+             "--baseline": pick(baseline, "baseline", None)},
+            spec.warmup, spec.repeats)
     from .. import models as model_registry
 
     for name in spec.models:  # bad model names fail now, not after other rows ran
@@ -109,7 +123,13 @@ def bench(
         progress_cm = Console(stderr=True).status("benchmarking…")
         progress_cm.__enter__()
     try:
-        result = runner.run(spec, inputs, env, on_progress=(lambda m: progress_cm.update(m)) if progress_cm else None)
+        on_progress = (lambda m: progress_cm.update(m)) if progress_cm else None
+        if engine_bench is not None:
+            from ..bench import compare
+
+            result = compare.run(engine_bench, inputs, env, on_progress=on_progress)
+        else:
+            result = runner.run(spec, inputs, env, on_progress=on_progress)
     finally:
         if progress_cm:
             progress_cm.__exit__(None, None, None)
