@@ -81,7 +81,7 @@ def test_skip_existing_knows_which_input_owns_an_output(tmp_path, capsys, tiny_r
     assert code == 0 and "0 transcribed, 0 failed, 2 skipped" in err
     # the names are permanent: listing b first does not swap them
     record = json.loads((out / RECORDS_DIR / "x-2.json").read_text())
-    assert record["input"] == str(b.resolve()) and record["formats"] == ["txt"]
+    assert record["input"] == str(b.resolve()) and list(record["outputs"]) == ["txt"]
 
 
 def test_changed_input_is_transcribed_again_under_skip_existing(tmp_path, capsys, tiny_random_model):

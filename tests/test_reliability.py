@@ -175,7 +175,8 @@ def test_sigint_and_sigterm_keep_finished_outputs_and_resume(tmp_path):
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == code, err
-        assert "rerun with --skip-existing" in err and "Traceback" not in err
+        assert "to finish the job, run: whisperctl transcribe" in err and "--skip-existing" in err
+        assert "Traceback" not in err
         done = sorted(out.glob("*.txt"))
         assert 1 <= len(done) < clips
         assert all(p.read_text().strip() for p in done)
