@@ -24,7 +24,7 @@ def transcribe(
     output_format: str = typer.Option("txt", "--output-format", "-f", help="txt | srt | vtt | tsv | json | all."),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Write files here (name from the input); default: stdout."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
-    skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip inputs whose outputs all exist (resume a run)."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip inputs whose outputs all exist and are current (made from the same content with the same output options); redo the others (resume a run)."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML preset (see configs/); flags override it."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display or summary."),
     failures_file: Optional[Path] = typer.Option(None, "--failures", help="Write failed inputs and reasons here (TSV)."),
@@ -181,7 +181,10 @@ def _stopped(exc: KeyboardInterrupt, failures: list[tuple[str, str]], unfinished
         from ..writers import write_atomic
 
         why = f"not finished: the run was {'terminated' if terminated else 'interrupted'}"
-        write_atomic(failures_file, failures_tsv(failures + [(name, why) for name in unfinished]))
+        try:
+            write_atomic(failures_file, failures_tsv(failures + [(name, why) for name in unfinished]))
+        except OutputError as error:  # the interruption is what to report; this only adds to it
+            typer.echo(f"whisperctl: error: {error}", err=True)
     raise Interrupted(terminated, _next_step(output_dir, files)) from exc
 
 
