@@ -305,3 +305,21 @@ def test_stale_part_files_are_swept_but_never_a_live_writers(tmp_path, capsys, t
         assert code == 0, err
         assert held.exists() and fresh.exists() and other.exists()
     assert not stale.exists() and not stale_record.exists()
+
+
+def test_a_ray_run_judges_current_outputs_as_a_local_run_does(tmp_path, capsys, tiny_random_model):
+    """transcribe_corpus (--ray) plans with the same output settings as the CLI: what a local run made is current
+    for the same options (skipped before any cluster is contacted) and not for others."""
+    from whisperctl.cluster import transcribe_corpus
+    from whisperctl.config import EngineConfig, OutputFormat
+    from whisperctl.outputs import plan_outputs, output_settings
+
+    src = tmp_path / "x.wav"
+    shutil.copy(EXAMPLES / "short.wav", src)
+    out = tmp_path / "out"
+    assert run_cli(["transcribe", src, "-o", out, "-q", "-f", "json", "--model", tiny_random_model, *FAST], capsys)[0] == 0
+    config = EngineConfig(model=str(tiny_random_model), max_new_tokens=4, temperature=(0.0,))
+    report = transcribe_corpus([str(src)], out, config, [OutputFormat.JSON], skip_existing=True, address="nowhere:1")
+    assert report.skipped == 1 and not report.outcomes and not report.problems
+    other = output_settings(config, config.decode_options(max_new_tokens=3))
+    assert plan_outputs([str(src)], out, [OutputFormat.JSON], skip_existing=True, settings=other).todo == [str(src)]
