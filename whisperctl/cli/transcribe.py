@@ -234,10 +234,8 @@ def _on_ray(files, problems, output_dir, config, formats, overwrite, skip_existi
     started = time.perf_counter()
     progress_ctx = _progress(len(files)) if not quiet and sys.stderr.isatty() else None
     failed: list[tuple[str, str]] = []
-    finished: set[str] = set()
 
     def on_file(outcome) -> None:
-        finished.add(outcome.input)
         if outcome.error is not None:
             failed.append((outcome.input, outcome.error))
             typer.echo(f"whisperctl: error: {outcome.input}: {outcome.error}", err=True)
@@ -252,7 +250,8 @@ def _on_ray(files, problems, output_dir, config, formats, overwrite, skip_existi
                                    address=address, workers=workers, cpus_per_worker=cpus_per_worker,
                                    gpus_per_worker=gpus_per_worker, on_file=on_file)
     except KeyboardInterrupt as exc:
-        _stopped(exc, list(problems) + failed, [f for f in files if f not in finished], failures_file, output_dir, files)
+        # which inputs the plan skipped is known only inside transcribe_corpus: no list of unfinished ones here
+        _stopped(exc, list(problems) + failed, [], failures_file, output_dir, files)
     finally:
         if progress_ctx:
             progress_ctx.__exit__(None, None, None)
