@@ -81,7 +81,7 @@ def test_skip_existing_knows_which_input_owns_an_output(tmp_path, capsys, tiny_r
     assert code == 0 and "0 transcribed, 0 failed, 2 skipped" in err
     # the names are permanent: listing b first does not swap them
     record = json.loads((out / RECORDS_DIR / "x-2.json").read_text())
-    assert record["input"] == str(b.resolve()) and record["formats"] == ["txt"]
+    assert record["input"] == str(b.resolve()) and list(record["outputs"]) == ["txt"]
 
 
 def test_changed_input_is_transcribed_again_under_skip_existing(tmp_path, capsys, tiny_random_model):
@@ -199,3 +199,127 @@ def test_file_names_that_are_not_utf8_round_trip(tmp_path, capsys, tiny_random_m
     assert code == 0, err
     written = json.loads((out / "_-clip.json").read_text(encoding="utf-8"))
     assert os.fsencode(written["source"]) == os.fsencode(name)
+
+
+def _replace_recording(src):
+    data = bytearray(src.read_bytes())
+    data[1000:1100] = bytes(100)  # a re-recorded/edited file: same name, same size, other content
+    src.write_bytes(bytes(data))
+
+
+def test_skip_existing_rewrites_every_output_made_from_an_older_recording(tmp_path, capsys, tiny_random_model):
+    """-f all, the recording replaced, -f txt --skip-existing, then -f all --skip-existing: srt, vtt, tsv and json
+    still hold the old recording's transcript, so they are rewritten (they were "1 skipped"); the txt the previous
+    run made from the new recording is current and kept."""
+    from whisperctl.audio import input_identity
+
+    src = tmp_path / "x.wav"
+    shutil.copy(EXAMPLES / "short.wav", src)
+    out = tmp_path / "out"
+    args = ["transcribe", src, "-o", out, "-q", "--model", tiny_random_model, *FAST]
+    assert run_cli(args + ["-f", "all"], capsys)[0] == 0
+    _replace_recording(src)
+    assert run_cli(args + ["-f", "txt", "--skip-existing"], capsys)[0] == 0
+    txt_written = (out / "x.txt").stat().st_mtime_ns
+    srt_before = (out / "x.srt").stat().st_mtime_ns
+    code, _, err = run_cli(args + ["-f", "all", "--skip-existing"], capsys)
+    assert code == 0, err
+    assert json.loads((out / "x.json").read_text())["origin"]["fingerprint"] == input_identity(str(src))["fingerprint"]
+    assert (out / "x.srt").stat().st_mtime_ns != srt_before, "the old recording's srt was rewritten"
+    assert (out / "x.txt").stat().st_mtime_ns == txt_written, "the current txt was kept"
+    times = {p.name: p.stat().st_mtime_ns for p in out.glob("x.*")}
+    assert run_cli(args + ["-f", "all", "--skip-existing"], capsys)[0] == 0
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("x.*")} == times, "all current now: skipped"
+
+
+def test_skip_existing_redoes_outputs_made_with_options_that_change_the_text(tmp_path, capsys, tiny_random_model):
+    """Outputs are current for the options that made them: another --max-new-tokens (a decoding option) redoes
+    the input; another --batch-size (speed only) does not."""
+    src = tmp_path / "x.wav"
+    shutil.copy(EXAMPLES / "short.wav", src)
+    out = tmp_path / "out"
+    base = ["transcribe", src, src.with_name("missing.wav"), "-o", out, "-f", "json", "--model", tiny_random_model,
+            "--temperature", "0"]  # the missing input makes the summary line appear (and the exit code 1)
+    assert run_cli(base + ["--max-new-tokens", "4"], capsys)[0] == 1
+    code, _, err = run_cli(base + ["--max-new-tokens", "3", "--skip-existing"], capsys)
+    assert "1 transcribed, 1 failed, 0 skipped" in err, err
+    assert json.loads((out / "x.json").read_text())["config"]["max_new_tokens"] == 3
+    code, _, err = run_cli(base + ["--max-new-tokens", "3", "--skip-existing", "--batch-size", "2"], capsys)
+    assert "0 transcribed, 1 failed, 1 skipped" in err, err
+
+
+def test_planning_reads_each_ownership_record_once(tmp_path, monkeypatch):
+    """3000 inputs named */audio.wav: claiming audio-N used to read the records audio … audio-(N-1) first, so a
+    resume read 4.5 million records. Now the first run reads none and a resume reads each one once."""
+    import whisperctl.outputs as outputs
+    from whisperctl.config import OutputFormat
+
+    count = 3000
+    inputs = []
+    for i in range(count):
+        d = tmp_path / "in" / f"{i:04d}"
+        d.mkdir(parents=True)
+        (d / "audio.wav").write_bytes(i.to_bytes(4, "little") * 8)
+        inputs.append(str(d / "audio.wav"))
+    reads = []
+    real_read = outputs._read_record
+
+    def counting_read(path):
+        reads.append(path)
+        if len(reads) > 2 * count:
+            raise AssertionError(f"{len(reads)} record reads for {count} inputs: planning is not linear")
+        return real_read(path)
+
+    monkeypatch.setattr(outputs, "_read_record", counting_read)
+    out = tmp_path / "out"
+    first = outputs.plan_outputs(inputs, out, [OutputFormat.TXT])
+    assert len(first.claims) == count and not first.problems and len(reads) == 0
+    assert {c.stem for c in first.claims.values()} == {"audio"} | {f"audio-{n}" for n in range(2, count + 1)}
+    resumed = outputs.plan_outputs(list(reversed(inputs)), out, [OutputFormat.TXT], skip_existing=True)
+    assert len(reads) <= count
+    assert {name: c.stem for name, c in resumed.claims.items()} == {name: c.stem for name, c in first.claims.items()}
+
+
+def test_stale_part_files_are_swept_but_never_a_live_writers(tmp_path, capsys, tiny_random_model):
+    """A SIGKILLed write leaves .NAME.XXXXXXXX.part; the next run into the directory removes such files once they
+    are a minute old and no process holds their lock. One a writer still holds, one just created (its writer may
+    not have locked it yet) and files of other tools stay."""
+    import fcntl
+    import time
+
+    out = tmp_path / "out"
+    (out / RECORDS_DIR).mkdir(parents=True)
+    hour_ago = time.time() - 3600
+    stale = out / ".old.txt.a1b2c3d4.part"
+    stale_record = out / RECORDS_DIR / ".old.json.e5f6g7h8.part"
+    held = out / ".busy.srt.i9j0k1l2.part"
+    fresh = out / ".new.txt.m3n4o5p6.part"
+    other = out / ".notes.part"
+    for path in (stale, stale_record, held, fresh, other):
+        path.write_text("partial")
+    for path in (stale, stale_record, held, other):
+        os.utime(path, (hour_ago, hour_ago))
+    with open(held, "rb") as writer:  # a live writer (on a stopped or slow machine) holds its file's lock
+        fcntl.flock(writer.fileno(), fcntl.LOCK_EX)
+        code, _, err = run_cli(["transcribe", EXAMPLES / "short.wav", "-o", out, "-q", "--model", tiny_random_model, *FAST], capsys)
+        assert code == 0, err
+        assert held.exists() and fresh.exists() and other.exists()
+    assert not stale.exists() and not stale_record.exists()
+
+
+def test_a_ray_run_judges_current_outputs_as_a_local_run_does(tmp_path, capsys, tiny_random_model):
+    """transcribe_corpus (--ray) plans with the same output settings as the CLI: what a local run made is current
+    for the same options (skipped before any cluster is contacted) and not for others."""
+    from whisperctl.cluster import transcribe_corpus
+    from whisperctl.config import EngineConfig, OutputFormat
+    from whisperctl.outputs import plan_outputs, output_settings
+
+    src = tmp_path / "x.wav"
+    shutil.copy(EXAMPLES / "short.wav", src)
+    out = tmp_path / "out"
+    assert run_cli(["transcribe", src, "-o", out, "-q", "-f", "json", "--model", tiny_random_model, *FAST], capsys)[0] == 0
+    config = EngineConfig(model=str(tiny_random_model), max_new_tokens=4, temperature=(0.0,))
+    report = transcribe_corpus([str(src)], out, config, [OutputFormat.JSON], skip_existing=True, address="nowhere:1")
+    assert report.skipped == 1 and not report.outcomes and not report.problems
+    other = output_settings(config, config.decode_options(max_new_tokens=3))
+    assert plan_outputs([str(src)], out, [OutputFormat.JSON], skip_existing=True, settings=other).todo == [str(src)]

@@ -175,7 +175,8 @@ def test_sigint_and_sigterm_keep_finished_outputs_and_resume(tmp_path):
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == code, err
-        assert "rerun with --skip-existing" in err and "Traceback" not in err
+        assert "to finish the job, run: whisperctl transcribe" in err and "--skip-existing" in err
+        assert "Traceback" not in err
         done = sorted(out.glob("*.txt"))
         assert 1 <= len(done) < clips
         assert all(p.read_text().strip() for p in done)
@@ -184,3 +185,115 @@ def test_sigint_and_sigterm_keep_finished_outputs_and_resume(tmp_path):
                              capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert len(list(out.glob("*.txt"))) == clips and f"{len(done)} skipped" in resumed.stderr
+
+
+FAST = ["--max-new-tokens", "4", "--temperature", "0"]  # the random-weight model: wiring, not words
+
+
+def _interrupt_output_writes(monkeypatch, after: int) -> None:
+    """Ctrl-C as the output file number ``after`` + 1 (records not counted) is about to be written."""
+    import whisperctl.outputs as outputs
+
+    real_write = outputs.write_atomic
+    written = []
+
+    def write(path, content, exclusive=False):
+        if path.parent.name != RECORDS_DIR:
+            if len(written) == after:
+                raise KeyboardInterrupt
+            written.append(path)
+        return real_write(path, content, exclusive=exclusive)
+
+    monkeypatch.setattr(outputs, "write_atomic", write)
+
+
+def test_an_interrupted_overwrite_names_the_command_that_finishes_it(tmp_path, capsys, monkeypatch, tiny_random_model):
+    """Four clips transcribed; then --overwrite --timestamps word, interrupted after the first file. The exit message
+    names a command; that command transcribes the three clips still without word timing and skips the first
+    (it said "rerun with --skip-existing", which skipped all four)."""
+    import shlex
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(4):
+        shutil.copy(EXAMPLES / "short.wav", inputs / f"clip{i}.wav")
+    out = tmp_path / "out"
+    model = ["--model", str(tiny_random_model), *FAST]
+    assert run_cli(["transcribe", inputs, "-o", out, "-q", *model], capsys)[0] == 0
+    with monkeypatch.context() as patch:
+        _interrupt_output_writes(patch, after=1)
+        code, _, err = run_cli(["transcribe", inputs, "-o", out, "--overwrite", "--timestamps", "word", *model], capsys)
+    assert code == 130 and "Traceback" not in err
+    line = next((ln for ln in err.splitlines() if "to finish the job, run: " in ln), None)
+    assert line is not None, err
+    command = shlex.split(line.split("to finish the job, run: ", 1)[1])
+    assert command[0] == "whisperctl" and "--overwrite" not in command and "--skip-existing" in command
+    assert command[command.index("--timestamps") + 1] == "word"
+    code, _, err = run_cli(command[1:], capsys)
+    assert code == 0 and "3 transcribed, 0 failed, 1 skipped" in err, err
+
+
+def test_outputs_of_a_failed_write_do_not_count_as_current(tmp_path, capsys, monkeypatch, tiny_random_model):
+    """--overwrite with other options writes txt and srt, then the disk fills on vtt. txt and srt now hold the new
+    options' transcript, so a --skip-existing run with the first options transcribes the input again and rewrites
+    them (it "skipped" the input)."""
+    from whisperctl.errors import OutputError
+    import whisperctl.outputs as outputs
+
+    src = tmp_path / "x.wav"
+    shutil.copy(EXAMPLES / "short.wav", src)
+    out = tmp_path / "out"
+    args = ["transcribe", src, "-o", out, "-q", "-f", "all", "--model", str(tiny_random_model), "--temperature", "0"]
+    assert run_cli(args + ["--max-new-tokens", "4"], capsys)[0] == 0
+    real_write = outputs.write_atomic
+
+    def disk_full_on_vtt(path, content, exclusive=False):
+        if path.suffix == ".vtt":
+            raise OutputError(f"{path}: write failed (disk full): No space left on device.")
+        return real_write(path, content, exclusive=exclusive)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(outputs, "write_atomic", disk_full_on_vtt)
+        code, _, err = run_cli(args + ["--max-new-tokens", "3", "--overwrite"], capsys)
+    assert code == 1 and "disk full" in err
+    times = {p.suffix: p.stat().st_mtime_ns for p in out.glob("x.*")}
+    assert run_cli(args + ["--max-new-tokens", "4", "--skip-existing"], capsys)[0] == 0
+    after = {p.suffix: p.stat().st_mtime_ns for p in out.glob("x.*")}
+    assert {".txt", ".srt"} <= {s for s in times if times[s] != after[s]}, (times, after)
+
+
+def test_an_interrupted_run_to_stdout_does_not_suggest_skip_existing(capsys, monkeypatch):
+    """Without -o, --skip-existing is a usage error: the message must not suggest it."""
+    import whisperctl.engine as engine
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+        yield
+
+    monkeypatch.setattr(engine.Transcriber, "events", interrupted)
+    code, _, err = run_cli(["transcribe", EXAMPLES / "short.wav"], capsys)
+    assert code == 130 and "interrupted" in err and "--output-dir" in err
+    assert "--skip-existing" not in err
+
+
+def test_failures_file_is_written_when_interrupted(tmp_path, capsys, monkeypatch):
+    """Ctrl-C: --failures lists what failed so far and every input left unfinished."""
+    import csv
+    import io
+
+    import whisperctl.engine as engine
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+        yield
+
+    monkeypatch.setattr(engine.Transcriber, "events", interrupted)
+    failures = tmp_path / "f.tsv"
+    missing = tmp_path / "missing.wav"
+    code, _, err = run_cli(["transcribe", missing, EXAMPLES / "short.wav", "-o", tmp_path / "out", "-q",
+                            "--failures", failures], capsys)
+    assert code == 130, err
+    rows = list(csv.reader(io.StringIO(failures.read_text()), dialect="excel-tab"))
+    assert rows[0] == ["input", "reason"]
+    assert [r[0] for r in rows[1:]] == [str(missing), str(EXAMPLES / "short.wav")]
+    assert "interrupted" in rows[2][1]

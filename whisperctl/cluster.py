@@ -12,7 +12,8 @@ file: written, or failed with the reason (a bad file is a result, not an excepti
 Fault tolerance is Ray's: an actor whose process dies is restarted and its unfinished batch is run again
 (Ray Data's actor pools: ``max_restarts=-1``, ``max_task_retries=-1``). Because names are claimed up front and every file is written by
 one rename, a rerun of a batch rewrites the same names with the same content: nothing is duplicated and no
-half-written output is visible. The temporary ``.part`` files a killed worker leaves behind are removed at the end.
+half-written output is visible. The temporary ``.part`` files a killed worker leaves behind are removed at the end
+(those no live writer holds the lock of).
 
 Ray is an optional extra (``pip install 'whisperctl[ray]'``); this module imports it only when a run starts.
 """
@@ -28,7 +29,7 @@ from typing import Any, Callable, Sequence
 
 from .config import DecodeOptions, EngineConfig, OutputFormat
 from .errors import UsageError, WhisperctlError
-from .outputs import Claim, plan_outputs
+from .outputs import Claim, output_settings, plan_outputs, remove_partial_files
 
 INSTALL = "pip install 'whisperctl[ray]'"
 FILES_PER_TASK = 4  # files per actor call: windows of several files share batches; a retry redoes at most this many
@@ -94,7 +95,8 @@ def transcribe_corpus(
     if "-" in names:
         raise UsageError("--ray reads files on the workers; standard input ('-') cannot be sent there.")
     started = time.perf_counter()
-    plan = plan_outputs(names, Path(output_dir), formats, overwrite=overwrite, skip_existing=skip_existing)
+    plan = plan_outputs(names, Path(output_dir), formats, overwrite=overwrite, skip_existing=skip_existing,
+                        settings=output_settings(config, options))
     report = CorpusReport([], plan.skipped, plan.problems)
     if not plan.todo:
         return report  # nothing to do: the cluster is not even contacted
@@ -109,7 +111,7 @@ def transcribe_corpus(
             if on_file is not None:
                 on_file(outcome)
     finally:
-        _remove_partial_files(plan.claims.values())
+        remove_partial_files(plan.claims.values())  # a killed worker's (no live writer holds their lock)
     report.wall_s = time.perf_counter() - started
     return report
 
@@ -247,23 +249,13 @@ def _claim_to_row(claim: Claim) -> dict[str, Any]:
     import json
 
     return {"stem": claim.stem, "paths": [str(p) for p in claim.paths], "record": str(claim.record),
-            "identity": json.dumps(claim.identity), "previous": json.dumps(claim.previous)}
+            "identity": json.dumps(claim.identity), "previous": json.dumps(claim.previous),
+            "settings": json.dumps(claim.settings), "keep": sorted(claim.keep)}
 
 
 def _claim_from_row(row: dict[str, Any]) -> Claim:
     import json
 
     return Claim(stem=row["stem"], paths=tuple(Path(p) for p in row["paths"]), record=Path(row["record"]),
-                 identity=json.loads(row["identity"]), previous=json.loads(row["previous"]))
-
-
-def _remove_partial_files(claims: Any) -> None:
-    """Temporary files a killed worker left next to the outputs it was writing (``.NAME.*.part``; the names are
-    this run's claims, so nobody else writes them)."""
-    for claim in claims:
-        for path in (*claim.paths, claim.record):
-            for stale in path.parent.glob(f".{path.name}.*.part"):
-                try:
-                    stale.unlink()
-                except OSError:
-                    pass
+                 identity=json.loads(row["identity"]), previous=json.loads(row["previous"]),
+                 settings=json.loads(row["settings"]), keep=frozenset(row["keep"]))

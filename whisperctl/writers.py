@@ -7,12 +7,14 @@ leaves a half-written output behind.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from .config import OutputFormat
 from .errors import OutputError
@@ -121,21 +123,25 @@ def write_atomic(path: Path, content: str, exclusive: bool = False) -> bool:
     an ``O_EXCL`` create where hard links are unsupported) and return False when it exists — a claim that
     concurrent processes cannot both win. Otherwise ``path`` is replaced and the result is True.
 
+    The temporary file (``.NAME.XXXXXXXX.part``) is locked (``flock``) until it is renamed, so
+    :func:`sweep_partial_files` can tell one a killed writer left from one a live writer is filling.
+
     Only regular files are replaced: renaming over ``/dev/full`` (as root) would swap a device for a file. Text
     that cannot be UTF-8 (a file name that is not, kept by Python as surrogates) is written as ``\\udcff``
     escapes, which JSON readers turn back into the same name."""
     if (path.exists() or path.is_symlink()) and not path.is_file():
         raise OutputError(f"{path}: exists and is not a regular file; whisperctl replaces only files.")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PART_SUFFIX, dir=path.parent)
     except OSError as exc:
         raise OutputError(f"{path.parent}: cannot write outputs here: {exc.strerror or exc}.") from None
+    fh = os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace")
     try:
+        _lock(fd)  # held until the rename, when the file is closed
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the mode any new file would get
-        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
-            fh.write(content)
-            fh.flush()
-            os.fsync(fh.fileno())
+        fh.write(content)
+        fh.flush()
+        os.fsync(fh.fileno())
         if not exclusive:
             os.replace(tmp, path)
             return True
@@ -152,6 +158,74 @@ def write_atomic(path: Path, content: str, exclusive: bool = False) -> bool:
             raise
         hint = " (disk full)" if exc.errno == errno.ENOSPC else ""
         raise OutputError(f"{path}: write failed{hint}: {exc.strerror or exc}.") from None
+    finally:
+        try:
+            fh.close()
+        except OSError:  # the data that could not be flushed belongs to a file already removed
+            pass
+
+
+PART_SUFFIX = ".part"
+#: a temporary file this old that nobody holds the lock of was left by a killed writer (a live one locks its file
+#: microseconds after creating it, and holds the lock until it renames it)
+STALE_PART_S = 60.0
+_PART_NAME = re.compile(r"^\.(?P<target>.+)\.[A-Za-z0-9_]{8}" + re.escape(PART_SUFFIX) + "$")  # mkstemp's 8 characters
+#: where ``flock`` is not supported, only files a day old are taken for a killed writer's
+_UNLOCKABLE_STALE_S = 86_400.0
+
+
+def sweep_partial_files(directory: Path, names: set[str] | None = None, suffixes: Iterable[str] = (),
+                        min_age_s: float = STALE_PART_S) -> int:
+    """Remove the temporary files :func:`write_atomic` left behind when its process was killed (SIGKILL, a power
+    cut): ``.NAME.XXXXXXXX.part`` for a target ``NAME`` in ``names``, or one ending in one of ``suffixes``
+    (``txt``, ``json`` …), older than ``min_age_s`` and not locked. A live writer holds its file's lock, so
+    its file is never removed, even by another process or machine sharing the directory (where ``flock``
+    reaches it). One directory scan; returns how many files were removed."""
+    suffixes = tuple(f".{s}" for s in suffixes)
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return 0
+    now = time.time()
+    removed = 0
+    for entry in entries:
+        match = _PART_NAME.match(entry.name)
+        if match is None:
+            continue
+        target = match["target"]
+        if not (target in names if names is not None else target.endswith(suffixes)):
+            continue
+        try:
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+            if not entry.is_file(follow_symlinks=False) or age < min_age_s:
+                continue
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live writer's
+            except OSError:  # no locks on this filesystem: only age can tell
+                if age < max(min_age_s, _UNLOCKABLE_STALE_S):
+                    continue
+            os.unlink(entry.path)
+            removed += 1
+        except OSError:
+            pass  # renamed or removed meanwhile
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _lock(fd: int) -> None:
+    """Mark a temporary file as being written (see :func:`sweep_partial_files`); best effort: a filesystem
+    without locks leaves the sweep to the file's age."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        pass
 
 
 #: errno values of filesystems without hard links (FAT, some network filesystems)

@@ -34,19 +34,27 @@ def _root(
     """Transcribe, benchmark and diagnose Whisper / Distil-Whisper on transformers."""
 
 
-from . import bench as _bench, doctor as _doctor, transcribe as _transcribe  # noqa: E402,F401  (register the commands)
-
-
-class _Terminated(KeyboardInterrupt):
+class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so in-flight writes are rolled back and finished outputs stay."""
 
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM in a command that knows what to do next. An ``Exception``, not a ``KeyboardInterrupt``:
+    typer turns the latter into exit code 130 and the message would be lost."""
+
+    def __init__(self, terminated: bool, next_step: str):
+        super().__init__(next_step)
+        self.terminated, self.next_step = terminated, next_step
+
+
+from . import bench as _bench, doctor as _doctor, transcribe as _transcribe  # noqa: E402,F401  (register the commands)
 
 _signal_seen: list[str] = []
 
 
 def _on_sigterm(signum, frame):  # noqa: ARG001
     _signal_seen.append("SIGTERM")
-    raise _Terminated()
+    raise Terminated()
 
 
 def _setup_logging(debug: bool) -> None:
@@ -64,9 +72,9 @@ def _setup_logging(debug: bool) -> None:
     logger.propagate = False
 
 
-def _interrupted(terminated: bool) -> None:
-    print(f"whisperctl: {'terminated' if terminated else 'interrupted'}; finished outputs are complete, "
-          "rerun with --skip-existing to continue", file=sys.stderr)
+def _interrupted(terminated: bool, next_step: str = "") -> None:
+    print(f"whisperctl: {'terminated' if terminated else 'interrupted'}{'; ' + next_step if next_step else ''}",
+          file=sys.stderr)
     sys.exit(143 if terminated else 130)
 
 
@@ -132,7 +140,9 @@ def main() -> None:
         print(f"whisperctl: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt as exc:
-        _interrupted(isinstance(exc, _Terminated))
+        _interrupted(isinstance(exc, Terminated))
+    except Interrupted as exc:
+        _interrupted(exc.terminated, exc.next_step)
     except BrokenPipeError:  # `whisperctl transcribe … | head`: the reader left; not an error of ours
         _quiet_stdout()
         sys.exit(141)
@@ -149,7 +159,7 @@ def main() -> None:
         if isinstance(exc, _click_classes("Exit") + (typer.Exit,)):
             sys.exit(exc.exit_code)
         if isinstance(exc, _click_classes("Abort") + (typer.Abort,)):  # click turns Ctrl-C into Abort
-            _interrupted(isinstance(exc.__context__, _Terminated))
+            _interrupted(isinstance(exc.__context__, Terminated))
         if isinstance(exc, _click_classes("NoArgsIsHelpError")):  # bare `whisperctl`: the help, as a request
             exc.show()
             sys.exit(0)

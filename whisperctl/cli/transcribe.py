@@ -24,7 +24,7 @@ def transcribe(
     output_format: str = typer.Option("txt", "--output-format", "-f", help="txt | srt | vtt | tsv | json | all."),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Write files here (name from the input); default: stdout."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
-    skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip inputs whose outputs all exist (resume a run)."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip inputs whose outputs all exist and are current (made from the same content with the same output options); redo the others (resume a run)."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML preset (see configs/); flags override it."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display, summary or notes; errors only."),
     verbose: bool = verbose_option(),
@@ -79,20 +79,39 @@ def transcribe(
     from ..engine import Transcriber
 
     transcriber = Transcriber(config)  # validates and plans: bad flags fail here, before the model loads
-    from ..outputs import plan_outputs, write_outputs
+    from ..outputs import output_settings, plan_outputs
 
     # Each input claims its output names exclusively (safe across concurrent runs sharing -o): x, x-2 … and a
-    # record in -o/.whisperctl/ says which input owns them (see whisperctl/outputs.py and docs/reliability.md).
+    # record in -o/.whisperctl/ says which input owns them and what made each output (see whisperctl/outputs.py
+    # and docs/reliability.md).
     skipped = 0
     todo = files
-    if output_dir is not None:
-        plan = plan_outputs(files, output_dir, formats, overwrite=overwrite, skip_existing=skip_existing)
-        todo, skipped = plan.todo, plan.skipped
-        problems += plan.problems
+    plan = None
+    failures = list(problems)
+    finished: set[str] = set()  # inputs done or failed (the rest are unfinished when a run is interrupted)
+    try:
+        if output_dir is not None:
+            plan = plan_outputs(files, output_dir, formats, overwrite=overwrite, skip_existing=skip_existing,
+                                settings=output_settings(config))
+            todo, skipped = plan.todo, plan.skipped
+            failures += plan.problems
+        done, audio_seconds, started = _run_local(transcriber, todo, formats, output_dir, quiet, plan, failures,
+                                                  finished)
+    except KeyboardInterrupt as exc:
+        _stopped(exc, failures, [name for name in todo if name not in finished], failures_file, output_dir, files)
+    _finish(quiet or not (len(files) > 1 or failures or skipped), done, failures, skipped, audio_seconds,
+            time.perf_counter() - started, failures_file)
+
+
+def _run_local(transcriber, todo: list[str], formats, output_dir: Optional[Path], quiet: bool, plan,
+               failures: list[tuple[str, str]], finished: set[str]) -> tuple[int, float, float]:
+    """Transcribe ``todo`` in this process, writing to stdout or the planned outputs; failures are appended to
+    ``failures`` and every input done or failed is added to ``finished``. Returns (done, audio seconds, start)."""
+    from ..outputs import write_outputs
+    from ..writers import WRITERS
 
     show_progress = not quiet and sys.stderr.isatty()
-    failures = list(problems)
-    for name, why in problems:
+    for name, why in failures:
         typer.echo(f"whisperctl: error: {name}: {why}", err=True)
     done = 0
     audio_seconds = 0.0
@@ -120,6 +139,7 @@ def transcribe(
             inp, result = event.source, event.result
             started_stream, stream = stream, None
             if isinstance(result, WhisperctlError):
+                finished.add(inp.name)
                 failures.append((inp.name, str(result)))
                 typer.echo(f"whisperctl: error: {result}" if str(result).startswith(inp.name) else f"whisperctl: error: {inp.name}: {result}", err=True)
                 continue
@@ -134,9 +154,11 @@ def transcribe(
                 else:
                     write_outputs(plan.claims[inp.name], formats, result)
             except OutputError as exc:
+                finished.add(inp.name)
                 failures.append((inp.name, str(exc)))
                 typer.echo(f"whisperctl: error: {exc}", err=True)
                 continue
+            finished.add(inp.name)
             done += 1
             audio_seconds += result.duration
             if progress_ctx:
@@ -144,8 +166,43 @@ def transcribe(
     finally:
         if progress_ctx:
             progress_ctx.__exit__(None, None, None)
-    _finish(quiet or not (len(files) > 1 or failures or skipped), done, failures, skipped, audio_seconds,
-            time.perf_counter() - started, failures_file)
+    return done, audio_seconds, started
+
+
+def _stopped(exc: KeyboardInterrupt, failures: list[tuple[str, str]], unfinished: list[str],
+             failures_file: Optional[Path], output_dir: Optional[Path], files: list[str]) -> None:
+    """Ctrl-C or SIGTERM: write --failures (what failed, then every input left unfinished) and raise the
+    interruption with the command that finishes the job."""
+    from . import Interrupted, Terminated
+
+    terminated = isinstance(exc, Terminated)
+    if failures_file is not None:
+        from ..writers import write_atomic
+
+        why = f"not finished: the run was {'terminated' if terminated else 'interrupted'}"
+        try:
+            write_atomic(failures_file, failures_tsv(failures + [(name, why) for name in unfinished]))
+        except OutputError as error:  # the interruption is what to report; this only adds to it
+            typer.echo(f"whisperctl: error: {error}", err=True)
+    raise Interrupted(terminated, _next_step(output_dir, files)) from exc
+
+
+def _next_step(output_dir: Optional[Path], files: list[str]) -> str:
+    """What finishes an interrupted run: the same command with --skip-existing (instead of --overwrite), which
+    redoes exactly the inputs whose outputs are not current for these options (see whisperctl/outputs.py)."""
+    if output_dir is None:
+        return ("standard output holds the transcripts finished before it; run the command again, or write "
+                "files with --output-dir DIR, which a rerun can resume")
+    if "-" in files:
+        return "finished outputs are complete; standard input cannot be resumed: run the command again with its input"
+    import shlex
+
+    args = sys.argv[1:]
+    end = args.index("--") if "--" in args else len(args)  # after --, a name is an input, not an option
+    options = [a for a in args[:end] if a != "--overwrite"]
+    if "--skip-existing" not in options:
+        options.append("--skip-existing")
+    return f"finished outputs are complete; to finish the job, run: {shlex.join(['whisperctl', *options, *args[end:]])}"
 
 
 def _finish(quiet: bool, done: int, failures: list[tuple[str, str]], skipped: int, audio_seconds: float, wall: float,
@@ -175,9 +232,11 @@ def _on_ray(files, problems, output_dir, config, formats, overwrite, skip_existi
         typer.echo(f"whisperctl: error: {name}: {why}", err=True)
     started = time.perf_counter()
     progress_ctx = _progress(len(files)) if not quiet and sys.stderr.isatty() else None
+    failed: list[tuple[str, str]] = []
 
     def on_file(outcome) -> None:
         if outcome.error is not None:
+            failed.append((outcome.input, outcome.error))
             typer.echo(f"whisperctl: error: {outcome.input}: {outcome.error}", err=True)
         elif progress_ctx is not None:
             progress_ctx.advance(outcome.input, outcome.audio_s)
@@ -189,6 +248,9 @@ def _on_ray(files, problems, output_dir, config, formats, overwrite, skip_existi
         report = transcribe_corpus(files, output_dir, config, formats, overwrite=overwrite, skip_existing=skip_existing,
                                    address=address, workers=workers, cpus_per_worker=cpus_per_worker,
                                    gpus_per_worker=gpus_per_worker, on_file=on_file)
+    except KeyboardInterrupt as exc:
+        # which inputs the plan skipped is known only inside transcribe_corpus: no list of unfinished ones here
+        _stopped(exc, list(problems) + failed, [], failures_file, output_dir, files)
     finally:
         if progress_ctx:
             progress_ctx.__exit__(None, None, None)
