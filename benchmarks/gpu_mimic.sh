@@ -61,6 +61,15 @@ if [ "${1:-}" = "--venv" ] || [ ! -f "$VENV/.built" ]; then build_venv; fi
 [ "${1:-}" = "--venv" ] && exit 0
 twin_wheels
 check_carried_wheels_on_312
+"$VENV/bin/python" - <<'PY'   # what the device call sends: the working tree and .gpu/carry, 64 MiB at most
+import sys
+sys.path.insert(0, "benchmarks")
+from gpu_assets import LIMIT_BYTES, travelling_bytes
+carried, tree = travelling_bytes()
+print(f"mimic: .gpu/carry {carried / 2**20:.1f} MiB + working tree {tree / 2**20:.1f} MiB = "
+      f"{(carried + tree) / 2**20:.1f} of {LIMIT_BYTES / 2**20:.0f} MiB")
+sys.exit(carried + tree > LIMIT_BYTES)
+PY
 
 # The device's budget is 420 s. Here 2 cores are shared with other work, so a toy step can take longer than its
 # GPU counterpart; MIMIC_BUDGET_S=840 stretches every share alike when the machine is busy.

@@ -27,7 +27,6 @@ import numpy as np
 
 from gpu_report import Deadline, read_json, update_json
 
-PIPELINE = "transformers pipeline (fp16, sdpa, chunk 30 s, batch 24)"
 
 
 def _sync() -> None:
@@ -146,7 +145,8 @@ def main(argv: list[str]) -> None:
         reference = None
         forced = int(option("--tokens", "64"))
         best = (half, "sdpa", "random weights: the pipeline's own settings")
-    runners[PIPELINE] = _pipeline(model_dir, device, forced)
+    pipeline_name = f"transformers pipeline ({half}, sdpa, chunk 30 s, batch 24, greedy)"
+    runners[pipeline_name] = _pipeline(model_dir, device, forced)
     runners[f"whisperctl ({half}, sdpa, batch 24)"] = _whisperctl(model_dir, device, half, "sdpa", forced)
     if best[:2] != (half, "sdpa"):
         runners[f"whisperctl best ({best[0]}, {best[1]}, batch 24)"] = _whisperctl(model_dir, device, best[0], best[1], forced)
@@ -154,7 +154,7 @@ def main(argv: list[str]) -> None:
     if reference is not None:
         for r in results.values():
             r["wer"] = wer([reference], [r["text"]])
-    base = results[PIPELINE]["rtfx"]
+    base = results[pipeline_name]["rtfx"]
     for r in results.values():
         r["vs_pipeline"] = r["rtfx"] / base
         r["text"] = r["text"][:500]

@@ -161,9 +161,16 @@ def summary(out: Path, steps_tsv: Path, notes: Path | None) -> None:
     lines.append("")
     doctor = read_json(out / "doctor.json")
     if doctor:
-        bad = [c for c in doctor.get("checks", []) if c.get("status") in ("FAIL", "WARN")]
+        checks = doctor.get("checks", [])
+        attention = [c for c in checks if c.get("section", "").startswith("attention")]
+        bad = [c for c in checks if c.get("status") in ("FAIL", "WARN") and c not in attention]
         lines += [f"## doctor: {'healthy' if doctor.get('healthy') else 'NOT healthy'}", ""]
-        lines += [f"- {c['status']} {c['section']} / {c['name']}: {c['why']}" for c in bad] + [""]
+        lines += [f"- {c['status']} {c['section']} / {c['name']}: {c['why']}" for c in bad]
+        for section in dict.fromkeys(c["section"] for c in attention):  # the matrix lists what cannot run, by design
+            usable = [c["name"] for c in attention if c["section"] == section and c["status"] == "PASS"]
+            not_usable = [f"{c['name']} ({c['why']})" for c in attention if c["section"] == section and c["status"] != "PASS"]
+            lines.append(f"- {section}: usable {', '.join(usable) or 'none'}; not usable: {'; '.join(not_usable) or 'none'}")
+        lines.append("")
     lines += _pytest_lines(out / "pytest.xml")
     if notes is not None and notes.is_dir():
         for md in sorted(notes.glob("*.md")):
