@@ -8,9 +8,9 @@ here and printed (``--no-check`` skips that).
 
     python benchmarks/gpu_assets.py            # writes .gpu/carry/ (ignored by git; the device call carries it)
 
-Contents: .gpu/carry/tiny.en-int8.tar.gz (the model, gzipped: 31 MB instead of 42; unpacked on the device
-in a second; the directory itself stays in .gpu/tiny.en-int8/), .gpu/carry/speech/ (JFK, LJ 231 s as FLAC, references.tsv),
-.gpu/carry/wheels/ (exactly the packages whisperctl needs that the device lacks, for CPython 3.12 manylinux
+Contents: .gpu/carry/tiny.en-int8.tar.gz (the model, gzipped: 31 MB instead of 42; unpacked on the device in
+a second; the directory itself stays in .gpu/tiny.en-int8/), .gpu/carry/speech/ (JFK, LJ 231 s as FLAC,
+references.tsv), .gpu/carry/wheels/ (exactly the packages whisperctl needs that the device lacks, for CPython 3.12 manylinux
 x86-64; whisperctl itself is installed there from the tree with --no-deps). Prints the size of what travels.
 """
 
