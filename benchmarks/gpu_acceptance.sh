@@ -127,8 +127,8 @@ step_peer() {
       --best-from "$OUT/real_weights.json" --device cpu --repeats 1 --notes "$NOTES"
   fi
   if has_bench_option --engines; then   # the same comparison through bench, once it has that axis
-    local sizes="--dtypes fp16 --batch-sizes 24 --audio $SPEECH/lj231.flac"
-    [ -n "$DRY" ] && sizes="--dtypes fp32 --batch-sizes 1 --audio $SPEECH/jfk.flac"
+    local sizes="--dtypes fp16 --batch-sizes 24"
+    [ -n "$DRY" ] && sizes="--dtypes fp32 --batch-sizes 1"
     "$W" bench --engines whisperctl,transformers --models "$MODEL" --compare sdpa --device "$DEVICE" $sizes \
       --manifest "$SPEECH/references.tsv" --warmup 1 --repeats 2 --json "$WORK/bench-engines.json" \
       && $PY benchmarks/gpu_report.py merge "$OUT/peer.json" engines "$WORK/bench-engines.json"

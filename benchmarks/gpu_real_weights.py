@@ -6,7 +6,8 @@ the same weights (fp32, no quantization) in the same mode.
         [--attentions sdpa,...] [--files jfk.flac,lj231.flac] [--notes DIR]
 
 SPEECH_DIR holds the files and references.tsv (benchmarks/gpu_assets.py builds it). Rows run in order of value
-(default mode first; fp16 before bf16; sdpa first; flex_attention, which compiles, last) while the previous row's
+(sdpa in both modes, fp16 before bf16; then the other kernels, default mode first; flex_attention, which
+compiles, last) while the previous row's
 duration still fits before ``STEP_DEADLINE``; OUT_DIR/real_weights.json is rewritten after each row; the table
 goes to NOTES_DIR/30-real-weights.md for the summary. Rows that cannot run here carry the eligibility module's
 reason; a kernel that fails is a row with its error.
@@ -79,8 +80,9 @@ def main(model: str, speech: Path, out: Path, device: str, dtypes: list[str], at
         print("cpu fp32 sdpa", mode, payload["reference"][mode]["wer"], flush=True)
     gpu = resolve_device(device, env)
     plan = [(mode, dtype, attention) for mode in MODES for dtype in dtypes for attention in attentions]
-    # flex_attention compiles on first use (tens of seconds): its rows go last, so they cannot crowd out the others
-    plan.sort(key=lambda row: row[2] == "flex_attention")
+    # In order of value: sdpa in both modes first, then the other kernels; flex_attention compiles on first use
+    # (tens of seconds), so its rows go last, where they cannot crowd out the others.
+    plan.sort(key=lambda row: (row[2] == "flex_attention", row[2] != "sdpa"))
     last_row_s = 0.0  # a row takes about as long as the one before it: start it only if that still fits
     for i, (mode, dtype, attention) in enumerate(plan):
         base = {"device": gpu, "dtype": dtype, "attention": attention, "mode": mode}
