@@ -1,0 +1,121 @@
+"""WER of whisperctl's decoding modes and faster-whisper's, per workload and per long recording (no timing).
+
+Workloads (../shared/speech, bundled tiny.en for both systems, faster-whisper on the same CTranslate2 directory):
+  W1  every clip of MANIFEST.tsv except the 231 s concatenation, as one corpus (corpus WER)
+  W2  the LJ 231 s concatenation
+  W4  every recording over 20 s, each on its own (LJ 231 s, the 52 s sonnet, the 25 s spontaneous recording)
+
+Each whisperctl mode runs through the library on one loaded model (``--mode NAME=FLAGS``, flags as
+``key=value`` pairs of DecodeOptions, e.g. ``batched=chunking=batched``); faster-whisper runs its sequential
+``transcribe`` (beam as given, int8 unless ``--precision fp32``, no VAD, English). Prints one table row per
+(workload or file, system) with the WER and, per file, the clips where a system is more than 5 points worse
+than faster-whisper.
+
+    python benchmarks/accuracy.py                                  # default, batched and sequential w/o VAD
+    python benchmarks/accuracy.py --beam 5 --mode default=
+    ATEN_CPU_CAPABILITY=avx2 python benchmarks/accuracy.py         # the same on AVX2 kernels
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEECH = ROOT.parent / "shared" / "speech"
+LJ = "TTS/LJ001-0001_to_0032_concat.wav"
+DEFAULT_MODES = ["default=", "batched=chunking=batched", "sequential-novad=vad=none"]
+
+
+def parse_mode(text: str) -> tuple[str, dict]:
+    name, _, flags = text.partition("=")
+    options = {}
+    for pair in filter(None, flags.split(",")):
+        key, _, value = pair.partition("=")
+        options[key] = int(value) if value.isdigit() else value
+    return name, options
+
+
+def cpu_line() -> str:
+    flags = set()
+    model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile") if f in flags]
+    return f"{model}; ISA {' '.join(isa) or '?'}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mode", action="append", help="NAME=key=value,… (repeatable); default: " + " ".join(DEFAULT_MODES))
+    ap.add_argument("--beam", type=int, default=1)
+    ap.add_argument("--precision", choices=("int8", "fp32"), default="int8")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-peer", action="store_true", help="skip faster-whisper")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+
+    import soundfile as sf
+
+    from whisperctl import EngineConfig, Transcriber, models
+    from whisperctl.wer import wer
+
+    rows = list(csv.DictReader((SPEECH / "MANIFEST.tsv").open(encoding="utf-8"), delimiter="\t"))
+    refs = {r["file"]: r["reference_text"] for r in rows}
+    folder = [f for f in refs if f != LJ]
+    long_files = [f for f in refs if sf.info(str(SPEECH / f)).duration > 20]
+    files = sorted(set(folder) | set(long_files))
+    texts: dict[str, dict[str, str]] = {}
+
+    quant = "none" if args.precision == "fp32" else "int8"
+    t = Transcriber(EngineConfig(quantization=quant, threads=args.threads, beam_size=args.beam)).load()
+    for mode in args.mode or DEFAULT_MODES:
+        name, options = parse_mode(mode)
+        opts = t.options.replace(**options)
+        texts[name] = {f: t.transcribe(str(SPEECH / f), opts).text for f in files}
+        print(f"done: {name}", file=sys.stderr, flush=True)
+    if not args.no_peer:
+        from faster_whisper import WhisperModel
+
+        ct2 = models.ct2_source(models.resolve("tiny.en"))[0]
+        fw = WhisperModel(str(ct2), device="cpu", compute_type="float32" if args.precision == "fp32" else "int8",
+                          cpu_threads=args.threads)
+        texts["faster-whisper"] = {}
+        for f in files:
+            segments, _ = fw.transcribe(str(SPEECH / f), language="en", beam_size=args.beam, vad_filter=False)
+            texts["faster-whisper"][f] = "".join(s.text for s in segments)
+
+    print(f"# tiny.en {args.precision}, beam {args.beam}, {args.threads} threads; {cpu_line()}")
+    print("| workload | " + " | ".join(texts) + " |")
+    print("|---|" + "---|" * len(texts))
+
+    def row(label: str, chosen: list[str]) -> None:
+        cells = [f"{100 * wer([refs[f] for f in chosen], [texts[s][f] for f in chosen]):.2f} %" for s in texts]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+    row(f"W1 folder ({len(folder)} clips)", folder)
+    row("W2 LJ 231 s", [LJ])
+    for f in long_files:
+        row(f"W4 {f}", [f])
+    if "faster-whisper" in texts:
+        for s in texts:
+            worse = [(f, 100 * (wer([refs[f]], [texts[s][f]]) - wer([refs[f]], [texts["faster-whisper"][f]]))) for f in files]
+            worse = [(f, round(d, 1)) for f, d in worse if d > 5]
+            if worse:
+                print(f"{s}: more than 5 points worse than faster-whisper on {worse}")
+    if args.json:
+        args.json.write_text(json.dumps(texts, indent=1))
+
+
+if __name__ == "__main__":
+    main()
