@@ -14,11 +14,14 @@ Here:
   rounding), so every row is quantized over its own range; an anchor row pins fbgemm's range to [-1, 1], so a
   row's result is the same whatever else is in the batch (bit for bit). The bias is added after, in fp32.
 
-The integer arithmetic is fbgemm's ``quantized::linear_dynamic`` with ``reduce_range=True`` (7-bit activations),
-which never saturates the 16-bit intermediate sums of AVX2's ``vpmaddubsw``: the integer results are the same
-on AVX2 and on AVX-512 VNNI (checked with ``FBGEMM_ENABLE_INSTRUCTIONS=AVX2``). Measured on the speech of
-``../shared/speech`` (docs/benchmarks.md): WER within 0.4 points of faster-whisper's int8 on the folder, the long
-file and the hour, with the default kernels and with ``ATEN_CPU_CAPABILITY=avx2``.
+The integer arithmetic is fbgemm's ``quantized::linear_dynamic`` with full 8-bit activations
+(``reduce_range=False``), as CTranslate2 quantizes them. The earlier 7-bit activations (``reduce_range=True``,
+chosen so that AVX2's ``vpmaddubsw`` could never saturate its 16-bit pair sums) halved each row's resolution,
+and that alone cost the sequential loop on the LJ 231 s file 5.64 % WER against 3.00 % with 8 bits (fp32:
+3.17 %, faster-whisper int8: 3.35 %; tiny.en, greedy, on a 2-core AVX2 AMD EPYC without VNNI, so the 8-bit
+figure already includes whatever AVX2 saturation costs). On AVX-512 VNNI the pair sums cannot saturate; on AVX2
+they rarely do, so the integers may differ in a few outputs between the two instruction sets: the tests bound
+the words (WER), never the exact text, across kernels.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ class DynamicInt8Linear(torch.nn.Module):
         normed = torch.empty(n + 1, self.in_features, dtype=torch.float32, device=x.device)
         torch.div(rows, scale, out=normed[:n])
         normed[n] = self._anchor
-        parts = [torch.ops.quantized.linear_dynamic(normed, packed, reduce_range=True) for packed in self._packed]
+        parts = [torch.ops.quantized.linear_dynamic(normed, packed, reduce_range=False) for packed in self._packed]
         # output columns are computed independently, so pieces give the same numbers as one packed matrix
         out = (parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))[:n]
         out.mul_(scale)
