@@ -191,6 +191,42 @@ def test_finished_rows_leave_the_batch_without_changing_the_others(pair, speech)
     assert sums == pytest.approx([a[2][0] for a in alone], abs=1e-4)
 
 
+def test_sampled_rows_draw_the_same_tokens_in_any_batch(pair, speech):
+    """A sampled (fallback) pass draws each row from its own generator, seeded per window: the French clip that
+    looped in a mixed-language batch and not alone (issue 27, item 9) gets the same draws either way."""
+    import torch
+
+    lm = pair[0]
+    samples = audio_mod.load(str(speech / LJ))
+    chunks = [samples[int(a * SR) : int(b * SR)] for a, b in ((0, 12), (50, 80), (100, 109))]
+    prompt = [lm.prefix("en", EngineConfig().decode_options().task, timestamps=True)] * len(chunks)
+    hidden = _encoded(lm, chunks)
+    seeds = [11, 12, 13]
+    with torch.inference_mode():
+        together, _, _ = lm.lean_loop.greedy(hidden, prompt, True, temperature=1.0, seeds=seeds)
+        alone = [lm.lean_loop.greedy(hidden[i : i + 1], prompt[:1], True, temperature=1.0, seeds=seeds[i : i + 1])[0][0]
+                 for i in range(len(chunks))]
+        again, _, _ = lm.lean_loop.greedy(hidden, prompt, True, temperature=1.0, seeds=seeds)
+        reseeded, _, _ = lm.lean_loop.greedy(hidden, prompt, True, temperature=1.0, seeds=[21, 22, 23])
+    assert together == alone == again
+    assert reseeded != together  # at temperature 1 three windows of speech never draw the same tokens twice
+
+
+def test_prompts_of_different_lengths_share_a_batch(pair, speech):
+    """Sequential decoding batches windows of different files, each prompted with its own previous text: rows
+    of different prompt lengths decode in one call and each gets the tokens it gets alone (no generate())."""
+    lean = pair[0]
+    samples = audio_mod.load(str(speech / LJ))
+    chunks = [samples[int(a * SR) : int(b * SR)] for a, b in ((30, 60), (60, 90), (100, 110))]
+    prompts = [[], lean.text_tokens(" Printing, in the only sense with which we are at present concerned"),
+               lean.text_tokens(" of the true printed book")]
+    decoder = WindowDecoder(lean, EngineConfig(**ONE_PASS).decode_options())
+    together = decoder.decode_pass(chunks, prompts=prompts)
+    alone = [decoder.decode_pass([c], prompts=[p])[0] for c, p in zip(chunks, prompts)]
+    assert [r.tokens for r in together] == [r.tokens for r in alone]
+    assert [r.avg_logprob for r in together] == pytest.approx([r.avg_logprob for r in alone], abs=1e-4)
+
+
 @pytest.mark.parametrize("beams", [2, 5])
 def test_beam_search_keeps_the_timestamp_rules(tiny_random_model, beams):
     """Random weights wander through the rules; each beam's rule state must follow its hypothesis when the

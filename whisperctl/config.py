@@ -199,7 +199,7 @@ class DecodeOptions:
     """
 
     batch_size: int = 8  # windows decoded together (across chunks and files)
-    chunking: Chunking = Chunking.BATCHED  # batched overlapping windows, or sequential seeking (openai-whisper's)
+    chunking: Chunking = Chunking.SEQUENTIAL  # openai-whisper's seeking, inputs in lock-step; or batched overlapping windows
     chunk_length_s: float = 30.0  # window length for batched chunking, [1, 30]
     chunk_overlap_s: float | None = None  # overlap between windows; None = chunk_length_s / 6
     language: str | None = None  # ISO code or name; None = English for .en models, detect otherwise
@@ -212,6 +212,7 @@ class DecodeOptions:
     no_speech_threshold: float | None = NO_SPEECH_THRESHOLD  # None: never call a window silence
     condition_on_previous_text: bool = True  # sequential: prompt each window with the text before it
     initial_prompt: str | None = None  # text conditioning the first window (names, spelling)
+    seed: int = 0  # sampled fallback passes: each window draws from its own generator, seeded by this and its audio
     max_new_tokens: int | None = None  # cap per window; None = model maximum
     decode_tokens: int | None = None  # force exactly N generated tokens per window (fixed work for benchmarks)
     halve_on_oom: bool = True  # on CUDA out-of-memory halve the batch and go on (bench turns it off)
@@ -296,6 +297,7 @@ class DecodeOptions:
             value = getattr(self, name)
             if value is not None:
                 set_(name, _require_float(value, flag))
+        set_("seed", _require_int(self.seed, "--seed", minimum=0, maximum=2**63 - 1))
         if self.no_speech_threshold is not None and not 0.0 <= self.no_speech_threshold <= 1.0:
             raise UsageError(f"--no-speech-threshold: {self.no_speech_threshold:g} is a probability; give a value in [0, 1].")
         if self.compression_ratio_threshold is not None and self.compression_ratio_threshold <= 0:
@@ -325,12 +327,12 @@ class DecodeOptions:
 
     @property
     def vad_in_effect(self) -> Vad:
-        """The VAD that runs: ``vad`` when given; else silero with batched chunking (measured: as accurate or
-        better on every workload, far better on long pauses and noise; docs/benchmarks.md) and ``--chunking vad``;
-        none with sequential chunking (openai-whisper's loop, kept as it is) or ``--clip-timestamps``."""
+        """The VAD that runs: ``vad`` when given; else silero (measured: as accurate or better on every workload,
+        far better on long pauses and noise; docs/benchmarks.md), as faster-whisper's ``vad_filter``; none with
+        ``--clip-timestamps`` (the clips already say what to decode)."""
         if self.vad is not None:
             return self.vad
-        if self.clip_timestamps is not None or self.chunking == Chunking.SEQUENTIAL:
+        if self.clip_timestamps is not None:
             return Vad.NONE
         return Vad.SILERO
 
@@ -389,6 +391,7 @@ class EngineConfig:
     no_speech_threshold: float | None = _PER_CALL.no_speech_threshold
     condition_on_previous_text: bool = _PER_CALL.condition_on_previous_text
     initial_prompt: str | None = _PER_CALL.initial_prompt
+    seed: int = _PER_CALL.seed
     threads: int | None = None  # torch intra-op threads on CPU; None = torch's default
     max_new_tokens: int | None = _PER_CALL.max_new_tokens
     weights: str = "pretrained"  # "pretrained", or "random": the alias's architecture, offline (speed runs)

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 LANGUAGE_CANDIDATES = 5  # detected languages reported per file, best first
 LANGUAGE_SURE = 0.5  # a first window's top language at least this likely decides the file's language alone
 LANGUAGE_WINDOWS = 4  # else the mean over up to this many of the file's first windows (those in its first batch)
-SAMPLING_SEED = 0  # sampled fallback passes run under this seed: the same input gives the same text
+SAMPLING_SEED = 0  # generate()'s sampled passes run under this seed plus --seed (the lean loop seeds each window)
 
 
 @dataclasses.dataclass
@@ -208,7 +208,7 @@ class WindowDecoder:
                 languages, candidates = self._languages(feats, languages, groups, hidden)
                 results, hidden = self._pass(feats, languages, prompts, opts.temperature[0], hidden)
                 if not random_weights and not opts.decode_tokens:
-                    self._fallback(feats, languages, prompts, results, hidden)
+                    self._fallback(feats, languages, prompts, results, hidden, [_audio_key(c) for c in chunks])
                 for r, found in zip(results, candidates):
                     r.language_candidates = found
                 for r in results:
@@ -249,9 +249,9 @@ class WindowDecoder:
         return self.loaded.model.get_encoder()(feats)[0] if self._lean(prompts) else None
 
     def _lean(self, prompts: list[list[int]]) -> bool:
-        """Whether a pass over ``prompts`` runs the lean loop: it decodes prompts of one length together (the
-        decoder prefix after a prompt has the same length for every language)."""
-        return self.uses_lean_loop() and len({len(self._prompt_head(p)) for p in prompts}) == 1
+        """Whether a pass over ``prompts`` runs the lean loop (rows with prompts of different lengths decode in
+        groups of one length each, see :meth:`_lean_pass`)."""
+        return self.uses_lean_loop()
 
     def _languages(self, feats, languages: list[str | None], groups: Sequence[Hashable], hidden=None,
                    ) -> tuple[list[str | None], list[list[tuple[str, float]] | None]]:
@@ -289,7 +289,8 @@ class WindowDecoder:
                     languages[unknown[row]] = found[0][0]
         return languages, candidates
 
-    def _fallback(self, feats, languages, prompts, results: list[WindowResult], hidden=None) -> None:
+    def _fallback(self, feats, languages, prompts, results: list[WindowResult], hidden=None,
+                  keys: Sequence[int] | None = None) -> None:
         """openai-whisper's temperature fallback; a window that fails at every temperature keeps its best attempt
         (as faster-whisper: the highest mean log-probability among the attempts under the compression-ratio
         threshold, or among all when none is), not the last, most random one."""
@@ -299,7 +300,7 @@ class WindowDecoder:
             if not redo:
                 return
             again, _ = self._pass(feats[redo], [languages[i] for i in redo], [prompts[i] for i in redo], temperature,
-                                  None if hidden is None else hidden[redo])
+                                  None if hidden is None else hidden[redo], [keys[i] for i in redo] if keys else None)
             for i, r in zip(redo, again):
                 attempts.setdefault(i, [results[i]]).append(r)
                 results[i] = r
@@ -307,31 +308,23 @@ class WindowDecoder:
             if needs_fallback(results[i], self.options):
                 results[i] = best_attempt(tried, self.options)
 
-    def _pass(self, feats, languages, prompts: list[list[int]], temperature: float, hidden=None) -> tuple[list[WindowResult], Any]:
+    def _pass(self, feats, languages, prompts: list[list[int]], temperature: float, hidden=None,
+              keys: Sequence[int] | None = None) -> tuple[list[WindowResult], Any]:
         """One decoding pass at ``temperature`` over every window of ``feats``; and the encoder output (``hidden``:
-        already computed by the caller, for the lean loop)."""
+        already computed by the caller, for the lean loop). ``keys``: a number per window that seeds its sampling
+        (a digest of its audio), so a sampled pass gives a window the same text in any batch."""
         import torch
 
         lm = self.loaded
         full = [self._full_prompt(p, lang) for p, lang in zip(prompts, languages)]
         if self._lean(prompts):
             hidden = lm.model.get_encoder()(feats)[0] if hidden is None else hidden
-            max_new, min_new = self._token_limits()
-            limits = dict(max_new_tokens=max_new, min_new_tokens=min_new, no_speech_id=lm.no_speech_id,
-                          sot_index=full[0].index(lm.sot_id))
-            if temperature > 0:  # a sampled fallback pass (seeded: the same input gives the same text)
-                generator = torch.Generator(device=hidden.device).manual_seed(SAMPLING_SEED)
-                rows, no_speech, sums = lm.lean_loop.greedy(hidden, full, self.timestamps, temperature=temperature,
-                                                            generator=generator, **limits)
-            elif self.options.beam_size == 1:
-                rows, no_speech, sums = lm.lean_loop.greedy(hidden, full, self.timestamps, **limits)
-            else:
-                rows, no_speech, sums = lm.lean_loop.beam(hidden, full, self.timestamps, self.options.beam_size, **limits)
+            rows, no_speech, sums = self._lean_pass(hidden, full, temperature, keys)
         else:
             if temperature > 0:
                 devices = [torch.device(lm.plan.device).index or 0] if lm.plan.device.startswith("cuda") else []
                 with torch.random.fork_rng(devices=devices):
-                    torch.manual_seed(SAMPLING_SEED)
+                    torch.manual_seed(SAMPLING_SEED + self.options.seed)  # per batch: generate() draws for all rows
                     rows, hidden = self._generate(feats, languages, prompts, temperature)
             else:
                 rows, hidden = self._generate(feats, languages, prompts, temperature)
@@ -346,6 +339,39 @@ class WindowDecoder:
                 compression_ratio=compression_ratio(text), temperature=temperature, text=text,
             ))
         return out, hidden
+
+    def _lean_pass(self, hidden, full: list[list[int]], temperature: float, seeds: Sequence[int] | None = None):
+        """One lean-loop pass over rows whose full prompts (previous text + prefix) may differ in length: rows of
+        one length decode together (the loop advances every row by one position per step), and the results come
+        back in row order. In sequential decoding most prompts reach the same cap (half the decoder's
+        positions) after a window or two, so the groups are few."""
+        import torch
+
+        lm = self.loaded
+        max_new, min_new = self._token_limits()
+        by_length: dict[int, list[int]] = {}
+        for i, p in enumerate(full):
+            by_length.setdefault(len(p), []).append(i)
+        rows: list[list[int]] = [[] for _ in full]
+        no_speech: list[float] | None = [0.0] * len(full) if lm.no_speech_id is not None else None
+        sums = [0.0] * len(full)
+        for idx in by_length.values():
+            part = hidden if len(idx) == len(full) else hidden[idx]
+            prompts = [full[i] for i in idx]
+            limits = dict(max_new_tokens=max_new, min_new_tokens=min_new, no_speech_id=lm.no_speech_id,
+                          sot_index=prompts[0].index(lm.sot_id))
+            if temperature > 0:  # a sampled fallback pass: each window draws from its own seeded generator
+                row_seeds = [_window_seed(self.options.seed, seeds[i] if seeds else i, temperature) for i in idx]
+                got = lm.lean_loop.greedy(part, prompts, self.timestamps, temperature=temperature, seeds=row_seeds, **limits)
+            elif self.options.beam_size == 1:
+                got = lm.lean_loop.greedy(part, prompts, self.timestamps, **limits)
+            else:
+                got = lm.lean_loop.beam(part, prompts, self.timestamps, self.options.beam_size, **limits)
+            for j, i in enumerate(idx):
+                rows[i], sums[i] = got[0][j], got[2][j]
+                if no_speech is not None and got[1] is not None:
+                    no_speech[i] = got[1][j]
+        return rows, no_speech, sums
 
     def _prompt_head(self, prompt: list[int]) -> list[int]:
         """<|startofprev|> and the prompt's last tokens (at most half the decoder's positions, as openai-whisper)."""
@@ -447,6 +473,16 @@ class WindowDecoder:
         width = max(len(s) for s in sequences)
         ids = torch.tensor([s + [lm.eos_id] * (width - len(s)) for s in sequences], device=hidden.device)
         return lm.transformers_model()(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), decoder_input_ids=ids).logits
+
+
+def _audio_key(samples: np.ndarray) -> int:
+    """A digest of a window's audio (CRC-32 of its samples): with the user's seed and the temperature it seeds the
+    window's sampled passes, so the same window gets the same draws whatever else is in its batch."""
+    return zlib.crc32(np.ascontiguousarray(samples, dtype=np.float32).view(np.uint8))
+
+
+def _window_seed(seed: int, key: int, temperature: float) -> int:
+    return (seed * 1_000_003 + key * 101 + round(temperature * 100)) % (2**63)
 
 
 class _EncoderTimer:

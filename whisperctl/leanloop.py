@@ -192,11 +192,12 @@ class LeanDecoder:
         no_speech_id: int | None = None,
         sot_index: int = 0,
         temperature: float = 0.0,
-        generator: Any = None,
+        seeds: Sequence[int] | None = None,
     ) -> tuple[list[list[int]], list[float] | None, list[float]]:
         """Greedy continuations of ``prompts`` (one per row of ``encoder_hidden``, all the same length); with
         ``temperature`` > 0, each token is sampled from the softmax of the ruled logits divided by it (transformers'
-        order: logit rules, then the temperature), drawing from ``generator``.
+        order: logit rules, then the temperature), each row drawing from its own generator seeded by ``seeds[row]``
+        (default: the row's index), so a row's text does not depend on the other rows of its batch.
 
         Returns each row's generated tokens, ending with end-of-text when the row finished (as the rows of
         ``generate()``'s output after the prompt, without trailing padding); given ``no_speech_id``, each
@@ -221,6 +222,7 @@ class LeanDecoder:
         live = torch.arange(batch, device=device)  # the rows in the batch (finished rows leave it)
         ended = torch.zeros(batch, dtype=torch.bool, device=device)  # which of them have ended
         state = _RuleState.start(batch, device)
+        draws = _RowDraws(seeds if seeds is not None else range(batch), device) if temperature > 0 else None
         no_speech: list[float] | None = None
         sum_logprobs = torch.zeros(batch, dtype=torch.float32, device=device)
         pos = 0
@@ -237,9 +239,8 @@ class LeanDecoder:
             # over the tokens computes them: the decoding policy judges every decoding path by the same measure
             logprobs = torch.log_softmax(scores, dim=-1)
             self._rules(scores, step, min_new_tokens, timestamps, state.args())
-            if temperature > 0:
-                probs = torch.softmax(scores / temperature, dim=-1)
-                nxt = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            if draws is not None:
+                nxt = draws.sample(scores, temperature)
             else:
                 nxt = torch.argmax(scores, dim=-1)
             nxt = torch.where(ended, torch.full_like(nxt, self.pad), nxt)
@@ -263,6 +264,8 @@ class LeanDecoder:
                 keys = [c.index_select(0, keep) for c in keys]
                 values = [c.index_select(0, keep) for c in values]
                 state.reorder(keep)
+                if draws is not None:
+                    draws.keep(keep)
             tokens = nxt[:, None]
         rows = generated[:, :steps].tolist()
         out = []
@@ -417,6 +420,27 @@ class LeanDecoder:
         timestamp_mass = stamps.logsumexp(dim=-1)
         text_max = scores[:, :tb].amax(dim=-1)
         scores[:, :tb].masked_fill_((timestamp_mass > text_max)[:, None], NEG_INF)
+
+
+class _RowDraws:
+    """Sampling with one generator per row: a row's draws depend on its seed alone, not on its batch."""
+
+    def __init__(self, seeds: Sequence[int], device):
+        import torch
+
+        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+    def sample(self, scores, temperature: float):
+        """One token per row from softmax(scores / temperature): the Gumbel-max form (argmax of the scaled scores
+        minus the log of Exp(1) noise), whose noise each row draws from its own generator."""
+        import torch
+
+        noise = torch.stack([torch.empty(scores.shape[1], device=scores.device).exponential_(generator=g)
+                             for g in self.generators])
+        return torch.argmax(scores / temperature - noise.log(), dim=-1)
+
+    def keep(self, index) -> None:
+        self.generators = [self.generators[i] for i in index.tolist()]
 
 
 class _RuleState:

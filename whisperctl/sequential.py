@@ -1,23 +1,32 @@
-"""Sequential chunking: openai-whisper's seeking loop, one 30 s window at a time.
+"""Sequential chunking: openai-whisper's seeking loop, run for many inputs in lock-step.
 
 Each window starts where the previous one's last complete segment ended; a window that ends in the middle of
 a segment is decoded again from that segment's start. With ``condition_on_previous_text`` each window is
 prompted with the text before it (reset after a window that needed a temperature above 0.5, as
-openai-whisper does). Decoding goes through the same :class:`~whisperctl.decoding.WindowDecoder` as the
-batched mode, so the same fallback and silence rules apply. The audio is read as a stream: memory holds one
-window and one block, whatever the file's length.
+openai-whisper does). This is the loop faster-whisper and openai-whisper run, and no window boundary falls
+inside a word: nothing is merged at seams.
+
+A file's next window depends on its previous one, so one file cannot be batched with itself; different files
+can. Up to ``batch_size`` inputs are live at once, and each batch holds the next window of each live input
+(:class:`Seeker` keeps one input's loop state; prompts of different lengths share the batch). A folder of
+clips is thus decoded ``batch_size`` windows at a time, with the same windows, prompts and rules as one file at
+a time. Events still come out input after input: the first live input's segments stream as they settle, the
+others' wait until it is done. Decoding goes through the same :class:`~whisperctl.decoding.WindowDecoder` as
+the batched mode, so the same fallback and silence rules apply. The audio is read as a stream: memory holds
+one window and one block per live input, whatever the files' lengths.
 """
 
 from __future__ import annotations
 
+import collections
 import time
-from typing import Any, Callable, Generator, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
 from . import audio as audio_mod, longform
 from .config import DecodeOptions
-from .decoding import WindowDecoder
+from .decoding import WindowDecoder, WindowResult
 from .errors import WhisperctlError
 from .transcript import Event, FileDone, SegmentReady, TranscriptBuilder, window_tokens
 
@@ -43,65 +52,145 @@ def split_at_last_segment(tokens: list[int], timestamp_begin: int, window_s: flo
     return tokens, window_s
 
 
+class Seeker:
+    """One input's seeking state: where its next window starts, and the text that prompts it.
+
+    Pure bookkeeping over the input's audio blocks and the decoded windows' tokens (no model): :meth:`window`
+    gives the next window's audio (None once the input is consumed), :meth:`advance` takes that window's
+    decode and returns the tokens it keeps, with their window's start and duration."""
+
+    def __init__(self, blocks: Iterable[np.ndarray], prompt: list[int], condition_on_previous_text: bool,
+                 timestamp_begin: int, window_s: float = WINDOW_S):
+        self._stream = iter(blocks)
+        self._buffer = np.zeros(0, np.float32)
+        self._buffer_start = 0  # absolute sample index of _buffer[0]
+        self._exhausted = False
+        self._prompt, self._condition = list(prompt), condition_on_previous_text
+        self._history: list[int] = list(prompt)
+        self._reset_at = 0
+        self._timestamp_begin = timestamp_begin
+        self._size = int(window_s * audio_mod.SAMPLE_RATE)
+        self.seek = 0  # sample where the next window starts
+        self.key = 0  # index of the next window
+        self.duration = 0.0  # seconds of audio read so far (the input's duration once window() returned None)
+
+    def window(self) -> np.ndarray | None:
+        """The next window's samples (up to 30 s from ``seek``), or None when no audio is left."""
+        sr = audio_mod.SAMPLE_RATE
+        while not self._exhausted and self._buffer_start + len(self._buffer) < self.seek + self._size:
+            block = next(self._stream, None)
+            if block is None:
+                self._exhausted = True
+            else:
+                block = np.asarray(block, np.float32)
+                self._buffer = np.concatenate([self._buffer, block]) if len(self._buffer) else block
+        self._buffer, self._buffer_start = self._buffer[self.seek - self._buffer_start :], self.seek
+        self.duration = max(self.duration, (self._buffer_start + len(self._buffer)) / sr)
+        window = self._buffer[: self._size]
+        return None if len(window) < sr // 100 else window  # (a short window means the stream is exhausted)
+
+    @property
+    def conditioning(self) -> list[int]:
+        """The prompt of the next window: the text before it, or the initial prompt alone."""
+        if self._condition:
+            return self._history[self._reset_at :]
+        return self._prompt if self.key == 0 else []
+
+    def advance(self, result: WindowResult, window_len: int) -> tuple[list[int], float, float]:
+        """Take the decode of the window of ``window_len`` samples at ``seek``: (tokens kept, the window's start,
+        its duration) in seconds; moves ``seek`` to where the next window starts."""
+        sr = audio_mod.SAMPLE_RATE
+        start, duration = self.seek / sr, window_len / sr
+        kept, advance = split_at_last_segment(result.tokens, self._timestamp_begin, duration)
+        if result.silent or not kept:
+            advance = duration
+        self._history += kept
+        if result.temperature > PROMPT_RESET_TEMPERATURE:
+            self._reset_at = len(self._history)
+        self.seek += max(int(round(advance * sr)), 1)
+        self.key += 1
+        return kept, start, duration
+
+
+class _Live:
+    """An input being decoded: its seeker, builder, and the events it produced before its turn to emit."""
+
+    def __init__(self, source: audio_mod.AudioInput, builder: TranscriptBuilder, seeker: Seeker):
+        self.source, self.builder, self.seeker = source, builder, seeker
+        self.events: collections.deque[Event] = collections.deque()
+        self.done = False
+
+
 class SequentialRunner:
     def __init__(self, decoder: WindowDecoder, options: DecodeOptions, finish: Callable[[TranscriptBuilder, float], Any],
                  new_builder: Callable[[audio_mod.AudioInput, Any], TranscriptBuilder], progress: Callable[[str, float], None] | None = None):
         self.decoder, self.options, self.progress = decoder, options, progress
         self._finish, self._new_builder = finish, new_builder
         self.loaded = decoder.loaded
+        self._prompt = self.loaded.text_tokens(options.initial_prompt) if options.initial_prompt else []
 
     def run(self, inputs: list[tuple[audio_mod.AudioInput, Iterable[np.ndarray]]]) -> Iterator[Event]:
-        for inp, blocks in inputs:
-            builder = self._new_builder(inp, blocks)
-            try:
-                duration = yield from self._file(builder, blocks)
-            except WhisperctlError as exc:
-                yield FileDone(inp, exc)
-                continue
-            for segment in builder.close(duration):
-                yield SegmentReady(inp, segment)
-            yield FileDone(inp, self._finish(builder, duration))
-
-    def _file(self, builder: TranscriptBuilder, blocks: Iterable[np.ndarray]) -> Generator[Event, None, float]:
-        """The file's settled segments as it is decoded; returns its duration in seconds."""
-        lm, opts, sr = self.loaded, self.options, audio_mod.SAMPLE_RATE
-        size = int(WINDOW_S * sr)
-        buffer = np.zeros(0, np.float32)
-        buffer_start = 0  # absolute sample index of buffer[0]
-        seek = 0
-        stream = iter(blocks)
-        exhausted = False
-        prompt = lm.text_tokens(opts.initial_prompt) if opts.initial_prompt else []
-        history: list[int] = list(prompt)
-        reset_at = 0
-        key = 0
-        while True:
-            while not exhausted and buffer_start + len(buffer) < seek + size:
-                block = next(stream, None)
-                if block is None:
-                    exhausted = True
+        """Events input after input: each input's segments as they settle, then its FileDone."""
+        waiting = collections.deque(inputs)
+        order: collections.deque[_Live] = collections.deque()  # admitted inputs not yet fully emitted, in order
+        live: list[_Live] = []
+        width = max(1, self.options.batch_size)
+        while waiting or live:
+            while waiting and len(live) < width:
+                inp, blocks = waiting.popleft()
+                item = _Live(inp, self._new_builder(inp, blocks), Seeker(
+                    blocks, self._prompt, self.options.condition_on_previous_text, self.loaded.timestamp_begin))
+                live.append(item)
+                order.append(item)
+            batch: list[tuple[_Live, np.ndarray]] = []
+            for item in list(live):
+                try:
+                    window = item.seeker.window()
+                except WhisperctlError as exc:
+                    self._end(item, exc)
+                    live.remove(item)
+                    continue
+                if window is None:
+                    self._end(item, None)
+                    live.remove(item)
                 else:
-                    buffer = np.concatenate([buffer, block]) if len(buffer) else np.asarray(block, np.float32)
-            buffer, buffer_start = buffer[seek - buffer_start :], seek
-            window = buffer[:size]
-            if len(window) < sr // 100:  # (a short window means the stream is exhausted)
-                return (buffer_start + len(buffer)) / sr
-            start = seek / sr
-            t0 = time.perf_counter()
-            conditioning = history[reset_at:] if opts.condition_on_previous_text else prompt if key == 0 else []
-            result = self.decoder.decode([window], [builder.language], [conditioning])[0]
-            builder.window_decoded(key, result, time.perf_counter() - t0 - result.align_s)
-            duration = len(window) / sr
-            kept, advance = split_at_last_segment(result.tokens, lm.timestamp_begin, duration)
-            if result.silent or not kept:
-                advance = duration
-            for segment in builder.add(window_tokens(lm, key, kept, start, duration, result.token_times)):
-                yield SegmentReady(builder.source, segment)
-            builder.forget([key])
-            history += kept
-            if result.temperature > PROMPT_RESET_TEMPERATURE:
-                reset_at = len(history)
-            seek += max(int(round(advance * sr)), 1)
+                    batch.append((item, window))
+            if batch:
+                self._decode(batch, live)
+            while order and (order[0].events or order[0].done):
+                head = order[0]
+                while head.events:
+                    yield head.events.popleft()
+                if head.done:
+                    order.popleft()
+
+    def _decode(self, batch: list[tuple[_Live, np.ndarray]], live: list[_Live]) -> None:
+        t0 = time.perf_counter()
+        try:
+            results = self.decoder.decode([w for _, w in batch], [i.builder.language for i, _ in batch],
+                                          [i.seeker.conditioning for i, _ in batch], [id(i) for i, _ in batch])
+        except WhisperctlError as exc:  # the batch failed as a whole: each of its inputs fails with it
+            for item, _ in batch:
+                self._end(item, exc)
+                live.remove(item)
+            return
+        share = (time.perf_counter() - t0 - sum(r.align_s for r in results)) / len(batch)
+        for (item, window), result in zip(batch, results):
+            key = item.seeker.key
+            item.builder.window_decoded(key, result, share)
+            kept, start, duration = item.seeker.advance(result, len(window))
+            for segment in item.builder.add(window_tokens(self.loaded, key, kept, start, duration, result.token_times)):
+                item.events.append(SegmentReady(item.source, segment))
+            item.builder.forget([key])
             if self.progress:
-                self.progress(builder.source.name, advance)
-            key += 1
+                self.progress(item.source.name, min(item.seeker.seek / audio_mod.SAMPLE_RATE, start + duration) - start)
+
+    def _end(self, item: _Live, error: WhisperctlError | None) -> None:
+        if error is not None:
+            item.events.append(FileDone(item.source, error))
+        else:
+            duration = item.seeker.duration
+            for segment in item.builder.close(duration):
+                item.events.append(SegmentReady(item.source, segment))
+            item.events.append(FileDone(item.source, self._finish(item.builder, duration)))
+        item.done = True

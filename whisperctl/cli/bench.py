@@ -60,6 +60,10 @@ def bench(
         return flag_value if flag_value is not None else preset.get(key, default)
 
     overrides = engine_overrides(engine)
+    if "chunking" not in overrides and "chunking" not in preset_engine:
+        # bench measures configurations on fixed work: batched windows fill --batch-sizes whatever the input
+        # (sequential decoding batches only across files, so one file would run one window at a time)
+        overrides["chunking"] = "batched"
     if pick(weights_, "weights", None):
         overrides["weights"] = pick(weights_, "weights", None)
     if pick(decode_tokens, "decode_tokens", None):

@@ -24,9 +24,9 @@ ENGINE_OPTIONS: list[tuple[str, str, type, str]] = [
     ("device", "--device", str, "auto | cpu | cuda | cuda:N | mps."),
     ("quantization", "--quantize", str, "auto (int8 on CPU, none on GPU) | none | int8 | int4."),
     ("batch_size", "--batch-size", int, "Windows decoded together, across chunks and files."),
-    ("chunking", "--chunking", str, "batched (overlapping windows, merged at seams) | sequential (openai-whisper's seeking) "
-     "| vad (speech regions merged into windows cut at pauses)."),
-    ("vad", "--vad", str, "none | silero: skip non-speech before decoding (default: silero, except with --chunking sequential or --clip-timestamps)."),
+    ("chunking", "--chunking", str, "sequential (default: openai-whisper's seeking, files batched in lock-step) | batched "
+     "(overlapping windows, merged at seams) | vad (speech regions merged into windows cut at pauses)."),
+    ("vad", "--vad", str, "none | silero: skip non-speech before decoding (default: silero, except with --clip-timestamps)."),
     ("vad_threshold", "--vad-threshold", float, "VAD: speech probability that starts a region, in (0, 1)."),
     ("min_silence_ms", "--min-silence-ms", int, "VAD: silence that ends a speech region, in ms."),
     ("speech_pad_ms", "--speech-pad-ms", int, "VAD: audio kept on each side of a speech region, in ms."),
@@ -47,6 +47,7 @@ ENGINE_OPTIONS: list[tuple[str, str, type, str]] = [
     ("condition_on_previous_text", "--condition-on-previous-text/--no-condition-on-previous-text", bool,
      "Sequential chunking: prompt each window with the text before it."),
     ("initial_prompt", "--initial-prompt", str, "Text that conditions decoding (names, spelling)."),
+    ("seed", "--seed", int, "Seed of the sampled fallback passes (each window its own draw: same input, same text)."),
     ("threads", "--threads", int, "CPU threads for torch."),
     ("max_new_tokens", "--max-new-tokens", int, "Cap on generated tokens per window."),
     ("decoder", "--decoder", str, "auto (whisperctl's lean greedy loop on CPU) | generate (transformers' generate())."),
