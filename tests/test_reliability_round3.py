@@ -33,3 +33,41 @@ def test_bench_duration_too_short_to_time_is_a_usage_error(capsys, no_bench_run)
     assert code == 2, err
     assert err.strip() == ("whisperctl: error: --duration: 0.001 is outside [1, 14400] seconds "
                            "(under a second there is too little audio to time).")
+
+
+# ----------------------------------------------------------------- WAV headers that lie about their sizes
+def _wav_with_sizes(tmp_path, name, data_size=None, riff_size=None):
+    import struct
+
+    raw = bytearray((EXAMPLES / "short.wav").read_bytes())
+    at = raw.find(b"data")
+    if data_size is not None:
+        raw[at + 4:at + 8] = struct.pack("<I", data_size)
+    if riff_size is not None:
+        raw[4:8] = struct.pack("<I", riff_size)
+    path = tmp_path / name
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def test_wav_whose_data_size_says_zero_is_read_with_a_warning(tmp_path, capsys, monkeypatch, tiny_random_model):
+    import json
+
+    crashed = _wav_with_sizes(tmp_path, "crashed.wav", data_size=0, riff_size=0)
+    common = ["-f", "json", "-q", "--model", tiny_random_model, "--max-new-tokens", "4", "--temperature", "0"]
+    for args, stdin in (([crashed], None), (["-"], crashed.read_bytes())):
+        code, out, err = run_cli(["transcribe", *args, *common], capsys, stdin=stdin, monkeypatch=monkeypatch)
+        assert code == 0, err
+        assert json.loads(out)["duration"] == pytest.approx(7.875)
+        assert "the WAV header says it holds no audio, but 251992 bytes follow it" in err
+
+
+@pytest.mark.parametrize("data_size, riff_size", [(0, None), (0xFFFFFFFF, None), (None, 0xFFFFFFFF), (None, 100),
+                                                  (10**9, None)])
+def test_wav_sizes_that_lie_still_read_every_sample(tmp_path, data_size, riff_size):
+    import numpy as np
+
+    from whisperctl import audio
+
+    lying = _wav_with_sizes(tmp_path, "lying.wav", data_size, riff_size)
+    np.testing.assert_array_equal(audio.load(lying), audio.load(EXAMPLES / "short.wav"))
