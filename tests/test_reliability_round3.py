@@ -71,3 +71,30 @@ def test_wav_sizes_that_lie_still_read_every_sample(tmp_path, data_size, riff_si
 
     lying = _wav_with_sizes(tmp_path, "lying.wav", data_size, riff_size)
     np.testing.assert_array_equal(audio.load(lying), audio.load(EXAMPLES / "short.wav"))
+
+
+# ----------------------------------------------------------------- stdin closed, stdout closed
+def test_closed_stdin_is_one_line_not_an_internal_error(capsys, monkeypatch, no_model_load):
+    import sys
+
+    monkeypatch.setattr(sys, "stdin", None)  # what Python makes of `whisperctl transcribe - <&-`
+    code, out, err = run_cli(["transcribe", "-"], capsys)
+    assert code == 1 and out == ""
+    assert err == ("whisperctl: error: -: standard input is closed; pipe the audio in "
+                   "(cat clip.wav | whisperctl transcribe -) or name a file.\n")
+
+
+def test_reader_gone_from_the_pipe_exits_141_quietly():
+    """`whisperctl transcribe x -f srt | head -1`: the shell's code for SIGPIPE, and nothing on stderr."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    proc = subprocess.Popen([sys.executable, "-c", "from whisperctl.cli import main; main()", "transcribe",
+                             str(EXAMPLES / "short.wav"), "-f", "srt", "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    proc.stdout.close()  # the reader leaves before the first segment
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 141, err
+    assert err == ""

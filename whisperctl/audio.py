@@ -80,7 +80,10 @@ def expand_inputs(args: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     for arg in args:
         path = Path(arg)
         if arg == "-":
-            add(arg)
+            if sys.stdin is None:
+                problems.append((arg, STDIN_CLOSED))
+            else:
+                add(arg)
         elif path.is_dir():
             found = [f for f in _walk(path) if Path(f).suffix.lower() in AUDIO_EXTENSIONS]
             if not found:
@@ -227,7 +230,12 @@ def _read_pipe(fh: BinaryIO, name: str) -> BinaryIO:
     return buf
 
 
+STDIN_CLOSED = "standard input is closed; pipe the audio in (cat clip.wav | whisperctl transcribe -) or name a file."
+
+
 def _open_stdin() -> BinaryIO:
+    if sys.stdin is None:  # `whisperctl transcribe - <&-`: Python sets sys.stdin to None
+        raise AudioError(f"-: {STDIN_CLOSED}")
     return _read_pipe(sys.stdin.buffer, "-")
 
 
