@@ -98,3 +98,50 @@ def test_reader_gone_from_the_pipe_exits_141_quietly():
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=300) == 141, err
     assert err == ""
+
+
+# ----------------------------------------------------------------- a hub that cannot be reached
+_TIMED_MAIN = """
+import sys, time
+# imported before the clock starts: only the hub's share is timed (a loaded 2-core machine takes 20 s to import)
+import torch, whisperctl.cli, whisperctl.engine, whisperctl.loading
+from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizerFast
+sys.argv = ["whisperctl", "transcribe", sys.argv[1], "-q", "--model", "someone/whisper-nothing"]
+started = time.monotonic()
+try:
+    whisperctl.cli.main()
+except SystemExit as exc:
+    print(f"exit={exc.code} seconds={time.monotonic() - started:.1f}", file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("hub", ["never answers", "refuses"])
+def test_unknown_model_with_an_unreachable_hub_fails_fast_and_names_the_fix(tmp_path, hub):
+    """huggingface_hub retries every file with back-off: 51 s before the message on a machine without network."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    if hub == "never answers":
+        server.listen(16)  # the kernel completes the connection; no one ever reads the request
+    else:
+        server.close()  # nothing listens: connection refused
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_ENDPOINT=f"http://127.0.0.1:{port}", HF_HOME=str(tmp_path / "hf"))
+    try:
+        proc = subprocess.run([sys.executable, "-c", _TIMED_MAIN, str(EXAMPLES / "short.wav")], env=env,
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        server.close()
+    *lines, timing = proc.stderr.strip().splitlines()
+    code, seconds = (float(part.split("=")[1]) for part in timing.split())
+    assert code == 1 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("whisperctl: error: --model someone/whisper-nothing: 'someone/whisper-nothing' is not "
+                               "in the local Hugging Face cache and the hub cannot provide it (http://127.0.0.1:")
+    assert ("did not answer within 5 s" if hub == "never answers" else "Connection refused") in lines[0]
+    assert "hf download someone/whisper-nothing" in lines[0] and "works offline" in lines[0]
+    assert seconds < 20, proc.stderr  # 5 s for the probe, the rest is CPU time on a loaded machine

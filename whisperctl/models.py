@@ -293,16 +293,52 @@ def from_pretrained(cls, source: ModelSource, location: str, **kwargs):
     import os
 
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-    if not offline:
+    unreachable = "HF_HUB_OFFLINE is set" if offline else hub_unreachable(location)
+    if unreachable is None:
         try:
             return cls.from_pretrained(location, **kwargs)
-        except OSError:
-            pass
+        except OSError as exc:
+            unreachable = " ".join(str(exc).split())[:200] or type(exc).__name__
     raise ModelNotFoundError(
-        f"--model {source.name}: '{location}' is not in the local Hugging Face cache and the hub cannot be "
-        f"reached. On a connected machine run `hf download {location}` (or set HF_HOME to a cache that has it), "
-        f"or pass a local directory. The bundled model '{BUNDLED_ALIAS}' works offline."
+        f"--model {source.name}: '{location}' is not in the local Hugging Face cache and the hub cannot provide "
+        f"it ({unreachable}). On a connected machine run `hf download {location}` (or set HF_HOME to a cache that "
+        f"has it), or pass a local directory. The bundled model '{BUNDLED_ALIAS}' works offline."
     )
+
+
+#: How long the hub may take to answer one request before whisperctl calls it unreachable. huggingface_hub
+#: retries each file five times with back-off: a machine without network waited 51 s for an unknown model.
+HUB_PROBE_TIMEOUT_S = 5.0
+_hub_probes: dict[str, str | None] = {}
+
+
+def hub_unreachable(repo: str) -> str | None:
+    """None when the hub answers (any HTTP status: a missing or gated repo is its own error); otherwise why not
+    ("connection refused", "timed out after 5 s" …). One request per endpoint and process, with a short timeout."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    endpoint = constants.ENDPOINT.rstrip("/")
+    if endpoint in _hub_probes:
+        return _hub_probes[endpoint]
+    request = urllib.request.Request(f"{endpoint}/{repo}/resolve/main/config.json", method="HEAD")
+    why: str | None = None
+    try:
+        urllib.request.urlopen(request, timeout=HUB_PROBE_TIMEOUT_S).close()  # noqa: S310 - the hub's https/http URL
+    except urllib.error.HTTPError:
+        pass  # it answered
+    except (socket.timeout, TimeoutError):
+        why = f"{endpoint} did not answer within {HUB_PROBE_TIMEOUT_S:g} s"
+    except (OSError, ValueError) as exc:  # URLError, refused, reset, an endpoint that is not a URL
+        reason = getattr(exc, "reason", None) or exc
+        why = f"{endpoint}: {getattr(reason, 'strerror', None) or reason}"
+        if isinstance(reason, (socket.timeout, TimeoutError)):
+            why = f"{endpoint} did not answer within {HUB_PROBE_TIMEOUT_S:g} s"
+    _hub_probes[endpoint] = why
+    return why
 
 
 def has_only_pickle_weights(location: str) -> bool:
