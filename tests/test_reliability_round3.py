@@ -145,3 +145,39 @@ def test_unknown_model_with_an_unreachable_hub_fails_fast_and_names_the_fix(tmp_
     assert ("did not answer within 5 s" if hub == "never answers" else "Connection refused") in lines[0]
     assert "hf download someone/whisper-nothing" in lines[0] and "works offline" in lines[0]
     assert seconds < 20, proc.stderr  # 5 s for the probe, the rest is CPU time on a loaded machine
+
+
+# ----------------------------------------------------------------- doctor: a cache that cannot be written
+def test_doctor_fails_when_the_cache_cannot_be_written(tmp_path, capsys, monkeypatch):
+    import json
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("WHISPERCTL_CACHE", str(blocker / "cache"))
+    code, out, err = run_cli(["doctor", "--json"], capsys)
+    assert code == 1, err
+    report = json.loads(out)
+    check = next(c for c in report["checks"] if c["name"] == "cache directory")
+    assert report["healthy"] is False and check["status"] == "FAIL"
+    assert check["why"] == (f"{blocker / 'cache'} cannot be written (Not a directory): --model tiny.en is converted "
+                            "into it on first use, so transcribe fails")
+    assert check["fix"].startswith("set WHISPERCTL_CACHE to a writable directory")
+
+
+@pytest.mark.parametrize("converted, model, status", [("/c/tiny.en-1", "tiny.en", "WARN"), (None, "tiny.en", "FAIL"),
+                                                      (None, "openai/whisper-small", "WARN")])
+def test_doctor_cache_verdict_is_a_pure_function_of_the_facts(converted, model, status):
+    import dataclasses
+
+    from test_doctor import FACTS
+    from test_eligibility import env
+    from whisperctl.doctor import healthy, run_checks
+
+    facts = dataclasses.replace(FACTS, converted=converted, cache_dir="/ro/whisperctl",
+                                cache_unwritable="Read-only file system")
+    checks = run_checks(env(), facts, model=model)
+    check = next(c for c in checks if c.name == "cache directory")
+    assert check.status.value == status and check.why.startswith("/ro/whisperctl cannot be written (Read-only")
+    assert healthy(checks) is (status == "WARN")
+    writable = run_checks(env(), dataclasses.replace(FACTS, cache_dir="/home/u/.cache/whisperctl"), model=model)
+    assert next(c for c in writable if c.name == "cache directory").status.value == "PASS"
