@@ -181,3 +181,22 @@ def test_doctor_cache_verdict_is_a_pure_function_of_the_facts(converted, model, 
     assert healthy(checks) is (status == "WARN")
     writable = run_checks(env(), dataclasses.replace(FACTS, cache_dir="/home/u/.cache/whisperctl"), model=model)
     assert next(c for c in writable if c.name == "cache directory").status.value == "PASS"
+
+
+# ----------------------------------------------------------------- the cache on a full disk
+def test_cache_on_a_full_disk_is_one_line_naming_the_cache_and_the_fix(tmp_path, capsys, monkeypatch):
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    def disk_full(*args, **kwargs):  # safetensors' own words for ENOSPC
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: '
+                              '"No space left on device" })')
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("WHISPERCTL_CACHE", str(cache))
+    monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
+    code, out, err = run_cli(["transcribe", EXAMPLES / "short.wav", "-q"], capsys)
+    assert code == 1 and out == ""
+    assert err == (f"whisperctl: error: cannot write the converted model into {cache / 'converted'}: No space left "
+                   "on device. Free space there, or set WHISPERCTL_CACHE to a writable directory with room.\n")
+    assert [p.name for p in (cache / "converted").iterdir()] == []  # no half-written entry left behind

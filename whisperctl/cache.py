@@ -153,7 +153,11 @@ def prepare(ct2_dir: str | Path, expected_sha256: str | None = None, full_check:
         (tmp / "ckpt" / MARKER).write_text(json.dumps(marker, indent=2))
         _move_into_place(tmp / "ckpt", final, broken=lambda entry: bool(verify_entry(entry)))
     except OSError as exc:
-        raise ConversionError(f"cannot write the converted model into {root}: {exc.strerror or exc}.") from None
+        raise ConversionError(_write_failed("converted model", root, exc.strerror or str(exc))) from None
+    except Exception as exc:
+        if type(exc).__name__ != "SafetensorError":  # a malformed source (ConversionError) and the unexpected
+            raise
+        raise ConversionError(_write_failed("converted model", root, _io_reason(exc))) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final, True
@@ -199,10 +203,25 @@ def assemble(name: str, parts: list[Path], expected_sha256: str) -> Path:
         (tmp / "dir" / MARKER).write_text(json.dumps({"parts": [p for p, _, _ in stats], "sha256": expected_sha256}))
         _move_into_place(tmp / "dir", final, broken=lambda entry: not (entry / MARKER).is_file())
     except OSError as exc:
-        raise ConversionError(f"cannot write the assembled model into {root}: {exc.strerror or exc}.") from None
+        raise ConversionError(_write_failed("assembled model", root, exc.strerror or str(exc))) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _write_failed(what: str, root: Path, reason: str) -> str:
+    return (f"cannot write the {what} into {root}: {reason}. Free space there, or set WHISPERCTL_CACHE to a "
+            "writable directory with room.")
+
+
+def _io_reason(exc: Exception) -> str:
+    """The OS's words in safetensors' error ("Error while serializing: IoError(Os { code: 28, kind: StorageFull,
+    message: \"No space left on device\" })"), or its first line."""
+    import re
+
+    text = str(exc)
+    found = re.search(r'message: "([^"]+)"', text)
+    return found.group(1) if found else (text.splitlines()[0] if text else type(exc).__name__)
 
 
 def _move_into_place(built: Path, final: Path, broken: Callable[[Path], bool]) -> None:
