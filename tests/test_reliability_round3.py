@@ -264,3 +264,27 @@ def test_damaged_assembled_copy_is_joined_again_and_doctor_sees_it(packaged_tiny
     assert out == first
     assert f"assembled model {assembled} is damaged (model.bin does not match its recorded hash); joining it again" in err
     assert not cache.verify_entry(assembled, full=True)
+
+
+# ----------------------------------------------------------------- options that leave nothing worth decoding
+def test_chunk_length_below_five_seconds_is_said(capsys, tiny_random_model):
+    common = [EXAMPLES / "short.wav", "-q", "--model", tiny_random_model, "--max-new-tokens", "2", "--temperature", "0",
+              "--vad", "none"]
+    code, _, err = run_cli(["transcribe", *common, "--chunk-length", "2"], capsys)
+    assert code == 0, err
+    assert err == ("whisperctl: WARNING: --chunk-length 2 s: windows this short cut words at every seam and lose their "
+                   "context; accuracy drops steeply below 5 s (Whisper is trained on 30 s windows; 15-30 s is usual).\n")
+    code, _, err = run_cli(["transcribe", *common, "--chunk-length", "5"], capsys)
+    assert code == 0 and err == ""
+
+
+def test_clips_past_the_end_of_the_file_are_said(capsys, tiny_random_model):
+    common = [EXAMPLES / "short.wav", "-q", "--model", tiny_random_model, "--max-new-tokens", "2", "--temperature", "0"]
+    code, out, err = run_cli(["transcribe", *common, "--clip-timestamps", "60,90,120"], capsys)
+    assert code == 0 and out.strip() == "", err
+    assert err == (f"whisperctl: WARNING: {EXAMPLES / 'short.wav'}: --clip-timestamps 60–90 s, 120 s–end start past the "
+                   "end of the file (7.87 s long); no clip holds audio, so the transcript is empty.\n")
+    code, _, err = run_cli(["transcribe", *common, "--clip-timestamps", "1,3,60,90"], capsys)
+    assert code == 0
+    assert err == (f"whisperctl: WARNING: {EXAMPLES / 'short.wav'}: --clip-timestamps 60–90 s starts past the end of "
+                   "the file (7.87 s long); it holds no audio.\n")
