@@ -288,3 +288,41 @@ def test_clips_past_the_end_of_the_file_are_said(capsys, tiny_random_model):
     assert code == 0
     assert err == (f"whisperctl: WARNING: {EXAMPLES / 'short.wav'}: --clip-timestamps 60–90 s starts past the end of "
                    "the file (7.87 s long); it holds no audio.\n")
+
+
+# ----------------------------------------------------------------- SIGTERM during a --ray run
+def test_sigterm_during_a_ray_run_stops_like_a_local_run(tmp_path):
+    """Ray's driver replaced the SIGTERM handler: its C++ core printed a stack trace and the run exited 15."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("ray")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for n in range(12):
+        shutil.copy(EXAMPLES / "long.flac", corpus / f"long-{n}.flac")
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen([sys.executable, "-c", "from whisperctl.cli import main; main()", "transcribe", str(corpus),
+                             "--ray", "auto", "--workers", "1", "-o", str(out), "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline and proc.poll() is None and not list(out.glob("*.txt")):
+            time.sleep(0.5)
+        assert proc.poll() is None, proc.stderr.read()
+        proc.send_signal(signal.SIGTERM)
+        err = proc.stderr.read()
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 143, err
+    assert err.strip().splitlines()[-1] == ("whisperctl: terminated; finished outputs are complete, rerun with "
+                                            "--skip-existing to continue")
+    assert "SIGTERM received" not in err and "Traceback" not in err
+    assert not list(out.glob(".*.part"))
