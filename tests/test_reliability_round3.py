@@ -326,3 +326,12 @@ def test_sigterm_during_a_ray_run_stops_like_a_local_run(tmp_path):
                                             "--skip-existing to continue")
     assert "SIGTERM received" not in err and "Traceback" not in err
     assert not list(out.glob(".*.part"))
+
+
+def test_damaged_packages_name_their_own_reinstall(packaged_tiny, tmp_path, capsys):
+    _damage_keeping_size_and_mtime(tmp_path / "pkg2" / "data" / "model.bin.part2")
+    code, _, err = run_cli(["transcribe", EXAMPLES / "short.wav", "-q", "--model", "tiny-pypi"], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("whisperctl: error: --model tiny-pypi: the joined model.bin has SHA-256 ")
+    assert err.strip().endswith("its packages are damaged or of another version. Reinstall them: "
+                                "pip install --force-reinstall 'whisperctl[tiny]'")

