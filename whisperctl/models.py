@@ -341,10 +341,14 @@ def hub_unreachable(repo: str) -> str | None:
         return _hub_probes[endpoint]
     request = urllib.request.Request(f"{endpoint}/{repo}/resolve/main/config.json", method="HEAD")
     why: str | None = None
+    class _Answered(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):  # a redirect (to the file's CDN) is an answer: stop there
+            return None
+
     try:
-        urllib.request.urlopen(request, timeout=HUB_PROBE_TIMEOUT_S).close()  # noqa: S310 - the hub's https/http URL
+        urllib.request.build_opener(_Answered).open(request, timeout=HUB_PROBE_TIMEOUT_S).close()
     except urllib.error.HTTPError:
-        pass  # it answered
+        pass  # it answered (a redirect, 401 for a missing or gated repo, 404 …)
     except (socket.timeout, TimeoutError):
         why = f"{endpoint} did not answer within {HUB_PROBE_TIMEOUT_S:g} s"
     except (OSError, ValueError) as exc:  # URLError, refused, reset, an endpoint that is not a URL
