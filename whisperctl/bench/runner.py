@@ -130,18 +130,20 @@ def sidecar_reference(path: Any) -> str | None:
         raise UsageError(f"--audio {path}: its reference {text.name} cannot be read as UTF-8 text: {exc}.") from None
 
 
-#: --duration tiles the audio in memory: 4 hours is 0.9 GB of float32 samples.
-MAX_TILED_SECONDS = 4 * 3600.0
+#: --duration tiles the audio in memory: 4 hours is 0.9 GB of float32 samples. Below a second the audio is all
+#: padding of one 30 s window and the RTFx rounds to 0.0: nothing is measured.
+MIN_TILED_SECONDS, MAX_TILED_SECONDS = 1.0, 4 * 3600.0
 
 
 def check_duration(duration: Any) -> float:
-    """--duration as a finite number of seconds in (0, 4 h]; a usage error otherwise (NaN included)."""
+    """--duration as a finite number of seconds in [1 s, 4 h]; a usage error otherwise (NaN included)."""
     try:
         value = float(duration)
     except (TypeError, ValueError):
         raise UsageError(f"--duration: '{duration}' is not a number of seconds.") from None
-    if not (0 < value <= MAX_TILED_SECONDS):  # also false for NaN
-        raise UsageError(f"--duration: {duration} is outside (0, {MAX_TILED_SECONDS:g}] seconds.")
+    if not (MIN_TILED_SECONDS <= value <= MAX_TILED_SECONDS):  # also false for NaN
+        raise UsageError(f"--duration: {duration} is outside [{MIN_TILED_SECONDS:g}, {MAX_TILED_SECONDS:g}] seconds "
+                         "(under a second there is too little audio to time).")
     return value
 
 

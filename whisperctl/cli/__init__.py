@@ -134,6 +134,11 @@ def main() -> None:
             _interrupted(bool(_signal_seen))
         if isinstance(code, int) and code:
             sys.exit(code)
+    except SystemExit as exc:
+        if isinstance(exc.__context__, BrokenPipeError):  # typer's own EPIPE handler ran first and chose exit 1
+            _quiet_stdout()
+            sys.exit(141)
+        raise
     except WhisperctlError as exc:
         if debug:
             raise

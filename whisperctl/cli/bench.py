@@ -103,9 +103,11 @@ def bench(
     # be lost to an unwritable --json or an unreadable --compare-to.
     if plot_out is not None:
         report.check_plot_available()
-    for path, flag in ((json_out, "--json"), (csv_out, "--csv"), (md_out, "--markdown"), (plot_out, "--plot")):
-        if path is not None:
-            check_output_file(path, flag)
+    outputs = [(path, flag) for path, flag in ((json_out, "--json"), (csv_out, "--csv"), (md_out, "--markdown"),
+                                               (plot_out, "--plot")) if path is not None]
+    _check_distinct_outputs(outputs)
+    for path, flag in outputs:
+        check_output_file(path, flag)
     previous = report.load_previous(compare_to) if compare_to is not None else None
     tiled = pick(duration, "duration", None)
     if tiled is not None:
@@ -153,6 +155,18 @@ def bench(
         report.write_plot(result, plot_out)
     if all(not r["status"].startswith(("ok", "skipped")) for r in result["rows"]):
         raise typer.Exit(1)
+
+
+def _check_distinct_outputs(outputs: list[tuple[Path, str]]) -> None:
+    """Two outputs on one file (``--json r.json --csv ./r.json``) would leave only the last one written."""
+    import os
+
+    claimed: dict[str, str] = {}
+    for path, flag in outputs:
+        key = os.path.realpath(path)
+        if key in claimed:
+            raise UsageError(f"{claimed[key]} and {flag} both write {path}; give each output its own file.")
+        claimed[key] = flag
 
 
 def _count(value: Any, flag: str, minimum: int, maximum: int = 1000) -> int:
