@@ -418,6 +418,43 @@ class LeanDecoder:
         text_max = scores[:, :tb].amax(dim=-1)
         scores[:, :tb].masked_fill_((timestamp_mass > text_max)[:, None], NEG_INF)
 
+    # --------------------------------------------------------------- word timing
+    def cross_attention(self, encoder_hidden: Any, tokens: Any, heads: Sequence[tuple[int, int]]) -> tuple[Any, Any]:
+        """One teacher-forced pass over ``tokens`` (rows, n: each row's known sequence, right-padded; the decoder is
+        causal, so padding never reaches the positions before it), for word timing, as openai-whisper's
+        ``timing.py`` hooks the model it decoded with. Returns the final hidden states (rows, n, dim), layer-normed
+        as :attr:`proj_out` takes them, and the cross-attention weights of the alignment ``heads`` ((layer, head)
+        pairs), softmax(QK^T) in fp32: (rows, len(heads), n, frames).
+
+        The pass is :meth:`_forward`'s, so its numbers are the decoding's whatever the attention kernel (SDPA never
+        materialises weights): a forward hook keeps each alignment layer's cross-attention queries, and the chosen
+        heads' weights are computed from them and the keys, each layer's once."""
+        import torch
+
+        rows, n = tokens.shape
+        cross = self._cross_cache(encoder_hidden)
+        keys, values = self._buffers(rows, n, encoder_hidden)
+        queries: dict[int, Any] = {}
+
+        def keep(layer: int):
+            return lambda module, args, out: queries.__setitem__(layer, out)
+
+        layers = sorted({layer for layer, _ in heads})
+        hooks = [self.layers[layer].encoder_attn.q_proj.register_forward_hook(keep(layer)) for layer in layers]
+        try:
+            hidden = self._forward(tokens, 0, keys, values, cross)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        weights = {}
+        for layer in layers:
+            chosen = [head for at, head in heads if at == layer]
+            q = self._split(queries.pop(layer))[:, chosen].float() * self.layers[layer].encoder_attn.scaling
+            k = cross[layer][0][:, chosen].float()
+            for h, w in zip(chosen, torch.softmax(torch.matmul(q, k.transpose(2, 3)), dim=-1).unbind(1)):
+                weights[layer, h] = w
+        return self.final_norm(hidden), torch.stack([weights[layer, h] for layer, h in heads], dim=1)
+
 
 class _RuleState:
     """Per-row state of the timestamp rules: last generated token, the one before it, the last timestamp."""
