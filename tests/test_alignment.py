@@ -110,3 +110,15 @@ def test_generate_decoder_aligns_on_the_model_it_decoded_with(native, speech, mo
     assert [w.word for w in words] == [w.word for w in reference]
     gaps = [abs(a.start - b.start) + abs(a.end - b.end) for a, b in zip(words, reference)]
     assert sum(gaps) / (2 * len(gaps)) <= 0.1
+
+
+@pytest.mark.parametrize("width", [7, 5])
+def test_median_filter_equals_a_sorted_window(width):
+    import torch
+
+    weights = torch.rand(3, 9, 200, generator=torch.Generator().manual_seed(0))
+    weights[:, :, 50:60] = 0.5  # ties
+    normalised = (weights - weights.mean(dim=-2, keepdim=True)) / (weights.std(dim=-2, keepdim=True, unbiased=False) + 1e-10)
+    padded = torch.nn.functional.pad(normalised, (width // 2, width // 2), mode="replicate")
+    expected = padded.unfold(-1, width, 1).sort(dim=-1).values[..., width // 2]
+    assert torch.equal(alignment._normalised_median(weights, width), expected)
