@@ -428,32 +428,42 @@ class LeanDecoder:
 
         The pass is :meth:`_forward`'s, so its numbers are the decoding's whatever the attention kernel (SDPA never
         materialises weights): a forward hook keeps each alignment layer's cross-attention queries, and the chosen
-        heads' weights are computed from them and the keys, each layer's once."""
+        heads' weights are computed from them and those heads' keys. Each layer's cross-attention keys/values are
+        computed as the pass reaches the layer (``_forward`` takes them in order), so at most two layers' are held,
+        not every layer's as a decoding pass holds them."""
         import torch
 
         rows, n = tokens.shape
-        cross = self._cross_cache(encoder_hidden)
-        keys, values = self._buffers(rows, n, encoder_hidden)
+        chosen: dict[int, list[int]] = {}
+        for layer, head in heads:
+            chosen.setdefault(layer, []).append(head)
         queries: dict[int, Any] = {}
+        head_keys: dict[int, Any] = {}
+
+        def cross():
+            for index, layer in enumerate(self.layers):
+                k = self._split(layer.encoder_attn.k_proj(encoder_hidden))
+                if index in chosen:
+                    head_keys[index] = k[:, chosen[index]]  # a copy: the layer's keys go when the pass moves on
+                yield k, self._split(layer.encoder_attn.v_proj(encoder_hidden))
 
         def keep(layer: int):
             return lambda module, args, out: queries.__setitem__(layer, out)
 
-        layers = sorted({layer for layer, _ in heads})
-        hooks = [self.layers[layer].encoder_attn.q_proj.register_forward_hook(keep(layer)) for layer in layers]
+        hooks = [self.layers[layer].encoder_attn.q_proj.register_forward_hook(keep(layer)) for layer in chosen]
         try:
-            hidden = self._forward(tokens, 0, keys, values, cross)
+            keys, values = self._buffers(rows, n, encoder_hidden)
+            hidden = self._forward(tokens, 0, keys, values, cross())
         finally:
             for hook in hooks:
                 hook.remove()
         weights = {}
-        for layer in layers:
-            chosen = [head for at, head in heads if at == layer]
-            q = self._split(queries.pop(layer))[:, chosen].float() * self.layers[layer].encoder_attn.scaling
-            k = cross[layer][0][:, chosen].float()
-            for h, w in zip(chosen, torch.softmax(torch.matmul(q, k.transpose(2, 3)), dim=-1).unbind(1)):
-                weights[layer, h] = w
-        return self.final_norm(hidden), torch.stack([weights[layer, h] for layer, h in heads], dim=1)
+        for layer, layer_heads in chosen.items():
+            q = self._split(queries.pop(layer))[:, layer_heads].float() * self.layers[layer].encoder_attn.scaling
+            k = head_keys.pop(layer).float()
+            for head, w in zip(layer_heads, torch.softmax(torch.matmul(q, k.transpose(2, 3)), dim=-1).unbind(1)):
+                weights[layer, head] = w
+        return self.final_norm(hidden), torch.stack([weights[layer, head] for layer, head in heads], dim=1)
 
 
 class _RuleState:
