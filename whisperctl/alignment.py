@@ -1,11 +1,12 @@
 """Word timing: DTW over the alignment heads' cross-attention, as openai-whisper does it.
 
-One teacher-forced decoder pass over a batch of windows' known tokens, with eager attention (SDPA and flash
-kernels never materialise attention weights; the model's own implementation is restored afterwards), reusing
-the encoder output decoding already computed. Where the time went before (tiny.en, 2 cores): the pass re-ran
-the encoder per window, in eager attention (its 1500 x 1500 attention is most of the cost), and librosa's DTW
-compiled itself with numba on first use (about 2 s on the first file of a process). The DTW here is numpy,
-vectorised along each row.
+One teacher-forced decoder pass over a batch of windows' known tokens, on the model that decoded them
+(:meth:`whisperctl.leanloop.LeanDecoder.cross_attention`: the lean loop's layers, over whisperctl's native
+modules on the CPU or transformers' model elsewhere), reusing the encoder output decoding already computed; the
+alignment heads' weights are computed in fp32 from the queries and keys of that pass. Where the time went before
+(tiny.en, 2 cores): loading transformers' model a second time for its attention weights (import, weights,
+quantization: 2-3 s and 350-460 MB of peak memory), earlier also the encoder re-run per window in eager attention,
+and librosa's DTW compiling itself with numba on first use. The DTW here is numpy, vectorised along each row.
 """
 
 from __future__ import annotations
@@ -58,29 +59,17 @@ def token_timings(
     (text tokens), for windows whose encoder output is ``hidden`` and decoder prompt (no timestamps) ``prefixes[i]``."""
     import torch
 
-    model = loaded.transformers_model()
-    heads = getattr(model.generation_config, "alignment_heads", None) or []
+    heads = [(int(layer), int(head)) for layer, head in loaded.model.generation_config.alignment_heads or []]
     rows = [i for i, toks in enumerate(token_lists) if toks]
     out: list[list[tuple[float, float, float]]] = [[] for _ in token_lists]
     if not rows or not heads:
         return out
+    decoder = loaded.alignment_decoder()
     seqs = [prefixes[i] + list(token_lists[i]) + [loaded.eos_id] for i in rows]
     width = max(len(s) for s in seqs)
     ids = torch.tensor([s + [loaded.eos_id] * (width - len(s)) for s in seqs], device=hidden.device)
-    attention = loaded.plan.attention.hf_name
-    switch = attention != "eager" and hasattr(model, "set_attn_implementation")
-    if switch:
-        model.set_attn_implementation("eager")
-    try:
-        with torch.inference_mode():
-            # The decoder alone: the encoder output is reused, and only the text positions' logits are computed
-            # (the full logits of 8 windows are 250 MB on tiny.en).
-            result = model.get_decoder()(input_ids=ids, encoder_hidden_states=hidden[rows], output_attentions=True)
-            weights_all = torch.stack([result.cross_attentions[layer][:, head] for layer, head in heads], dim=1).float()
-            states = result.last_hidden_state
-    finally:
-        if switch:
-            model.set_attn_implementation(attention)
+    with torch.inference_mode():
+        states, weights_all = decoder.cross_attention(hidden if len(rows) == len(token_lists) else hidden[rows], ids, heads)
     for b, i in enumerate(rows):
         tokens, prefix = list(token_lists[i]), prefixes[i]
         n_frames = max(1, min(weights_all.shape[-1], int(round(seconds[i] / TIME_PRECISION))))
@@ -90,7 +79,8 @@ def token_timings(
         jumps = np.pad(np.diff(text_idx), (1, 0), constant_values=1).astype(bool)
         jump_times = np.append(time_idx[jumps] * TIME_PRECISION, n_frames * TIME_PRECISION)
         with torch.inference_mode():
-            logits = model.proj_out(states[b, len(prefix) - 1 : len(prefix) - 1 + len(tokens)]).float()
+            # only the text positions' logits: the full logits of 8 windows are 250 MB on tiny.en
+            logits = decoder.proj_out(states[b, len(prefix) - 1 : len(prefix) - 1 + len(tokens)]).float()
             probs = torch.softmax(logits, dim=-1)[torch.arange(len(tokens)), torch.tensor(tokens)].cpu().numpy()
         out[i] = [(float(jump_times[k]), float(jump_times[k + 1]), float(probs[k])) for k in range(len(tokens))]
     return out
@@ -105,10 +95,18 @@ def _normalised_median(weights: Any, width: int) -> Any:
     pad = width // 2
     padded = torch.nn.functional.pad(weights, (pad, pad), mode="replicate")
     frames = weights.shape[-1]
-    # Odd-even transposition sort of the ``width`` shifted copies, elementwise: 21 min/max pairs for width 7,
-    # about 4x faster than torch's median or sort over an unfolded view (measured: 0.125 s a window, tiny.en).
-    vals = [padded[..., i : i + frames] for i in range(width)]
-    for r in range(width):
-        for i in range(r % 2, width - 1, 2):
-            vals[i], vals[i + 1] = torch.minimum(vals[i], vals[i + 1]), torch.maximum(vals[i], vals[i + 1])
-    return vals[width // 2]
+    # Elementwise min/max over the ``width`` shifted copies, one head at a time (its copies stay in the caches
+    # and a window's do not add 40 MB to the peak), made contiguous first (strided copies ran 1.6-2x slower): for
+    # width 7 the 13 compare-exchanges of a median-of-7 selection network (N. Devillard's opt_med7; checked on
+    # every ordering of 7 values), else an odd-even transposition sort. Both are faster than torch's median or
+    # sort over an unfolded view (measured: 4x, tiny.en).
+    pairs = _MEDIAN_OF_7 if width == 7 else [(i, i + 1) for r in range(width) for i in range(r % 2, width - 1, 2)]
+    out = torch.empty_like(weights)
+    for head, rows in enumerate(padded):
+        vals = [rows[..., i : i + frames].contiguous() for i in range(width)]
+        for i, j in pairs:
+            vals[i], vals[j] = torch.minimum(vals[i], vals[j]), torch.maximum(vals[i], vals[j])
+        out[head] = vals[width // 2]
+    return out
+
+_MEDIAN_OF_7 = [(0, 5), (0, 3), (1, 6), (2, 4), (0, 1), (3, 5), (2, 6), (2, 3), (3, 6), (4, 5), (1, 4), (1, 3), (3, 4)]

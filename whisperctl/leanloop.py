@@ -421,6 +421,53 @@ class LeanDecoder:
         text_max = scores[:, :tb].amax(dim=-1)
         scores[:, :tb].masked_fill_((timestamp_mass > text_max)[:, None], NEG_INF)
 
+    # --------------------------------------------------------------- word timing
+    def cross_attention(self, encoder_hidden: Any, tokens: Any, heads: Sequence[tuple[int, int]]) -> tuple[Any, Any]:
+        """One teacher-forced pass over ``tokens`` (rows, n: each row's known sequence, right-padded; the decoder is
+        causal, so padding never reaches the positions before it), for word timing, as openai-whisper's
+        ``timing.py`` hooks the model it decoded with. Returns the final hidden states (rows, n, dim), layer-normed
+        as :attr:`proj_out` takes them, and the cross-attention weights of the alignment ``heads`` ((layer, head)
+        pairs), softmax(QK^T) in fp32: (rows, len(heads), n, frames).
+
+        The pass is :meth:`_forward`'s, so its numbers are the decoding's whatever the attention kernel (SDPA never
+        materialises weights): a forward hook keeps each alignment layer's cross-attention queries, and the chosen
+        heads' weights are computed from them and those heads' keys. Each layer's cross-attention keys/values are
+        computed as the pass reaches the layer (``_forward`` takes them in order), so at most two layers' are held,
+        not every layer's as a decoding pass holds them."""
+        import torch
+
+        rows, n = tokens.shape
+        chosen: dict[int, list[int]] = {}
+        for layer, head in heads:
+            chosen.setdefault(layer, []).append(head)
+        queries: dict[int, Any] = {}
+        head_keys: dict[int, Any] = {}
+
+        def cross():
+            for index, layer in enumerate(self.layers):
+                k = self._split(layer.encoder_attn.k_proj(encoder_hidden))
+                if index in chosen:
+                    head_keys[index] = k[:, chosen[index]]  # a copy: the layer's keys go when the pass moves on
+                yield k, self._split(layer.encoder_attn.v_proj(encoder_hidden))
+
+        def keep(layer: int):
+            return lambda module, args, out: queries.__setitem__(layer, out)
+
+        hooks = [self.layers[layer].encoder_attn.q_proj.register_forward_hook(keep(layer)) for layer in chosen]
+        try:
+            keys, values = self._buffers(rows, n, encoder_hidden)
+            hidden = self._forward(tokens, 0, keys, values, cross())
+        finally:
+            for hook in hooks:
+                hook.remove()
+        weights = {}
+        for layer, layer_heads in chosen.items():
+            q = self._split(queries.pop(layer))[:, layer_heads].float() * self.layers[layer].encoder_attn.scaling
+            k = head_keys.pop(layer).float()
+            for head, w in zip(layer_heads, torch.softmax(torch.matmul(q, k.transpose(2, 3)), dim=-1).unbind(1)):
+                weights[layer, head] = w
+        return self.final_norm(hidden), torch.stack([weights[layer, head] for layer, head in heads], dim=1)
+
 
 class _RowDraws:
     """Sampling with one generator per row: a row's draws depend on its seed alone, not on its batch."""

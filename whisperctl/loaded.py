@@ -43,7 +43,7 @@ class LoadedModel:
     load_seconds: float
     config: EngineConfig  # the load-time options (to load transformers' model on first need)
     _token_text: dict[int, str] = dataclasses.field(default_factory=dict, repr=False)  # a cache, filled on use
-    _cache: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)  # transformers' model, once loaded
+    _cache: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)  # built on first need (see below)
 
     # ------------------------------------------------------------------ models
     @property
@@ -52,9 +52,9 @@ class LoadedModel:
         return not hasattr(self.model, "generate")
 
     def transformers_model(self) -> Any:
-        """transformers' WhisperForConditionalGeneration, for what only it does (``generate()``, attention weights
-        for word timestamps, language detection): the loaded model itself, or — when that is whisperctl's native
-        one — transformers' model with the same weights and quantization, loaded on first need (2-3 s)."""
+        """transformers' WhisperForConditionalGeneration, for what only it does (``generate()`` and its scoring
+        pass): the loaded model itself, or — when that is whisperctl's native one — transformers' model with the
+        same weights and quantization, loaded on first need (2-3 s)."""
         if not self.native:
             return self.model
         model = self._cache.get("transformers")
@@ -64,8 +64,22 @@ class LoadedModel:
             t0 = time.perf_counter()
             model = load_model(self.config, self.plan, self.source, native_ok=False)[0]
             self._cache["transformers"] = model
-            log.debug("loaded transformers' model for generate()/alignment in %.2fs", time.perf_counter() - t0)
+            log.debug("loaded transformers' model for generate() in %.2fs", time.perf_counter() - t0)
         return model
+
+    def alignment_decoder(self) -> leanloop.LeanDecoder:
+        """What runs word timing's forced pass (:meth:`whisperctl.leanloop.LeanDecoder.cross_attention`) on the
+        loaded model's own layers: the lean loop where it runs, else the same loop over transformers' loaded model
+        (CUDA, ``--decoder generate``), built on first need. Never a second model."""
+        if self.lean_loop is not None:
+            return self.lean_loop
+        decoder = self._cache.get("alignment")
+        if decoder is None:
+            attention = self.plan.attention.hf_name
+            # the pass's own attention; the alignment heads' weights are computed apart, in fp32, whatever it is
+            decoder = leanloop.LeanDecoder(self.model, attention if attention in ("eager", "sdpa") else "sdpa")
+            self._cache["alignment"] = decoder
+        return decoder
 
     @property
     def unique_call(self) -> bool:

@@ -8,9 +8,10 @@ is a short stack of the same. This module builds exactly those modules, with tra
 fills them from the checkpoint's ``model.safetensors`` and ``config.json``: the same weights, the same operations
 in the same order (the encoder forward mirrors ``WhisperEncoder.forward``; tests compare the two).
 
-What it does not do is everything else transformers' model does (``generate()``, attention weights for word
-timestamps, language detection): :class:`whisperctl.loaded.LoadedModel` loads transformers' model on first
-need for those, with the same weights and quantization.
+What it does not do is everything else transformers' model does (``generate()`` and its scoring pass):
+:class:`whisperctl.loaded.LoadedModel` loads transformers' model on first need for those, with the same weights
+and quantization. Word timing (:meth:`whisperctl.leanloop.LeanDecoder.cross_attention`) and language detection
+run on these modules.
 """
 
 from __future__ import annotations
