@@ -80,7 +80,7 @@ def test_engine_halves_the_batch_on_oom_outside_bench(tiny_random_model, monkeyp
 
     sizes: list[int] = []
     _oom_over_one(monkeypatch, sizes)
-    t = Transcriber(EngineConfig(model=str(tiny_random_model), max_new_tokens=2, batch_size=4, vad="none"))
+    t = Transcriber(EngineConfig(model=str(tiny_random_model), max_new_tokens=2, batch_size=4, vad="none", chunking="batched"))
     result = t.transcribe(np.zeros(16000 * 200, np.float32))  # 8 windows (no VAD: the zeros stand for speech)
     assert result.duration == pytest.approx(200.0)
     assert sizes[:3] == [4, 2, 1] and set(sizes[3:]) == {1}

@@ -269,7 +269,7 @@ def test_damaged_assembled_copy_is_joined_again_and_doctor_sees_it(packaged_tiny
 # ----------------------------------------------------------------- options that leave nothing worth decoding
 def test_chunk_length_below_five_seconds_is_said(capsys, tiny_random_model):
     common = [EXAMPLES / "short.wav", "-q", "--model", tiny_random_model, "--max-new-tokens", "2", "--temperature", "0",
-              "--vad", "none"]
+              "--vad", "none", "--chunking", "batched"]  # (the default sequential loop has no chunk length)
     code, _, err = run_cli(["transcribe", *common, "--chunk-length", "2"], capsys)
     assert code == 0, err
     assert err == ("whisperctl: WARNING: --chunk-length 2 s: windows this short cut words at every seam and lose their "
@@ -322,8 +322,9 @@ def test_sigterm_during_a_ray_run_stops_like_a_local_run(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert code == 143, err
-    assert err.strip().splitlines()[-1] == ("whisperctl: terminated; finished outputs are complete, rerun with "
-                                            "--skip-existing to continue")
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("whisperctl: terminated; finished outputs are complete; to finish the job, run: whisperctl "
+                           "transcribe ") and last.endswith("--skip-existing"), last
     assert "SIGTERM received" not in err and "Traceback" not in err
     assert not list(out.glob(".*.part"))
 
