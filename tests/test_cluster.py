@@ -97,6 +97,7 @@ def test_bad_worker_sizes_are_usage_errors(tmp_path, kwargs, message):
 
 # ------------------------------------------------------------------------------------------ on a local cluster
 @needs_ray
+@pytest.mark.slow
 def test_two_workers_write_what_one_process_writes(tmp_path, capsys, local_ray):
     """The CLI on 2 Ray workers against the plain CLI, same options: the same files, texts, segments, exit code and
     summary counts; a missing input fails the same way in both; a rerun with --skip-existing does nothing."""
@@ -129,6 +130,7 @@ def test_two_workers_write_what_one_process_writes(tmp_path, capsys, local_ray):
 
 
 @needs_ray
+@pytest.mark.slow
 def test_the_shared_speech_folder_on_two_workers_matches_one_process(tmp_path, capsys, local_ray, speech):
     """The issue's command over ../shared/speech (43 recordings, one of 231 s): the same transcripts as one process."""
     local, on_ray = tmp_path / "local", tmp_path / "ray"
@@ -169,6 +171,7 @@ def _worker_pids() -> list[int]:
 
 
 @needs_ray
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker process through /proc")
 def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(tmp_path, local_ray):
     """SIGKILL one worker's process while files remain: Ray restarts it and runs its batch again; every output is

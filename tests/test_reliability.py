@@ -167,8 +167,12 @@ def test_sigint_and_sigterm_keep_finished_outputs_and_resume(tmp_path):
     exe = [sys.executable, "-c", "from whisperctl.cli import main; main()"]
     for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
         shutil.rmtree(out, ignore_errors=True)
+        # SIGINT's default action, as a terminal's foreground job has it: started from a background job of a
+        # non-interactive shell (`make test &`), the test and its children inherit SIGINT ignored, and Python then
+        # installs no KeyboardInterrupt handler
         proc = subprocess.Popen(exe + ["transcribe", str(inputs), "-o", str(out), "-q", "--batch-size", "1"],
-                                stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                                stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.time() + 120
         while time.time() < deadline and not (out.is_dir() and any(out.glob("*.txt"))):
             time.sleep(0.05)
