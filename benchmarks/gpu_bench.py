@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gpu_report import Deadline, read_json, update_json
+from gpu_report import Deadline, pop_option as _option, read_json, update_json
 
 WINDOW_S = 25.0  # a batched window advances 30 s - 5 s of overlap
 
@@ -186,15 +186,6 @@ def oom(out: Path, device: str, model: str, batch: int, notes: Path | None) -> N
     if notes is not None:
         (notes / "50-oom.md").write_text("\n".join(lines))
     print("\n".join(lines))
-
-
-def _option(args: list[str], name: str, default: str) -> str:
-    if name in args:
-        i = args.index(name)
-        value = args[i + 1]
-        del args[i:i + 2]
-        return value
-    return default
 
 
 def main(argv: list[str]) -> None:

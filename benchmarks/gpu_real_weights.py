@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gpu_report import Deadline, write_json
+from gpu_report import Deadline, pop_option as _option, write_json
 
 ATTENTIONS = ["sdpa", "sdpa:flash", "sdpa:efficient", "sdpa:cudnn", "sdpa:math", "eager", "flex_attention", "flash_attention_2"]
 MODES = {"default": {}, "sequential": {"chunking": "sequential"}}  # per-call options over the config's defaults
@@ -142,15 +142,6 @@ def _markdown(payload: dict[str, Any]) -> str:
     if payload["not_run"]:
         lines += ["", f"Not run (time budget): {', '.join(payload['not_run'])}"]
     return "\n".join(lines) + "\n"
-
-
-def _option(args: list[str], name: str, default: str) -> str:
-    if name in args:
-        i = args.index(name)
-        value = args[i + 1]
-        del args[i:i + 2]
-        return value
-    return default
 
 
 if __name__ == "__main__":

@@ -253,5 +253,15 @@ def main(argv: list[str]) -> None:
         sys.exit(f"unknown command {command!r}: machine | auto | merge | summary")
 
 
+def pop_option(args: list[str], name: str, default: str) -> str:
+    """``name``'s value in ``args`` (both removed from it), or ``default``: the step scripts' flag parsing."""
+    if name in args:
+        i = args.index(name)
+        value = args[i + 1]
+        del args[i:i + 2]
+        return value
+    return default
+
+
 if __name__ == "__main__":
     main(sys.argv[1:])

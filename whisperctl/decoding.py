@@ -208,7 +208,7 @@ class WindowDecoder:
                 languages, candidates = self._languages(feats, languages, groups, hidden)
                 results, hidden = self._pass(feats, languages, prompts, opts.temperature[0], hidden)
                 if not random_weights and not opts.decode_tokens:
-                    self._fallback(feats, languages, prompts, results, hidden, [_audio_key(c) for c in chunks])
+                    self._fallback(feats, languages, prompts, results, hidden, chunks)
                 for r, found in zip(results, candidates):
                     r.language_candidates = found
                 for r in results:
@@ -246,12 +246,7 @@ class WindowDecoder:
     def _encode(self, feats, prompts: list[list[int]]):
         """The encoder output of ``feats`` when passes over ``prompts`` run the lean loop (which takes it as input),
         else None (generate() encodes inside)."""
-        return self.loaded.model.get_encoder()(feats)[0] if self._lean(prompts) else None
-
-    def _lean(self, prompts: list[list[int]]) -> bool:
-        """Whether a pass over ``prompts`` runs the lean loop (rows with prompts of different lengths decode in
-        groups of one length each, see :meth:`_lean_pass`)."""
-        return self.uses_lean_loop()
+        return self.loaded.model.get_encoder()(feats)[0] if self.uses_lean_loop() else None
 
     def _languages(self, feats, languages: list[str | None], groups: Sequence[Hashable], hidden=None,
                    ) -> tuple[list[str | None], list[list[tuple[str, float]] | None]]:
@@ -290,15 +285,18 @@ class WindowDecoder:
         return languages, candidates
 
     def _fallback(self, feats, languages, prompts, results: list[WindowResult], hidden=None,
-                  keys: Sequence[int] | None = None) -> None:
+                  chunks: Sequence[np.ndarray] | None = None) -> None:
         """openai-whisper's temperature fallback; a window that fails at every temperature keeps its best attempt
         (as faster-whisper: the highest mean log-probability among the attempts under the compression-ratio
         threshold, or among all when none is), not the last, most random one."""
         attempts: dict[int, list[WindowResult]] = {}
+        keys: list[int] | None = None  # the windows' audio digests, seeding sampled passes (only if one runs)
         for temperature in self.options.temperature[1:]:
             redo = [i for i, r in enumerate(results) if needs_fallback(r, self.options)]
             if not redo:
                 return
+            if keys is None and chunks is not None:
+                keys = [_audio_key(c) for c in chunks]
             again, _ = self._pass(feats[redo], [languages[i] for i in redo], [prompts[i] for i in redo], temperature,
                                   None if hidden is None else hidden[redo], [keys[i] for i in redo] if keys else None)
             for i, r in zip(redo, again):
@@ -317,7 +315,7 @@ class WindowDecoder:
 
         lm = self.loaded
         full = [self._full_prompt(p, lang) for p, lang in zip(prompts, languages)]
-        if self._lean(prompts):
+        if self.uses_lean_loop():
             hidden = lm.model.get_encoder()(feats)[0] if hidden is None else hidden
             rows, no_speech, sums = self._lean_pass(hidden, full, temperature, keys)
         else:
