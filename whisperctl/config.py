@@ -157,6 +157,7 @@ _LANGUAGE_RE = re.compile(r"^[a-z]{2,3}$|^[a-z ]{4,}$")
 
 #: Whisper's fixed window: the encoder sees at most 30 s of audio.
 MAX_CHUNK_SECONDS = 30.0
+MAX_SECTION_SECONDS = 24 * 3600.0  # a day of speech: one section per file in practice
 #: Shorter windows carry too little context to decode and multiply the work (0.001 s turned an 11 s clip into
 #: 11,000 windows); 1 s is below any useful setting (Distil-Whisper likes 15–25 s).
 MIN_CHUNK_SECONDS = 1.0
@@ -206,6 +207,9 @@ class DecodeOptions:
     chunking: Chunking = Chunking.SEQUENTIAL  # openai-whisper's seeking, inputs in lock-step; or batched overlapping windows
     chunk_length_s: float = 30.0  # window length for batched chunking, [1, 30]
     chunk_overlap_s: float | None = None  # overlap between windows; None = chunk_length_s / 6
+    # sequential: a long file's speech is cut at the first pause after every this many seconds into sections whose
+    # seeking loops run side by side in the batch (needs the VAD or clip timestamps); 0 = one loop per file
+    section_length_s: float = 60.0
     language: str | None = None  # ISO code or name; None = English for .en models, detect otherwise
     task: Task = Task.TRANSCRIBE
     timestamps: Timestamps = Timestamps.SEGMENT  # word timestamps add an eager-attention alignment pass
@@ -279,6 +283,11 @@ class DecodeOptions:
         if not MIN_CHUNK_SECONDS <= chunk <= MAX_CHUNK_SECONDS:
             raise UsageError(f"--chunk-length: {chunk:g} s is outside [{MIN_CHUNK_SECONDS:g}, {MAX_CHUNK_SECONDS:g}]. "
                              "Whisper windows are at most 30 s; shorter than 1 s leaves nothing to decode.")
+        section = _require_float(self.section_length_s, "--section-length")
+        if not 0.0 <= section <= MAX_SECTION_SECONDS:
+            raise UsageError(f"--section-length: {section:g} s; give seconds of speech per section in [0, "
+                             f"{MAX_SECTION_SECONDS:g}] (0: one seeking loop per file), e.g. 60.")
+        set_("section_length_s", section)
         if self.chunk_overlap_s is not None:
             overlap = _require_float(self.chunk_overlap_s, "--chunk-overlap")
             if not 0 <= overlap < chunk / 2:
@@ -385,6 +394,7 @@ class EngineConfig:
     chunking: Chunking = _PER_CALL.chunking
     chunk_length_s: float = _PER_CALL.chunk_length_s
     chunk_overlap_s: float | None = _PER_CALL.chunk_overlap_s
+    section_length_s: float = _PER_CALL.section_length_s
     language: str | None = _PER_CALL.language
     task: Task = _PER_CALL.task
     timestamps: Timestamps = _PER_CALL.timestamps

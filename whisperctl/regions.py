@@ -11,7 +11,10 @@ way the audio outside the regions is never decoded, and every time in the result
 
 A *scan* is what finds the regions while the blocks stream: ``run(blocks)`` yields each block with the regions
 it settled; ``growing`` is a region whose start is known and whose end is not yet; ``next_start()`` is the first
-sample a region not yet found may need; ``found`` / ``samples`` / ``record()`` describe the file so far.
+sample a region not yet found may need; ``found`` / ``samples`` / ``record()`` describe the file so far;
+``gaps`` are the samples, in order, where one unit of speech ends and the next begins (the middle of a pause
+between two speech regions, the VAD's cut inside a long one, a clip's start): where the sequential mode may
+split a file into sections (:mod:`whisperctl.sections`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class Scan(Protocol):
     found: list[Region]
     samples: int
     growing: Region | None
+    gaps: list[int]
 
     def run(self, blocks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, list[Region]]]: ...
 
@@ -117,13 +121,26 @@ class TimeMap:
     def regions(self) -> list[Region]:
         return list(self._regions)
 
+    @property
+    def length(self) -> int:
+        """Samples of joined audio mapped so far."""
+        return self._length
+
     def _index(self, sample: float) -> int:
         return max(0, bisect.bisect_right(self._joined, sample) - 1)
+
+    def to_joined(self, sample: int) -> int | None:
+        """Where original ``sample`` lies in the joined audio; a sample in a pause that was left out maps to the
+        start of the region after it (None while that region is not mapped yet)."""
+        i = bisect.bisect_right(self._regions, sample, key=_start) - 1
+        if i >= 0 and sample < self._regions[i].end:
+            return self._joined[i] + sample - self._regions[i].start
+        return self._joined[i + 1] if i + 1 < len(self._regions) else None
 
     def __call__(self, seconds: float) -> float:
         if not self._regions:
             return seconds
-        sample = seconds * SAMPLE_RATE
+        sample = round(seconds * SAMPLE_RATE)  # (a time computed as offset + seconds may fall a hair short)
         i = self._index(sample)
         region = self._regions[i]
         return min(region.start + (sample - self._joined[i]), region.end) / SAMPLE_RATE
@@ -132,7 +149,7 @@ class TimeMap:
         """(start, end) of a segment or word, mapped, without a sliver on the far side of a pause."""
         if not self._regions:
             return start, end
-        a, b = start * SAMPLE_RATE, end * SAMPLE_RATE
+        a, b = round(start * SAMPLE_RATE), round(end * SAMPLE_RATE)
         i, j = self._index(a), self._index(max(a, b - 1))
         if j > i:
             before = self._joined[i + 1] - a  # joined samples before the first join
@@ -219,6 +236,11 @@ class RegionsOnly(RegionStream):
         self._scan = scan
         self.time_map = TimeMap(snap=snap)
 
+    def cut_points(self) -> list[int]:
+        """The scan's gaps found so far as samples of the joined stream (ascending; those not mapped yet left out)."""
+        mapped = (self.time_map.to_joined(g) for g in self._scan.gaps)
+        return sorted({c for c in mapped if c is not None and c > 0})
+
     def __iter__(self) -> Iterator[np.ndarray]:
         tape, scan = Tape(), self._scan
         sent = 0  # original samples before this are passed on (or skipped)
@@ -247,6 +269,7 @@ class Clips:
         self._clips = [Region(int(round(a * SAMPLE_RATE)), math.inf if math.isinf(b) else int(round(b * SAMPLE_RATE)))
                        for a, b in spans]  # type: ignore[arg-type]
         self._next = 0  # the first clip not yet settled
+        self.gaps = [clip.start for clip in self._clips[1:]]
         self.found: list[Region] = []
         self.samples = 0
         self.growing: Region | None = None

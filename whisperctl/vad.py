@@ -236,6 +236,8 @@ class _Scan:
         self.samples = 0
         self.found: list[Region] = []  # every settled region (for the record: a few per minute of speech)
         self.growing: Region | None = None  # the last padded region, which a later one may still join
+        self.gaps: list[int] = []  # the middle of each pause between two speech regions (unpadded), in order
+        self._last_end: int | None = None  # end of the last unpadded region
 
     def run(self, blocks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, list[Region]]]:
         for block in blocks:
@@ -246,6 +248,10 @@ class _Scan:
         yield np.zeros(0, np.float32), self._settle(tail, final=True)
 
     def _settle(self, closed: list[Region], final: bool) -> list[Region]:
+        for r in closed:
+            if self._last_end is not None:
+                self.gaps.append((self._last_end + r.start) // 2)  # a cut inside long speech: its cut frame
+            self._last_end = r.end
         out: list[Region] = []
         for r in pad_and_join(closed, self.pad, self.samples if final else None):
             if self.growing is not None and r.start <= self.growing.end:

@@ -35,6 +35,8 @@ ENGINE_OPTIONS: list[tuple[str, str, type, str]] = [
     ("hallucination_silence_threshold", "--hallucination-silence-threshold", float,
      "With --timestamps word: drop a segment that looks invented when silence longer than this (s) surrounds it."),
     ("chunk_length_s", "--chunk-length", float, "Window length in seconds for batched chunking, [1, 30]."),
+    ("section_length_s", "--section-length", float, "Sequential chunking with the VAD: cut a long file at the first "
+     "pause after every this many seconds of speech into sections decoded side by side (0: one loop per file)."),
     ("chunk_overlap_s", "--chunk-overlap", float, "Overlap between windows in seconds (default: chunk length / 6)."),
     ("language", "--language", str, "Spoken language (en, de, french …); default: detect (English for .en models)."),
     ("task", "--task", str, "transcribe | translate (to English; multilingual models only)."),
