@@ -17,9 +17,9 @@ def dtype_kwarg() -> str:
     """``from_pretrained``'s dtype argument: ``dtype`` since transformers 4.56, ``torch_dtype`` before."""
     from packaging.version import Version
 
-    from .eligibility import _dist_version
+    from .eligibility import dist_version
 
-    return "dtype" if Version(_dist_version("transformers") or "0") >= Version("4.56") else "torch_dtype"
+    return "dtype" if Version(dist_version("transformers") or "0") >= Version("4.56") else "torch_dtype"
 
 
 def quiet_transformers() -> None:
