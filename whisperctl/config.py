@@ -235,24 +235,39 @@ class DecodeOptions:
     hallucination_silence_threshold: float | None = None
 
     def __post_init__(self) -> None:
-        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
-        set_("chunking", parse_choice(Chunking, self.chunking, "--chunking"))
+        self._check_vad()
+        self._check_output_shape()
+        self._check_sizes()
+        self._check_window_length()
+        self._check_temperatures()
+        self._check_thresholds()
+        self._check_prompt()
+        self._check_language()
+
+    def _set(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)  # frozen dataclass: normalising in __post_init__
+
+    def _check_vad(self) -> None:
+        self._set("chunking", parse_choice(Chunking, self.chunking, "--chunking"))
         if self.vad is not None:
-            set_("vad", parse_choice(Vad, self.vad, "--vad"))
+            self._set("vad", parse_choice(Vad, self.vad, "--vad"))
         if self.vad == Vad.NONE and self.chunking == Chunking.VAD:
             raise UsageError("--chunking vad: cuts windows at the pauses a VAD finds; drop --vad none (or use --vad silero).")
         threshold = _require_float(self.vad_threshold, "--vad-threshold")
         if not 0.0 < threshold < 1.0:
             raise UsageError(f"--vad-threshold: {threshold:g} is a speech probability; give a value in (0, 1), e.g. 0.5.")
-        set_("vad_threshold", threshold)
+        self._set("vad_threshold", threshold)
         _require_int(self.min_silence_ms, "--min-silence-ms", minimum=0, maximum=MAX_VAD_MS,
                      why="a pause that long is never inside speech")
         _require_int(self.speech_pad_ms, "--speech-pad-ms", minimum=0, maximum=MAX_VAD_MS,
                      why="more padding than that only decodes silence")
-        set_("task", parse_choice(Task, self.task, "--task"))
-        set_("timestamps", parse_choice(Timestamps, self.timestamps, "--timestamps"))
+
+    def _check_output_shape(self) -> None:
+        """Task, timestamps, the clips to decode and the hallucination filter (which needs word timestamps)."""
+        self._set("task", parse_choice(Task, self.task, "--task"))
+        self._set("timestamps", parse_choice(Timestamps, self.timestamps, "--timestamps"))
         if self.clip_timestamps is not None:
-            set_("clip_timestamps", _clip_timestamps(self.clip_timestamps))
+            self._set("clip_timestamps", _clip_timestamps(self.clip_timestamps))
             if self.vad_in_effect != Vad.NONE or self.chunking == Chunking.VAD:
                 flag = "--chunking vad" if self.chunking == Chunking.VAD else "--vad silero"
                 raise UsageError(f"--clip-timestamps: cannot be combined with {flag}: the clips already say which audio "
@@ -265,16 +280,17 @@ class DecodeOptions:
             if self.timestamps != Timestamps.WORD:
                 raise UsageError("--hallucination-silence-threshold: judges segments by their words' timing and "
                                  "probability; add --timestamps word.")
-            set_("hallucination_silence_threshold", silence)
+            self._set("hallucination_silence_threshold", silence)
+
+    def _check_sizes(self) -> None:
         _require_int(self.batch_size, "--batch-size", minimum=1, maximum=MAX_BATCH_SIZE)
         _require_int(self.beam_size, "--beam-size", minimum=1, maximum=MAX_BEAM_SIZE,
                      why="larger beams multiply memory without improving accuracy; 5 is the usual choice")
-        if self.max_new_tokens is not None:
-            _require_int(self.max_new_tokens, "--max-new-tokens", minimum=1, maximum=MAX_DECODER_TOKENS,
-                         why="Whisper's decoder has 448 positions")
-        if self.decode_tokens is not None:
-            _require_int(self.decode_tokens, "--decode-tokens", minimum=1, maximum=MAX_DECODER_TOKENS,
-                         why="Whisper's decoder has 448 positions")
+        for value, flag in ((self.max_new_tokens, "--max-new-tokens"), (self.decode_tokens, "--decode-tokens")):
+            if value is not None:
+                _require_int(value, flag, minimum=1, maximum=MAX_DECODER_TOKENS, why="Whisper's decoder has 448 positions")
+
+    def _check_window_length(self) -> None:
         chunk = _require_float(self.chunk_length_s, "--chunk-length")
         if not MIN_CHUNK_SECONDS <= chunk <= MAX_CHUNK_SECONDS:
             raise UsageError(f"--chunk-length: {chunk:g} s is outside [{MIN_CHUNK_SECONDS:g}, {MAX_CHUNK_SECONDS:g}]. "
@@ -285,6 +301,8 @@ class DecodeOptions:
                 raise UsageError(
                     f"--chunk-overlap: {overlap:g} s must be ≥ 0 and less than half the chunk length ({chunk:g} s)."
                 )
+
+    def _check_temperatures(self) -> None:
         temps = self.temperature
         if isinstance(temps, (int, float)):
             temps = (temps,)
@@ -295,13 +313,16 @@ class DecodeOptions:
         temps = tuple(_require_float(t, "--temperature") for t in temps)
         if not temps or any(not 0.0 <= t <= 1.0 for t in temps):
             raise UsageError("--temperature: give one or more values in [0, 1], e.g. 0 or 0,0.2,0.4.")
-        set_("temperature", temps)
+        self._set("temperature", temps)
+
+    def _check_thresholds(self) -> None:
+        """The fallback thresholds, the seed of the sampled passes and conditioning on previous text."""
         for name, flag in (("compression_ratio_threshold", "--compression-ratio-threshold"),
                            ("logprob_threshold", "--logprob-threshold"), ("no_speech_threshold", "--no-speech-threshold")):
             value = getattr(self, name)
             if value is not None:
-                set_(name, _require_float(value, flag))
-        set_("seed", _require_int(self.seed, "--seed", minimum=0, maximum=2**63 - 1))
+                self._set(name, _require_float(value, flag))
+        self._set("seed", _require_int(self.seed, "--seed", minimum=0, maximum=2**63 - 1))
         if self.no_speech_threshold is not None and not 0.0 <= self.no_speech_threshold <= 1.0:
             raise UsageError(f"--no-speech-threshold: {self.no_speech_threshold:g} is a probability; give a value in [0, 1].")
         if self.compression_ratio_threshold is not None and self.compression_ratio_threshold <= 0:
@@ -309,25 +330,31 @@ class DecodeOptions:
         if self.logprob_threshold is not None and self.logprob_threshold > 0:
             raise UsageError("--logprob-threshold: log-probabilities are ≤ 0 (openai-whisper's default is -1.0).")
         _require_bool(self.condition_on_previous_text, "--condition-on-previous-text")
-        if self.initial_prompt is not None:
-            if not isinstance(self.initial_prompt, str):
-                raise UsageError(f"--initial-prompt: must be text, got {self.initial_prompt!r}.")
-            try:
-                self.initial_prompt.encode("utf-8")
-            except UnicodeEncodeError:
-                raise UsageError("--initial-prompt: not valid UTF-8 text (check the shell's locale).") from None
-            if len(self.initial_prompt) > MAX_PROMPT_CHARS:
-                raise UsageError(f"--initial-prompt: {len(self.initial_prompt)} characters; at most {MAX_PROMPT_CHARS} "
-                                 "(Whisper keeps only the last 223 tokens of a prompt).")
-        if self.language is not None and not isinstance(self.language, str):
+
+    def _check_prompt(self) -> None:
+        if self.initial_prompt is None:
+            return
+        if not isinstance(self.initial_prompt, str):
+            raise UsageError(f"--initial-prompt: must be text, got {self.initial_prompt!r}.")
+        try:
+            self.initial_prompt.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError("--initial-prompt: not valid UTF-8 text (check the shell's locale).") from None
+        if len(self.initial_prompt) > MAX_PROMPT_CHARS:
+            raise UsageError(f"--initial-prompt: {len(self.initial_prompt)} characters; at most {MAX_PROMPT_CHARS} "
+                             "(Whisper keeps only the last 223 tokens of a prompt).")
+
+    def _check_language(self) -> None:
+        if self.language is None:
+            return
+        if not isinstance(self.language, str):
             raise UsageError(f"--language: must be a language code or name, got {self.language!r}.")
-        if self.language is not None:
-            lang = str(self.language).strip().lower()
-            if lang in ("", "auto"):
-                lang = None
-            elif not _LANGUAGE_RE.match(lang):
-                raise UsageError(f"--language: '{self.language}' is not a language code or name (e.g. en, de, french).")
-            set_("language", lang)
+        lang = self.language.strip().lower()
+        if lang in ("", "auto"):
+            lang = None
+        elif not _LANGUAGE_RE.match(lang):
+            raise UsageError(f"--language: '{self.language}' is not a language code or name (e.g. en, de, french).")
+        self._set("language", lang)
 
     @property
     def vad_in_effect(self) -> Vad:
