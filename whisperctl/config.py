@@ -1,9 +1,10 @@
 """The one frozen configuration shared by ``transcribe``, ``bench`` and ``doctor``.
 
-Closed choices are ``str`` Enums; user spellings resolve to them in :func:`parse_choice`. All validation
-that does not need hardware facts lives in :class:`EngineConfig.__post_init__`, so a bad option fails
-before any model is loaded. Hardware-dependent checks (can FA2 run here?) live in
-:mod:`whisperctl.eligibility`.
+Closed choices are ``str`` Enums; user spellings resolve to them in :func:`parse_choice`. Options come in two
+lifetimes: :class:`LoadOptions` (how the model is loaded) and :class:`DecodeOptions` (per call);
+:class:`EngineConfig` is the two together. All validation that does not need hardware facts lives in their
+``__post_init__``, so a bad option fails before any model is loaded. Hardware-dependent checks (can FA2 run
+here?) live in :mod:`whisperctl.eligibility`.
 """
 
 from __future__ import annotations
@@ -77,6 +78,11 @@ class Decoder(str, enum.Enum):
     GENERATE = "generate"  # always transformers' generate()
 
 
+class Weights(str, enum.Enum):
+    PRETRAINED = "pretrained"  # the checkpoint's trained weights
+    RANDOM = "random"  # the architecture with random weights: no download, text meaningless (speed runs)
+
+
 class Task(str, enum.Enum):
     TRANSCRIBE = "transcribe"
     TRANSLATE = "translate"
@@ -125,6 +131,7 @@ _ALIASES: dict[type[enum.Enum], dict[str, str]] = {
     },
     Quantization: {"no": "none", "off": "none", "8bit": "int8", "4bit": "int4"},
     Decoder: {"transformers": "generate", "hf": "generate"},
+    Weights: {"real": "pretrained", "trained": "pretrained"},
     Timestamps: {"words": "word", "segments": "segment", "false": "none", "off": "none"},
 }
 
@@ -186,10 +193,6 @@ DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 COMPRESSION_RATIO_THRESHOLD = 2.4  # gzip ratio of a window's text above which the decode is a repetition loop
 LOGPROB_THRESHOLD = -1.0  # mean token log-probability below which a decode failed
 NO_SPEECH_THRESHOLD = 0.6  # P(<|nospeech|>) above which a window whose decode failed is silence
-
-#: The options a model is loaded with; everything else in EngineConfig is a per-call DecodeOptions field.
-LOAD_FIELDS = ("model", "attention", "dtype", "device", "quantization", "threads", "weights", "allow_pickle", "decoder")
-
 
 @dataclasses.dataclass(frozen=True)
 class DecodeOptions:
@@ -392,49 +395,19 @@ class DecodeOptions:
         return _jsonable(self)
 
 
-_PER_CALL = DecodeOptions  # EngineConfig's per-call fields take their defaults from here: one place, no drift
-
-
 @dataclasses.dataclass(frozen=True)
-class EngineConfig:
-    """Everything a run is configured with (CLI flags and TOML presets map onto it). Validated on construction.
-
-    The fields in :data:`LOAD_FIELDS` decide how the model is loaded; the others are the defaults of the
-    per-call :class:`DecodeOptions` (``config.decode_options()``), which documents, defaults and validates them.
-    """
+class LoadOptions:
+    """How the model is loaded: fixed for a loaded model's life (openai-whisper's ``load_model`` arguments)."""
 
     model: str = "tiny.en"  # alias, hub repo id, transformers dir or CTranslate2 dir; tiny.en is bundled
     attention: Attention = Attention.AUTO  # attention kernel; auto picks fa2 > sdpa > eager by eligibility
     dtype: DType = DType.AUTO  # auto: fp16 on CUDA, fp32 on CPU/MPS
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     quantization: Quantization = Quantization.AUTO  # auto: int8 on CPU in fp32 (fastest at equal WER), else none
-    batch_size: int = _PER_CALL.batch_size
-    chunking: Chunking = _PER_CALL.chunking
-    chunk_length_s: float = _PER_CALL.chunk_length_s
-    chunk_overlap_s: float | None = _PER_CALL.chunk_overlap_s
-    language: str | None = _PER_CALL.language
-    task: Task = _PER_CALL.task
-    timestamps: Timestamps = _PER_CALL.timestamps
-    beam_size: int = _PER_CALL.beam_size
-    temperature: tuple[float, ...] = _PER_CALL.temperature
-    compression_ratio_threshold: float | None = _PER_CALL.compression_ratio_threshold
-    logprob_threshold: float | None = _PER_CALL.logprob_threshold
-    no_speech_threshold: float | None = _PER_CALL.no_speech_threshold
-    condition_on_previous_text: bool = _PER_CALL.condition_on_previous_text
-    initial_prompt: str | None = _PER_CALL.initial_prompt
-    seed: int = _PER_CALL.seed
     threads: int | None = None  # torch intra-op threads on CPU; None = torch's default
-    max_new_tokens: int | None = _PER_CALL.max_new_tokens
-    weights: str = "pretrained"  # "pretrained", or "random": the alias's architecture, offline (speed runs)
-    decode_tokens: int | None = _PER_CALL.decode_tokens
+    weights: Weights = Weights.PRETRAINED  # or random: the alias's architecture, offline (speed runs)
     allow_pickle: bool = False  # load pickle checkpoints (.bin/.pt, with weights_only=True); safetensors otherwise
     decoder: Decoder = Decoder.AUTO  # greedy decoding loop: auto (lean loop on CPU) | generate (transformers')
-    vad: Vad | None = _PER_CALL.vad
-    vad_threshold: float = _PER_CALL.vad_threshold
-    min_silence_ms: int = _PER_CALL.min_silence_ms
-    speech_pad_ms: int = _PER_CALL.speech_pad_ms
-    clip_timestamps: tuple[float, ...] | None = _PER_CALL.clip_timestamps
-    hallucination_silence_threshold: float | None = _PER_CALL.hallucination_silence_threshold
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
@@ -442,7 +415,6 @@ class EngineConfig:
         set_("dtype", parse_choice(DType, self.dtype, "--dtype"))
         set_("quantization", parse_choice(Quantization, self.quantization, "--quantize"))
         set_("decoder", parse_choice(Decoder, self.decoder, "--decoder"))
-
         if not isinstance(self.model, str) or not self.model.strip():
             raise UsageError("--model: empty model name. Use an alias such as 'tiny.en', a hub id or a path.")
         device = str(self.device).strip().lower()
@@ -454,42 +426,84 @@ class EngineConfig:
             _require_int(self.threads, "--threads", minimum=1, maximum=max(cpus, 1),
                          why=f"this machine has {cpus} CPU threads; more only adds contention")
         _require_bool(self.allow_pickle, "--allow-pickle")
-        if self.weights not in ("pretrained", "random"):
-            raise UsageError(f"--weights: unknown value '{self.weights}'. Valid: pretrained, random.")
-        # The per-call fields are validated (and normalised) by DecodeOptions, the one place for them.
-        options = self.decode_options()
-        for f in dataclasses.fields(DecodeOptions):
-            if f.name != "halve_on_oom":
-                set_(f.name, getattr(options, f.name))
+        set_("weights", parse_choice(Weights, self.weights, "--weights"))
+
+    def replace(self, **changes: Any) -> "LoadOptions":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(self)
+
+
+_LOAD_NAMES = frozenset(f.name for f in dataclasses.fields(LoadOptions))
+#: DecodeOptions fields an EngineConfig does not default: chosen per call only (bench turns OOM halving off).
+_PER_CALL_ONLY = frozenset({"halve_on_oom"})
+_DECODE_NAMES = frozenset(f.name for f in dataclasses.fields(DecodeOptions)) - _PER_CALL_ONLY
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class EngineConfig:
+    """Everything a run is configured with (CLI flags and TOML presets map onto it). Validated on construction.
+
+    Two parts by lifetime: ``load`` (:class:`LoadOptions`, how the model is loaded) and ``decode`` (the
+    :class:`DecodeOptions` each ``transcribe*()`` call defaults to, ``config.decode_options()``). Each documents,
+    defaults and validates its own fields; the config takes them by name, flat (``EngineConfig(attention="sdpa",
+    beam_size=5)``, ``config.beam_size``), as the CLI and TOML presets give them.
+    """
+
+    load: LoadOptions
+    decode: DecodeOptions
+
+    def __init__(self, load: LoadOptions | None = None, decode: DecodeOptions | None = None, **fields: Any):
+        unknown = sorted(set(fields) - _LOAD_NAMES - _DECODE_NAMES)
+        if unknown:
+            raise TypeError(f"EngineConfig() got an unexpected keyword argument '{unknown[0]}'")
+        load, decode = load or LoadOptions(), decode or DecodeOptions()
+        load_changes = {k: v for k, v in fields.items() if k in _LOAD_NAMES}
+        decode_changes = {k: v for k, v in fields.items() if k in _DECODE_NAMES}
+        object.__setattr__(self, "load", load.replace(**load_changes) if load_changes else load)
+        object.__setattr__(self, "decode", decode.replace(**decode_changes) if decode_changes else decode)
+
+    def __getattr__(self, name: str) -> Any:  # only for names not found on the instance: the parts' fields
+        if name in _LOAD_NAMES:
+            return getattr(self.load, name)
+        if name in _DECODE_NAMES:
+            return getattr(self.decode, name)
+        raise AttributeError(f"'EngineConfig' object has no attribute '{name}'")
+
+    @classmethod
+    def field_names(cls) -> frozenset[str]:
+        """The names a config takes: every load-time option and every per-call default."""
+        return _LOAD_NAMES | _DECODE_NAMES
 
     def decode_options(self, **changes: Any) -> DecodeOptions:
         """The per-call options this config defaults to, with ``changes`` applied."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(DecodeOptions) if hasattr(self, f.name)}
-        return DecodeOptions(**{**values, **changes})
+        return self.decode.replace(**changes) if changes else self.decode
 
     @property
     def overlap_s(self) -> float:
         """Overlap between consecutive batched windows, in seconds (DecodeOptions.overlap_s)."""
-        return self.decode_options().overlap_s
+        return self.decode.overlap_s
 
     def replace(self, **changes: Any) -> "EngineConfig":
-        return dataclasses.replace(self, **changes)
+        return EngineConfig(self.load, self.decode, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready view: enums as their values, tuples as lists."""
-        return _jsonable(self)
+        """JSON-ready view, flat: enums as their values, tuples as lists."""
+        decode = {k: v for k, v in self.decode.to_dict().items() if k not in _PER_CALL_ONLY}
+        return {**self.load.to_dict(), **decode}
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], base: "EngineConfig | None" = None) -> "EngineConfig":
         """Build from a mapping (a TOML table, CLI flags); unknown keys are a usage error."""
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = cls.field_names()
         normalised = {str(k).replace("-", "_"): v for k, v in data.items()}
         unknown = sorted(set(normalised) - names)
         if unknown:
             raise UsageError(f"unknown config key(s): {', '.join(unknown)}. Valid: {', '.join(sorted(names))}.")
         if "temperature" in normalised and isinstance(normalised["temperature"], list):
             normalised["temperature"] = tuple(normalised["temperature"])
-        return dataclasses.replace(base, **normalised) if base else cls(**normalised)
+        return base.replace(**normalised) if base else cls(**normalised)
 
 
 def _jsonable(obj: Any) -> dict[str, Any]:
@@ -533,7 +547,7 @@ def load_config_file(path: str | Path) -> dict[str, dict[str, Any]]:
         raise UsageError(f"{where}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8.") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"{where}: cannot read it as TOML: {getattr(exc, 'strerror', None) or exc}") from None
-    engine_keys = {f.name for f in dataclasses.fields(EngineConfig)}
+    engine_keys = EngineConfig.field_names()
     out: dict[str, dict[str, Any]] = {"engine": {}, "bench": {}}
     for key, value in data.items():
         if key in out:
