@@ -2,7 +2,7 @@
 
 Times the same engine call two ways on the same loaded model, alternating, and prints both medians and
 their ratio:
-  - bench:  whisperctl.bench.runner._measure (what `whisperctl bench` reports as rtfx_median)
+  - bench:  whisperctl.bench.runner.measure (what `whisperctl bench` reports as rtfx_median)
   - manual: time.perf_counter() around Transcriber.transcribe_many(), nothing else
 
 Usage: python benchmarks/bench_vs_manual.py [AUDIO ...] [--rounds 5] [--batch-size 8] [--attn sdpa]
@@ -38,7 +38,7 @@ def main() -> None:
     list(t.transcribe_many([(i.name, i.samples) for i in inputs]))  # warm-up
     bench_rtfx, manual_rtfx = [], []
     for _ in range(args.rounds):
-        bench_rtfx.append(runner._measure(t, config, inputs, spec, "cpu")["rtfx_median"])
+        bench_rtfx.append(runner.measure(t, config, inputs, spec, "cpu")["rtfx_median"])
         t0 = time.perf_counter()
         list(t.transcribe_many([(i.name, i.samples) for i in inputs]))
         manual_rtfx.append(audio_s / (time.perf_counter() - t0))

@@ -1,6 +1,6 @@
 import pytest
 
-from whisperctl.config import Attention, DType, EngineConfig, Quantization, Timestamps, load_config_file, parse_choice
+from whisperctl.config import Attention, DType, EngineConfig, Quantization, Timestamps, Weights, load_config_file, parse_choice
 from whisperctl.errors import UsageError
 
 
@@ -99,11 +99,18 @@ def test_missing_and_broken_config_files(tmp_path):
 def test_every_config_field_is_load_time_or_per_call():
     import dataclasses
 
-    from whisperctl.config import LOAD_FIELDS, DecodeOptions
+    from whisperctl.config import DecodeOptions, LoadOptions
 
-    config = {f.name for f in dataclasses.fields(EngineConfig)}
+    load = {f.name for f in dataclasses.fields(LoadOptions)}
     per_call = {f.name for f in dataclasses.fields(DecodeOptions)} - {"halve_on_oom"}
-    assert config == set(LOAD_FIELDS) | per_call and not set(LOAD_FIELDS) & per_call
+    assert EngineConfig.field_names() == load | per_call and not load & per_call
+    config = EngineConfig(attention="sdpa", beam_size=5, weights="Random")
+    assert (config.load.attention, config.decode.beam_size, config.weights) == (Attention.SDPA, 5, Weights.RANDOM)
+    assert config.replace(beam_size=2).load is config.load and EngineConfig(load=config.load) == EngineConfig(
+        attention="sdpa", weights="random")
+    assert set(config.to_dict()) == EngineConfig.field_names()
+    with pytest.raises(TypeError, match="halve_on_oom"):
+        EngineConfig(halve_on_oom=False)  # chosen per call, not a config default
     assert EngineConfig().decode_options() == DecodeOptions()  # the same defaults
     opts = EngineConfig(batch_size=3, temperature="0,0.5").decode_options(beam_size=2)
     assert (opts.batch_size, opts.temperature, opts.beam_size) == (3, (0.0, 0.5), 2)

@@ -231,7 +231,7 @@ def test_same_text_column_gives_the_wer_against_the_baseline():
     def rows(*texts):
         made = [{"model": "tiny.en", "attention": a, "dtype": "fp32", "quantization": "int8", "batch_size": 8, "status": "ok",
                  "rtfx_median": 10.0, "texts": t} for a, t in zip(("eager", "sdpa"), texts)]
-        runner._compare_rows(made, spec)
+        runner.compare_rows(made, spec)
         return made[1]
 
     base = ["The cat sat on the mat.", "A dog barked twice at night."]

@@ -8,7 +8,18 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .config import Attention, Chunking, DType, EngineConfig, OutputFormat, Quantization, Task, Timestamps
+from .config import (
+    Attention,
+    Chunking,
+    DType,
+    EngineConfig,
+    LoadOptions,
+    OutputFormat,
+    Quantization,
+    Task,
+    Timestamps,
+    Weights,
+)
 from .errors import (
     AudioError,
     ConversionError,
@@ -28,6 +39,7 @@ __all__ = [
     "DType",
     "EligibilityError",
     "EngineConfig",
+    "LoadOptions",
     "ModelError",
     "ModelNotFoundError",
     "OutputError",
@@ -38,6 +50,7 @@ __all__ = [
     "Transcriber",
     "Transcript",
     "UsageError",
+    "Weights",
     "WhisperctlError",
     "__version__",
     "transcribe",

@@ -198,7 +198,7 @@ class _Worker:
         from .engine import Transcriber
 
         if config.threads is None:  # torch's threads: the worker's CPUs (validated here, on the worker's node)
-            config = dataclasses.replace(config, threads=max(1, min(math.floor(cpus), os.cpu_count() or 1)))
+            config = config.replace(threads=max(1, min(math.floor(cpus), os.cpu_count() or 1)))
         self.transcriber = Transcriber(config)
         self.transcriber.loaded  # load now: a worker that cannot load fails at start, not per batch
         self.options, self.formats = options, formats

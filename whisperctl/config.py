@@ -1,9 +1,10 @@
 """The one frozen configuration shared by ``transcribe``, ``bench`` and ``doctor``.
 
-Closed choices are ``str`` Enums; user spellings resolve to them in :func:`parse_choice`. All validation
-that does not need hardware facts lives in :class:`EngineConfig.__post_init__`, so a bad option fails
-before any model is loaded. Hardware-dependent checks (can FA2 run here?) live in
-:mod:`whisperctl.eligibility`.
+Closed choices are ``str`` Enums; user spellings resolve to them in :func:`parse_choice`. Options come in two
+lifetimes: :class:`LoadOptions` (how the model is loaded) and :class:`DecodeOptions` (per call);
+:class:`EngineConfig` is the two together. All validation that does not need hardware facts lives in their
+``__post_init__``, so a bad option fails before any model is loaded. Hardware-dependent checks (can FA2 run
+here?) live in :mod:`whisperctl.eligibility`.
 """
 
 from __future__ import annotations
@@ -77,6 +78,11 @@ class Decoder(str, enum.Enum):
     GENERATE = "generate"  # always transformers' generate()
 
 
+class Weights(str, enum.Enum):
+    PRETRAINED = "pretrained"  # the checkpoint's trained weights
+    RANDOM = "random"  # the architecture with random weights: no download, text meaningless (speed runs)
+
+
 class Task(str, enum.Enum):
     TRANSCRIBE = "transcribe"
     TRANSLATE = "translate"
@@ -125,6 +131,7 @@ _ALIASES: dict[type[enum.Enum], dict[str, str]] = {
     },
     Quantization: {"no": "none", "off": "none", "8bit": "int8", "4bit": "int4"},
     Decoder: {"transformers": "generate", "hf": "generate"},
+    Weights: {"real": "pretrained", "trained": "pretrained"},
     Timestamps: {"words": "word", "segments": "segment", "false": "none", "off": "none"},
 }
 
@@ -188,10 +195,6 @@ COMPRESSION_RATIO_THRESHOLD = 2.4  # gzip ratio of a window's text above which t
 LOGPROB_THRESHOLD = -1.0  # mean token log-probability below which a decode failed
 NO_SPEECH_THRESHOLD = 0.6  # P(<|nospeech|>) above which a window whose decode failed is silence
 
-#: The options a model is loaded with; everything else in EngineConfig is a per-call DecodeOptions field.
-LOAD_FIELDS = ("model", "attention", "dtype", "device", "quantization", "threads", "weights", "allow_pickle", "decoder")
-
-
 @dataclasses.dataclass(frozen=True)
 class DecodeOptions:
     """Per-call decoding options: passed to ``Transcriber.transcribe*()``, defaulted from the EngineConfig.
@@ -239,24 +242,39 @@ class DecodeOptions:
     hallucination_silence_threshold: float | None = None
 
     def __post_init__(self) -> None:
-        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
-        set_("chunking", parse_choice(Chunking, self.chunking, "--chunking"))
+        self._check_vad()
+        self._check_output_shape()
+        self._check_sizes()
+        self._check_window_length()
+        self._check_temperatures()
+        self._check_thresholds()
+        self._check_prompt()
+        self._check_language()
+
+    def _set(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)  # frozen dataclass: normalising in __post_init__
+
+    def _check_vad(self) -> None:
+        self._set("chunking", parse_choice(Chunking, self.chunking, "--chunking"))
         if self.vad is not None:
-            set_("vad", parse_choice(Vad, self.vad, "--vad"))
+            self._set("vad", parse_choice(Vad, self.vad, "--vad"))
         if self.vad == Vad.NONE and self.chunking == Chunking.VAD:
             raise UsageError("--chunking vad: cuts windows at the pauses a VAD finds; drop --vad none (or use --vad silero).")
         threshold = _require_float(self.vad_threshold, "--vad-threshold")
         if not 0.0 < threshold < 1.0:
             raise UsageError(f"--vad-threshold: {threshold:g} is a speech probability; give a value in (0, 1), e.g. 0.5.")
-        set_("vad_threshold", threshold)
+        self._set("vad_threshold", threshold)
         _require_int(self.min_silence_ms, "--min-silence-ms", minimum=0, maximum=MAX_VAD_MS,
                      why="a pause that long is never inside speech")
         _require_int(self.speech_pad_ms, "--speech-pad-ms", minimum=0, maximum=MAX_VAD_MS,
                      why="more padding than that only decodes silence")
-        set_("task", parse_choice(Task, self.task, "--task"))
-        set_("timestamps", parse_choice(Timestamps, self.timestamps, "--timestamps"))
+
+    def _check_output_shape(self) -> None:
+        """Task, timestamps, the clips to decode and the hallucination filter (which needs word timestamps)."""
+        self._set("task", parse_choice(Task, self.task, "--task"))
+        self._set("timestamps", parse_choice(Timestamps, self.timestamps, "--timestamps"))
         if self.clip_timestamps is not None:
-            set_("clip_timestamps", _clip_timestamps(self.clip_timestamps))
+            self._set("clip_timestamps", _clip_timestamps(self.clip_timestamps))
             if self.vad_in_effect != Vad.NONE or self.chunking == Chunking.VAD:
                 flag = "--chunking vad" if self.chunking == Chunking.VAD else "--vad silero"
                 raise UsageError(f"--clip-timestamps: cannot be combined with {flag}: the clips already say which audio "
@@ -269,16 +287,17 @@ class DecodeOptions:
             if self.timestamps != Timestamps.WORD:
                 raise UsageError("--hallucination-silence-threshold: judges segments by their words' timing and "
                                  "probability; add --timestamps word.")
-            set_("hallucination_silence_threshold", silence)
+            self._set("hallucination_silence_threshold", silence)
+
+    def _check_sizes(self) -> None:
         _require_int(self.batch_size, "--batch-size", minimum=1, maximum=MAX_BATCH_SIZE)
         _require_int(self.beam_size, "--beam-size", minimum=1, maximum=MAX_BEAM_SIZE,
                      why="larger beams multiply memory without improving accuracy; 5 is the usual choice")
-        if self.max_new_tokens is not None:
-            _require_int(self.max_new_tokens, "--max-new-tokens", minimum=1, maximum=MAX_DECODER_TOKENS,
-                         why="Whisper's decoder has 448 positions")
-        if self.decode_tokens is not None:
-            _require_int(self.decode_tokens, "--decode-tokens", minimum=1, maximum=MAX_DECODER_TOKENS,
-                         why="Whisper's decoder has 448 positions")
+        for value, flag in ((self.max_new_tokens, "--max-new-tokens"), (self.decode_tokens, "--decode-tokens")):
+            if value is not None:
+                _require_int(value, flag, minimum=1, maximum=MAX_DECODER_TOKENS, why="Whisper's decoder has 448 positions")
+
+    def _check_window_length(self) -> None:
         chunk = _require_float(self.chunk_length_s, "--chunk-length")
         if not MIN_CHUNK_SECONDS <= chunk <= MAX_CHUNK_SECONDS:
             raise UsageError(f"--chunk-length: {chunk:g} s is outside [{MIN_CHUNK_SECONDS:g}, {MAX_CHUNK_SECONDS:g}]. "
@@ -287,13 +306,15 @@ class DecodeOptions:
         if not 0.0 <= section <= MAX_SECTION_SECONDS:
             raise UsageError(f"--section-length: {section:g} s; give seconds of speech per section in [0, "
                              f"{MAX_SECTION_SECONDS:g}] (0: one seeking loop per file), e.g. 60.")
-        set_("section_length_s", section)
+        self._set("section_length_s", section)
         if self.chunk_overlap_s is not None:
             overlap = _require_float(self.chunk_overlap_s, "--chunk-overlap")
             if not 0 <= overlap < chunk / 2:
                 raise UsageError(
                     f"--chunk-overlap: {overlap:g} s must be ≥ 0 and less than half the chunk length ({chunk:g} s)."
                 )
+
+    def _check_temperatures(self) -> None:
         temps = self.temperature
         if isinstance(temps, (int, float)):
             temps = (temps,)
@@ -304,13 +325,16 @@ class DecodeOptions:
         temps = tuple(_require_float(t, "--temperature") for t in temps)
         if not temps or any(not 0.0 <= t <= 1.0 for t in temps):
             raise UsageError("--temperature: give one or more values in [0, 1], e.g. 0 or 0,0.2,0.4.")
-        set_("temperature", temps)
+        self._set("temperature", temps)
+
+    def _check_thresholds(self) -> None:
+        """The fallback thresholds, the seed of the sampled passes and conditioning on previous text."""
         for name, flag in (("compression_ratio_threshold", "--compression-ratio-threshold"),
                            ("logprob_threshold", "--logprob-threshold"), ("no_speech_threshold", "--no-speech-threshold")):
             value = getattr(self, name)
             if value is not None:
-                set_(name, _require_float(value, flag))
-        set_("seed", _require_int(self.seed, "--seed", minimum=0, maximum=2**63 - 1))
+                self._set(name, _require_float(value, flag))
+        self._set("seed", _require_int(self.seed, "--seed", minimum=0, maximum=2**63 - 1))
         if self.no_speech_threshold is not None and not 0.0 <= self.no_speech_threshold <= 1.0:
             raise UsageError(f"--no-speech-threshold: {self.no_speech_threshold:g} is a probability; give a value in [0, 1].")
         if self.compression_ratio_threshold is not None and self.compression_ratio_threshold <= 0:
@@ -318,25 +342,31 @@ class DecodeOptions:
         if self.logprob_threshold is not None and self.logprob_threshold > 0:
             raise UsageError("--logprob-threshold: log-probabilities are ≤ 0 (openai-whisper's default is -1.0).")
         _require_bool(self.condition_on_previous_text, "--condition-on-previous-text")
-        if self.initial_prompt is not None:
-            if not isinstance(self.initial_prompt, str):
-                raise UsageError(f"--initial-prompt: must be text, got {self.initial_prompt!r}.")
-            try:
-                self.initial_prompt.encode("utf-8")
-            except UnicodeEncodeError:
-                raise UsageError("--initial-prompt: not valid UTF-8 text (check the shell's locale).") from None
-            if len(self.initial_prompt) > MAX_PROMPT_CHARS:
-                raise UsageError(f"--initial-prompt: {len(self.initial_prompt)} characters; at most {MAX_PROMPT_CHARS} "
-                                 "(Whisper keeps only the last 223 tokens of a prompt).")
-        if self.language is not None and not isinstance(self.language, str):
+
+    def _check_prompt(self) -> None:
+        if self.initial_prompt is None:
+            return
+        if not isinstance(self.initial_prompt, str):
+            raise UsageError(f"--initial-prompt: must be text, got {self.initial_prompt!r}.")
+        try:
+            self.initial_prompt.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError("--initial-prompt: not valid UTF-8 text (check the shell's locale).") from None
+        if len(self.initial_prompt) > MAX_PROMPT_CHARS:
+            raise UsageError(f"--initial-prompt: {len(self.initial_prompt)} characters; at most {MAX_PROMPT_CHARS} "
+                             "(Whisper keeps only the last 223 tokens of a prompt).")
+
+    def _check_language(self) -> None:
+        if self.language is None:
+            return
+        if not isinstance(self.language, str):
             raise UsageError(f"--language: must be a language code or name, got {self.language!r}.")
-        if self.language is not None:
-            lang = str(self.language).strip().lower()
-            if lang in ("", "auto"):
-                lang = None
-            elif not _LANGUAGE_RE.match(lang):
-                raise UsageError(f"--language: '{self.language}' is not a language code or name (e.g. en, de, french).")
-            set_("language", lang)
+        lang = self.language.strip().lower()
+        if lang in ("", "auto"):
+            lang = None
+        elif not _LANGUAGE_RE.match(lang):
+            raise UsageError(f"--language: '{self.language}' is not a language code or name (e.g. en, de, french).")
+        self._set("language", lang)
 
     @property
     def vad_in_effect(self) -> Vad:
@@ -374,50 +404,19 @@ class DecodeOptions:
         return _jsonable(self)
 
 
-_PER_CALL = DecodeOptions  # EngineConfig's per-call fields take their defaults from here: one place, no drift
-
-
 @dataclasses.dataclass(frozen=True)
-class EngineConfig:
-    """Everything a run is configured with (CLI flags and TOML presets map onto it). Validated on construction.
-
-    The fields in :data:`LOAD_FIELDS` decide how the model is loaded; the others are the defaults of the
-    per-call :class:`DecodeOptions` (``config.decode_options()``), which documents, defaults and validates them.
-    """
+class LoadOptions:
+    """How the model is loaded: fixed for a loaded model's life (openai-whisper's ``load_model`` arguments)."""
 
     model: str = "tiny.en"  # alias, hub repo id, transformers dir or CTranslate2 dir; tiny.en is bundled
     attention: Attention = Attention.AUTO  # attention kernel; auto picks fa2 > sdpa > eager by eligibility
     dtype: DType = DType.AUTO  # auto: fp16 on CUDA, fp32 on CPU/MPS
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     quantization: Quantization = Quantization.AUTO  # auto: int8 on CPU in fp32 (fastest at equal WER), else none
-    batch_size: int = _PER_CALL.batch_size
-    chunking: Chunking = _PER_CALL.chunking
-    chunk_length_s: float = _PER_CALL.chunk_length_s
-    chunk_overlap_s: float | None = _PER_CALL.chunk_overlap_s
-    section_length_s: float = _PER_CALL.section_length_s
-    language: str | None = _PER_CALL.language
-    task: Task = _PER_CALL.task
-    timestamps: Timestamps = _PER_CALL.timestamps
-    beam_size: int = _PER_CALL.beam_size
-    temperature: tuple[float, ...] = _PER_CALL.temperature
-    compression_ratio_threshold: float | None = _PER_CALL.compression_ratio_threshold
-    logprob_threshold: float | None = _PER_CALL.logprob_threshold
-    no_speech_threshold: float | None = _PER_CALL.no_speech_threshold
-    condition_on_previous_text: bool = _PER_CALL.condition_on_previous_text
-    initial_prompt: str | None = _PER_CALL.initial_prompt
-    seed: int = _PER_CALL.seed
     threads: int | None = None  # torch intra-op threads on CPU; None = torch's default
-    max_new_tokens: int | None = _PER_CALL.max_new_tokens
-    weights: str = "pretrained"  # "pretrained", or "random": the alias's architecture, offline (speed runs)
-    decode_tokens: int | None = _PER_CALL.decode_tokens
+    weights: Weights = Weights.PRETRAINED  # or random: the alias's architecture, offline (speed runs)
     allow_pickle: bool = False  # load pickle checkpoints (.bin/.pt, with weights_only=True); safetensors otherwise
     decoder: Decoder = Decoder.AUTO  # greedy decoding loop: auto (lean loop on CPU) | generate (transformers')
-    vad: Vad | None = _PER_CALL.vad
-    vad_threshold: float = _PER_CALL.vad_threshold
-    min_silence_ms: int = _PER_CALL.min_silence_ms
-    speech_pad_ms: int = _PER_CALL.speech_pad_ms
-    clip_timestamps: tuple[float, ...] | None = _PER_CALL.clip_timestamps
-    hallucination_silence_threshold: float | None = _PER_CALL.hallucination_silence_threshold
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
@@ -425,7 +424,6 @@ class EngineConfig:
         set_("dtype", parse_choice(DType, self.dtype, "--dtype"))
         set_("quantization", parse_choice(Quantization, self.quantization, "--quantize"))
         set_("decoder", parse_choice(Decoder, self.decoder, "--decoder"))
-
         if not isinstance(self.model, str) or not self.model.strip():
             raise UsageError("--model: empty model name. Use an alias such as 'tiny.en', a hub id or a path.")
         device = str(self.device).strip().lower()
@@ -437,42 +435,84 @@ class EngineConfig:
             _require_int(self.threads, "--threads", minimum=1, maximum=max(cpus, 1),
                          why=f"this machine has {cpus} CPU threads; more only adds contention")
         _require_bool(self.allow_pickle, "--allow-pickle")
-        if self.weights not in ("pretrained", "random"):
-            raise UsageError(f"--weights: unknown value '{self.weights}'. Valid: pretrained, random.")
-        # The per-call fields are validated (and normalised) by DecodeOptions, the one place for them.
-        options = self.decode_options()
-        for f in dataclasses.fields(DecodeOptions):
-            if f.name != "halve_on_oom":
-                set_(f.name, getattr(options, f.name))
+        set_("weights", parse_choice(Weights, self.weights, "--weights"))
+
+    def replace(self, **changes: Any) -> "LoadOptions":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(self)
+
+
+_LOAD_NAMES = frozenset(f.name for f in dataclasses.fields(LoadOptions))
+#: DecodeOptions fields an EngineConfig does not default: chosen per call only (bench turns OOM halving off).
+_PER_CALL_ONLY = frozenset({"halve_on_oom"})
+_DECODE_NAMES = frozenset(f.name for f in dataclasses.fields(DecodeOptions)) - _PER_CALL_ONLY
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class EngineConfig:
+    """Everything a run is configured with (CLI flags and TOML presets map onto it). Validated on construction.
+
+    Two parts by lifetime: ``load`` (:class:`LoadOptions`, how the model is loaded) and ``decode`` (the
+    :class:`DecodeOptions` each ``transcribe*()`` call defaults to, ``config.decode_options()``). Each documents,
+    defaults and validates its own fields; the config takes them by name, flat (``EngineConfig(attention="sdpa",
+    beam_size=5)``, ``config.beam_size``), as the CLI and TOML presets give them.
+    """
+
+    load: LoadOptions
+    decode: DecodeOptions
+
+    def __init__(self, load: LoadOptions | None = None, decode: DecodeOptions | None = None, **fields: Any):
+        unknown = sorted(set(fields) - _LOAD_NAMES - _DECODE_NAMES)
+        if unknown:
+            raise TypeError(f"EngineConfig() got an unexpected keyword argument '{unknown[0]}'")
+        load, decode = load or LoadOptions(), decode or DecodeOptions()
+        load_changes = {k: v for k, v in fields.items() if k in _LOAD_NAMES}
+        decode_changes = {k: v for k, v in fields.items() if k in _DECODE_NAMES}
+        object.__setattr__(self, "load", load.replace(**load_changes) if load_changes else load)
+        object.__setattr__(self, "decode", decode.replace(**decode_changes) if decode_changes else decode)
+
+    def __getattr__(self, name: str) -> Any:  # only for names not found on the instance: the parts' fields
+        if name in _LOAD_NAMES:
+            return getattr(self.load, name)
+        if name in _DECODE_NAMES:
+            return getattr(self.decode, name)
+        raise AttributeError(f"'EngineConfig' object has no attribute '{name}'")
+
+    @classmethod
+    def field_names(cls) -> frozenset[str]:
+        """The names a config takes: every load-time option and every per-call default."""
+        return _LOAD_NAMES | _DECODE_NAMES
 
     def decode_options(self, **changes: Any) -> DecodeOptions:
         """The per-call options this config defaults to, with ``changes`` applied."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(DecodeOptions) if hasattr(self, f.name)}
-        return DecodeOptions(**{**values, **changes})
+        return self.decode.replace(**changes) if changes else self.decode
 
     @property
     def overlap_s(self) -> float:
         """Overlap between consecutive batched windows, in seconds (DecodeOptions.overlap_s)."""
-        return self.decode_options().overlap_s
+        return self.decode.overlap_s
 
     def replace(self, **changes: Any) -> "EngineConfig":
-        return dataclasses.replace(self, **changes)
+        return EngineConfig(self.load, self.decode, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready view: enums as their values, tuples as lists."""
-        return _jsonable(self)
+        """JSON-ready view, flat: enums as their values, tuples as lists."""
+        decode = {k: v for k, v in self.decode.to_dict().items() if k not in _PER_CALL_ONLY}
+        return {**self.load.to_dict(), **decode}
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], base: "EngineConfig | None" = None) -> "EngineConfig":
         """Build from a mapping (a TOML table, CLI flags); unknown keys are a usage error."""
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = cls.field_names()
         normalised = {str(k).replace("-", "_"): v for k, v in data.items()}
         unknown = sorted(set(normalised) - names)
         if unknown:
             raise UsageError(f"unknown config key(s): {', '.join(unknown)}. Valid: {', '.join(sorted(names))}.")
         if "temperature" in normalised and isinstance(normalised["temperature"], list):
             normalised["temperature"] = tuple(normalised["temperature"])
-        return dataclasses.replace(base, **normalised) if base else cls(**normalised)
+        return base.replace(**normalised) if base else cls(**normalised)
 
 
 def _jsonable(obj: Any) -> dict[str, Any]:
@@ -516,7 +556,7 @@ def load_config_file(path: str | Path) -> dict[str, dict[str, Any]]:
         raise UsageError(f"{where}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8.") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"{where}: cannot read it as TOML: {getattr(exc, 'strerror', None) or exc}") from None
-    engine_keys = {f.name for f in dataclasses.fields(EngineConfig)}
+    engine_keys = EngineConfig.field_names()
     out: dict[str, dict[str, Any]] = {"engine": {}, "bench": {}}
     for key, value in data.items():
         if key in out:

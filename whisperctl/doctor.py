@@ -26,7 +26,7 @@ from .eligibility import (
     TORCH_SDPA_FLOOR,
     TRANSFORMERS_SDPA_FLOOR,
     Environment,
-    _dist_version,
+    dist_version,
     attention_verdict,
     make_plan,
 )
@@ -98,7 +98,7 @@ class HostFacts:
     packaged: tuple[tuple[str, bool], ...] = ()  # (name, installed) of each optional packaged model
 
 
-def _read_cpu() -> tuple[str, tuple[str, ...]]:
+def read_cpu() -> tuple[str, tuple[str, ...]]:
     model, flags = platform.processor() or platform.machine(), set()
     try:
         text = Path("/proc/cpuinfo").read_text()
@@ -151,8 +151,8 @@ def gather(verify_cache: bool = False) -> HostFacts:
 
     from . import cache
 
-    packages = {dist: _dist_version(dist) for dist, *_ in FLOORS}
-    cpu_model, isa = _read_cpu()
+    packages = {dist: dist_version(dist) for dist, *_ in FLOORS}
+    cpu_model, isa = read_cpu()
     driver, driver_cuda = _nvidia_driver()
     try:
         import psutil

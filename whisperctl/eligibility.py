@@ -120,7 +120,7 @@ def _v(text: str | None) -> Version | None:
         return None
 
 
-def _dist_version(name: str) -> str | None:
+def dist_version(name: str) -> str | None:
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
@@ -148,7 +148,7 @@ def check_import_in_subprocess(module: str, timeout: float = 60.0) -> tuple[bool
 
 
 def _package(dist: str, module: str, check_import: bool) -> Package:
-    version = _dist_version(dist)
+    version = dist_version(dist)
     if version is None:
         return Package(dist)
     if not check_import:
@@ -207,7 +207,7 @@ def probe(check_flash_attn_import: bool | None = None) -> Environment:
     return Environment(
         python=platform.python_version(),
         torch=torch.__version__,
-        transformers=_dist_version("transformers"),
+        transformers=dist_version("transformers"),
         cuda_available=cuda,
         torch_cuda=getattr(torch.version, "cuda", None),
         gpus=tuple(gpus),

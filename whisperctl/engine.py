@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from . import __version__, audio as audio_mod, models
-from .config import LOAD_FIELDS, SHORT_CHUNK_SECONDS, Chunking, DecodeOptions, EngineConfig, Task, Timestamps, Vad
+from .config import SHORT_CHUNK_SECONDS, Chunking, DecodeOptions, EngineConfig, Task, Timestamps, Vad, Weights
 from .decoding import BatchObserver, WindowDecoder
 from .eligibility import Environment, Plan, make_plan, memory_problem, probe
 from .errors import UsageError, WhisperctlError
@@ -41,7 +41,7 @@ class Transcriber:
         self.config = config or EngineConfig()
         self.options: DecodeOptions = self.config.decode_options()  # the per-call defaults
         self.source = models.resolve(self.config.model)
-        if self.config.weights == "random" and models.architecture(self.config.model) is None:
+        if self.config.weights == Weights.RANDOM and models.architecture(self.config.model) is None:
             raise UsageError(
                 f"--weights random: no architecture on record for '{self.config.model}'. Use an alias: "
                 f"{', '.join(models.ARCHITECTURES)}."
@@ -246,5 +246,4 @@ def transcribe(source: Any, config: EngineConfig | None = None, **options: Any) 
     options (beam size, language …) may change freely between calls.
     """
     cfg = EngineConfig.from_mapping(options, base=config or EngineConfig()) if options else (config or EngineConfig())
-    load_key = EngineConfig(**{f: getattr(cfg, f) for f in LOAD_FIELDS})
-    return _cached(load_key).transcribe(source, cfg.decode_options())
+    return _cached(EngineConfig(load=cfg.load)).transcribe(source, cfg.decode_options())

@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from . import models
-from .config import Decoder, DType, EngineConfig, Quantization
+from .config import Decoder, DType, EngineConfig, Quantization, Weights
 from .eligibility import Plan
 from .errors import ModelError, WhisperctlError
 
@@ -17,9 +17,9 @@ def dtype_kwarg() -> str:
     """``from_pretrained``'s dtype argument: ``dtype`` since transformers 4.56, ``torch_dtype`` before."""
     from packaging.version import Version
 
-    from .eligibility import _dist_version
+    from .eligibility import dist_version
 
-    return "dtype" if Version(_dist_version("transformers") or "0") >= Version("4.56") else "torch_dtype"
+    return "dtype" if Version(dist_version("transformers") or "0") >= Version("4.56") else "torch_dtype"
 
 
 def quiet_transformers() -> None:
@@ -37,7 +37,7 @@ def native_applies(config: EngineConfig, plan: Plan, location: str) -> bool:
     pretrained safetensors weights, fp32 on the CPU, eager or SDPA attention, whisperctl's decoding loop."""
     from . import native
 
-    return (config.weights == "pretrained" and config.decoder == Decoder.AUTO and plan.device == "cpu"
+    return (config.weights == Weights.PRETRAINED and config.decoder == Decoder.AUTO and plan.device == "cpu"
             and plan.dtype == DType.FP32 and plan.attention.hf_name in ("eager", "sdpa") and bool(location)
             and native.available(location))
 
@@ -51,7 +51,7 @@ def load_model(config: EngineConfig, plan: Plan, source: models.ModelSource, nat
         torch.set_flush_denormal(True)  # fp16-converted weights make fp32 CPU matmuls hit denormals
         if config.threads:
             torch.set_num_threads(config.threads)
-    location = models.checkpoint(source) if config.weights == "pretrained" else ""
+    location = models.checkpoint(source) if config.weights == Weights.PRETRAINED else ""
     native_path = native_ok and native_applies(config, plan, location)
     if not native_path:
         quiet_transformers()
@@ -71,7 +71,7 @@ def load_model(config: EngineConfig, plan: Plan, source: models.ModelSource, nat
         kwargs["device_map"] = {"": plan.device}
 
     def build() -> tuple[Any, Any, Any]:
-        if config.weights == "random":
+        if config.weights == Weights.RANDOM:
             return _random_model(config.model, plan.device, kwargs)
         if native_path:
             from . import native
@@ -94,7 +94,7 @@ def load_model(config: EngineConfig, plan: Plan, source: models.ModelSource, nat
         try:
             model, tokenizer, features = build()
         except Exception:  # noqa: BLE001 - a damaged conversion fails in any way: verify it in full, rebuild, retry
-            if config.weights != "pretrained" or not models.repair(source):
+            if config.weights != Weights.PRETRAINED or not models.repair(source):
                 raise
             model, tokenizer, features = build()
     except WhisperctlError:

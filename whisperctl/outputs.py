@@ -49,7 +49,7 @@ def output_settings(config: Any, options: Any = None) -> dict[str, Any]:
     :class:`~whisperctl.config.DecodeOptions` (default: the config's)."""
     options = options if options is not None else config.decode_options()
     per_call = {k: v for k, v in options.to_dict().items() if k not in SPEED_ONLY_OPTIONS}
-    return {"model": config.model.strip(), "weights": config.weights, "dtype": config.dtype.value,
+    return {"model": config.model.strip(), "weights": config.weights.value, "dtype": config.dtype.value,
             "quantization": config.quantization.value, **per_call}
 
 

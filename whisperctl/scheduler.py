@@ -1,18 +1,11 @@
 """Batched chunking: overlapping windows of many files decoded together, merged at the seams, streamed.
 
-Files are read block by block and cut into windows (:func:`whisperctl.longform.windows`); windows of
-consecutive files share batches of ``batch_size``. Each file's windows are merged in order as soon as their
-neighbours are decoded, and segments are emitted once no later window can change them: memory holds a few
+Files are read block by block and cut into windows (:func:`whisperctl.longform.windows`, or with
+``--chunking vad`` :class:`whisperctl.vad.SpeechWindows`); windows of consecutive files share batches of
+``batch_size``. What happens to each file's windows once decoded (gap windows, merging at the seams, which
+tokens have settled) is :class:`whisperctl.filewindows.FileWindows`; this module only schedules: it fills
+batches, decodes them, and turns each file's settled tokens into events, file after file. Memory holds a few
 windows per file, whatever the audio's length.
-
-A window's single decoding pass ends at its last complete segment, so its tail may stay untranscribed; when
-that tail reaches past the start of the next window, a *gap window* starting where the transcription stopped
-covers it (the batched counterpart of openai-whisper's seeking). Gap windows are keyed
-``WindowKey(index, gap=True)`` and sort between window ``index`` and ``index + 1``.
-
-With ``--chunking vad`` the windows come from :class:`whisperctl.vad.SpeechWindows` instead: they do not
-overlap (the audio between them is skipped), so they are joined without a seam search, and a window whose
-text stops two seconds or more before its end gets a gap window for the rest of it.
 """
 
 from __future__ import annotations
@@ -27,39 +20,21 @@ from . import audio as audio_mod, longform
 from .config import Chunking, DecodeOptions
 from .decoding import WindowDecoder
 from .errors import WhisperctlError
+from .filewindows import FileWindows, WindowKey, Windowing
 from .transcript import Event, FileDone, SegmentReady, TranscriptBuilder, window_tokens
 
 ProgressFn = Callable[[str, float], None]  # (input name, seconds of audio just finished)
-MERGE_SLACK_S = 1.5  # how far before a seam merging may still change tokens (longform.merge's slack)
 
 
-@dataclasses.dataclass(frozen=True, order=True)
-class WindowKey:
-    index: int
-    gap: bool = False  # covers audio window ``index`` left untranscribed before window ``index + 1``
-
-
-@dataclasses.dataclass
-class _File:
+@dataclasses.dataclass(frozen=True)
+class _Input:
     source: audio_mod.AudioInput
     blocks: Iterable[np.ndarray]
     builder: TranscriptBuilder
-    spans: dict[WindowKey, tuple[float, float]] = dataclasses.field(default_factory=dict)  # key -> (start, dur)
-    tokens: dict[WindowKey, list[longform.TimedToken]] = dataclasses.field(default_factory=dict)  # decoded, not merged
-    # decoded windows whose gap decision is pending, with the end of their text (None: no text)
-    kept: dict[int, tuple[longform.Window, float | None]] = dataclasses.field(default_factory=dict)
-    last_index: int | None = None
-    pending: int = 0
-    exhausted: bool = False
-    error: WhisperctlError | None = None
-    merged: list[longform.TimedToken] = dataclasses.field(default_factory=list)  # merged, not yet built
-    next_key: WindowKey = WindowKey(0)
-    prev_end: float | None = None  # end of the last merged window
-    reported: float = 0.0  # audio seconds passed to the progress callback
+    windows: FileWindows
 
-    @property
-    def finished(self) -> bool:
-        return self.error is not None or (self.exhausted and self.pending == 0)
+
+Item = tuple[_Input, WindowKey, longform.Window]  # a window waiting in the batch queue
 
 
 class BatchedScheduler:
@@ -70,28 +45,27 @@ class BatchedScheduler:
         lm = decoder.loaded
         self.loaded = lm
         self.prompt = lm.text_tokens(options.initial_prompt) if options.initial_prompt else []
-        self.gaps = not lm.random_weights
-        self.independent = options.chunking == Chunking.VAD  # windows from the VAD: no overlap, no seams
-        self.tail_s = options.speech_pad_ms / 1000 + 0.3  # untranscribed end of a VAD window worth a gap window
+        self.windowing = Windowing(
+            options.chunk_length_s, options.overlap_s,
+            independent=options.chunking == Chunking.VAD,  # windows from the VAD: no overlap, no seams
+            gaps=not lm.random_weights,
+            vad_tail_s=options.speech_pad_ms / 1000 + 0.3,  # a VAD window ends a pad after its last speech
+        )
 
     def run(self, inputs: list[tuple[audio_mod.AudioInput, Iterable[np.ndarray]]]) -> Iterator[Event]:
         """Events in input order per file: its segments as they settle, then its FileDone."""
         opts = self.options
-        files = [_File(inp, blocks, self._new_builder(inp, blocks)) for inp, blocks in inputs]
-        batch: list[tuple[_File, WindowKey, longform.Window]] = []
+        files = [_Input(inp, blocks, self._new_builder(inp, blocks), FileWindows(self.windowing)) for inp, blocks in inputs]
+        batch: list[Item] = []
         current = 0  # the file whose events are being emitted
 
         def emit() -> Iterator[Event]:
             nonlocal current
             while current < len(files):
-                f = files[current]
-                yield from self._settle(f)
-                if not f.finished:
+                yield from self._settle(files[current])
+                if not files[current].windows.finished:
                     return
-                if f.error:
-                    yield FileDone(f.source, f.error)
-                else:
-                    yield from self._complete(f)
+                yield from self._complete(files[current])
                 current += 1
 
         def decode_while(waiting: int) -> Iterator[Event]:
@@ -104,25 +78,22 @@ class BatchedScheduler:
 
         for f in files:
             try:
-                windows = f.blocks if self.independent else longform.windows(f.blocks, opts.chunk_length_s, opts.overlap_s)
+                independent = self.windowing.independent
+                windows = f.blocks if independent else longform.windows(f.blocks, opts.chunk_length_s, opts.overlap_s)
                 for window in windows:
-                    key = WindowKey(window.index)
-                    f.spans[key] = (window.start, window.duration)
-                    f.pending += 1
-                    batch.append((f, key, window))
+                    batch.append((f, f.windows.plan(window), window))
                     yield from decode_while(opts.batch_size)
-                f.last_index = max((k.index for k in f.spans), default=None)
+                f.windows.end_of_audio()
             except WhisperctlError as exc:
-                f.error = exc
+                f.windows.fail(exc)
                 batch = [item for item in batch if item[0] is not f]
-            f.exhausted = True
-            batch += self._gap_windows([f])
+            batch += [(f, key, gap) for key, gap in f.windows.due_gaps()]
             yield from emit()
         yield from decode_while(1)
         yield from emit()
 
-    # --------------------------------------------------------------- decoding
-    def _run_batch(self, items: list[tuple[_File, WindowKey, longform.Window]]) -> list[tuple[_File, WindowKey, longform.Window]]:
+    def _run_batch(self, items: list[Item]) -> list[Item]:
+        """Decode ``items`` together; returns the gap windows their results call for."""
         t0 = time.perf_counter()
         results = self.decoder.decode(
             [w.samples for _, _, w in items], [f.builder.language for f, _, _ in items], [self.prompt] * len(items),
@@ -132,115 +103,28 @@ class BatchedScheduler:
         for (f, key, window), result in zip(items, results):
             f.builder.window_decoded(key, result, decode_share)
             timed = window_tokens(self.loaded, key, result.tokens, window.start, window.duration, result.token_times)
-            f.tokens[key] = timed
-            if not key.gap:
-                f.kept[key.index] = (window, timed[-1].end if timed else None)
-            f.pending -= 1
+            covered = f.windows.decoded(key, window, timed)
             if self.progress and not key.gap:  # gap windows re-cover audio already counted
-                end = window.start + window.duration  # (with --chunking vad, the skipped audio before it too)
-                self.progress(f.source.name, end - f.reported)
-                f.reported = end
-        return self._gap_windows({id(f): f for f, _, _ in items}.values())
-
-    def _gap_windows(self, files: Iterable[_File]) -> list[tuple[_File, WindowKey, longform.Window]]:
-        """Gap windows for audio a decoded window left untranscribed (see the module docstring)."""
-        out: list[tuple[_File, WindowKey, longform.Window]] = []
-        for f in files:
-            for index in sorted(f.kept):
-                last = f.exhausted and index == f.last_index
-                if not last and WindowKey(index + 1) not in f.tokens:
-                    continue  # decided once the next window is decoded (it is merged only after this decision)
-                a, text_end = f.kept.pop(index)
-                gap = self._gap_for(f, a, text_end, last) if self.gaps and text_end is not None else None
-                if gap is not None:
-                    key = WindowKey(index, gap=True)
-                    f.spans[key] = (gap.start, gap.duration)
-                    f.pending += 1
-                    out.append((f, key, gap))
-        return out
-
-    def _gap_for(self, f: _File, a: longform.Window, end: float, last: bool) -> longform.Window | None:
-        if last or self.independent:
-            # A VAD window ends a pad after its last speech: text stopping well before that left words out.
-            tail = self.tail_s if self.independent else 2.0
-            if not end < a.start + a.duration - tail:
-                return None
-            stop = a.start + a.duration
-        else:
-            b_start, b_dur = f.spans[WindowKey(a.index + 1)]
-            if not end < b_start - 0.2:
-                return None
-            stop = min(end + self.options.chunk_length_s, b_start + b_dur)
-        samples = self._audio_between(f, a, end, stop)
-        if len(samples) < audio_mod.SAMPLE_RATE // 10:
-            return None
-        return longform.Window(a.index, end, samples)
+                self.progress(f.source.name, covered)
+        touched = {id(f): f for f, _, _ in items}.values()
+        return [(f, key, gap) for f in touched for key, gap in f.windows.due_gaps()]
 
     @staticmethod
-    def _audio_between(f: _File, a: longform.Window, start: float, stop: float) -> np.ndarray:
-        """Samples of [start, stop) from window ``a`` and, when needed, the (kept) next window."""
-        sr = audio_mod.SAMPLE_RATE
-        parts = [a.samples[int(round((start - a.start) * sr)) :]]
-        covered = a.start + a.duration
-        nxt = f.kept.get(a.index + 1, (None, None))[0]
-        if stop > covered and nxt is not None:
-            parts.append(nxt.samples[int(round((covered - nxt.start) * sr)) :])
-        return np.concatenate(parts)[: int(round((stop - start) * sr))]
-
-    # ---------------------------------------------------------------- merging
-    def _settle(self, f: _File) -> Iterator[Event]:
-        """Merge the windows whose turn has come; emit the segments no later window can change."""
-        if f.error is not None:
+    def _settle(f: _Input) -> Iterator[Event]:
+        """The file's segments no later window can change."""
+        settled = f.windows.settle()
+        if not settled.tokens:
             return
-        while True:
-            key = f.next_key
-            if key.gap and key.index in f.kept:
-                break  # the gap decision for this window is still to come
-            if key in f.spans or not key.gap:
-                if key not in f.tokens:
-                    break  # not decoded yet (or past the last window)
-                self._merge(f, key)
-            f.next_key = WindowKey(key.index + 1) if key.gap else WindowKey(key.index, gap=True)
-        done = f.exhausted and f.pending == 0 and not f.kept
-        bound = float("inf") if done else self._settled_before(f) - MERGE_SLACK_S
-        n = 0
-        while n < len(f.merged) and f.merged[n].end < bound:
-            n += 1
-        while 0 < n < len(f.merged) and f.merged[n].segment == f.merged[n - 1].segment:
-            n -= 1  # never split a segment: its tail is not settled
-        if n == 0:
-            return
-        settled, f.merged = f.merged[:n], f.merged[n:]
-        for seg in f.builder.add(settled):
-            yield SegmentReady(f.source, seg)
-        live = {t.segment[0] for t in f.merged}
-        f.builder.forget({t.segment[0] for t in settled} - live)
+        for segment in f.builder.add(settled.tokens):
+            yield SegmentReady(f.source, segment)
+        f.builder.forget(settled.windows_done)
 
-    def _merge(self, f: _File, key: WindowKey) -> None:
-        start, dur = f.spans[key]
-        tokens = f.tokens.pop(key)
-        f.merged = list(tokens) if f.prev_end is None else longform.merge(f.merged, tokens, start, f.prev_end)
-        f.prev_end = start + dur
-
-    def _settled_before(self, f: _File) -> float:
-        """A time before which no window still to be merged (known, pending gap or not yet read) starts."""
-        starts = [s for k, (s, _) in f.spans.items() if not k < f.next_key]
-        starts += [end for _, end in f.kept.values() if end is not None]  # where a gap window would start
-        if not f.exhausted:
-            last = max((k.index for k in f.spans), default=-1)
-            if last < 0:
-                starts.append(0.0)
-            else:
-                start, duration = f.spans[WindowKey(last)]
-                step = duration if self.independent else self.options.chunk_length_s - self.options.overlap_s
-                starts.append(start + step)
-        return min(starts) if starts else float("inf")
-
-    def _complete(self, f: _File) -> Iterator[Event]:
+    def _complete(self, f: _Input) -> Iterator[Event]:
         """The file's last segments (held back by the builder, or unsettled: normally none), then its FileDone."""
-        duration = max((s + d for s, d in f.spans.values()), default=0.0)
-        last = f.builder.add(f.merged, duration) + f.builder.close(duration)
-        f.merged = []
-        for segment in last:
+        if f.windows.error is not None:
+            yield FileDone(f.source, f.windows.error)
+            return
+        rest, duration = f.windows.complete()
+        for segment in f.builder.add(rest, duration) + f.builder.close(duration):
             yield SegmentReady(f.source, segment)
         yield FileDone(f.source, self._finish(f.builder, duration))

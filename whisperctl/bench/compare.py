@@ -149,7 +149,7 @@ def run(bench: EngineBench, inputs: list[BenchInput], env: Environment, on_progr
 
 
 def _host_summary(request: EngineRequest) -> dict[str, Any]:
-    from .runner import _host_summary as host
+    from .runner import host_summary as host
 
     return host() | {"torch_threads": request.threads}
 

@@ -278,7 +278,7 @@ def run(
                    "decoder": transcriber.runtime_info()["decoder"]}
             say(f"{config.model} {config.attention.value} {plan.dtype.value} {config.quantization.value} batch {bs}")
             try:
-                row.update(_measure(transcriber, config.replace(batch_size=bs), inputs, spec, plan.device))
+                row.update(measure(transcriber, config.replace(batch_size=bs), inputs, spec, plan.device))
                 row["status"] = "ok"
             except OutOfMemoryError:
                 row["status"] = f"OOM at batch {bs}"
@@ -287,18 +287,18 @@ def run(
             rows.append(row)
         del transcriber
         _cuda_reset(plan.device)
-    _compare_rows(rows, spec)
+    compare_rows(rows, spec)
     return {
         "schema": SCHEMA,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "environment": environment_summary(env) | _host_summary(),
+        "environment": environment_summary(env) | host_summary(),
         "spec": spec.to_dict(),
         "inputs": [{"name": i.name, "duration_s": round(i.duration, 3), "has_reference": i.reference is not None} for i in inputs],
         "rows": rows,
     }
 
 
-def _measure(transcriber: Any, config: EngineConfig, inputs: list[BenchInput], spec: BenchSpec, device: str) -> dict[str, Any]:
+def measure(transcriber: Any, config: EngineConfig, inputs: list[BenchInput], spec: BenchSpec, device: str) -> dict[str, Any]:
     import torch
 
     # The batch size changes per row through the per-call options; OOM is a row here, not a halved batch.
@@ -355,7 +355,7 @@ def _measure(transcriber: Any, config: EngineConfig, inputs: list[BenchInput], s
     return out
 
 
-def _compare_rows(rows: list[dict[str, Any]], spec: BenchSpec) -> None:
+def compare_rows(rows: list[dict[str, Any]], spec: BenchSpec) -> None:
     """Speedup vs the baseline attention and the same-text check, within (model, dtype, quant, batch)."""
     base_name = spec.baseline_attention.value
     baselines = {_row_key(r): r for r in rows if r["attention"] == base_name and r.get("status") == "ok"}
@@ -387,12 +387,12 @@ def _text_vs_baseline(row: dict[str, Any], baseline: list[str]) -> str:
     return f"{100 * row['text_wer_vs_baseline']:.1f} % vs base"
 
 
-def _host_summary() -> dict[str, Any]:
+def host_summary() -> dict[str, Any]:
     import torch
 
-    from ..doctor import _read_cpu
+    from ..doctor import read_cpu
 
-    cpu_model, isa = _read_cpu()
+    cpu_model, isa = read_cpu()
     out: dict[str, Any] = {"cpu_model": cpu_model, "cpu_isa": list(isa), "torch_threads": torch.get_num_threads()}
     if torch.cuda.is_available():
         out["cuda_device_name"] = torch.cuda.get_device_name(0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
 from pathlib import Path
@@ -122,23 +123,18 @@ def bench(
     from ..eligibility import probe
 
     env = probe()
-    progress_cm = None
-    if sys.stderr.isatty() and not quiet:
-        from rich.console import Console
+    with contextlib.ExitStack() as resources:
+        on_progress = None
+        if sys.stderr.isatty() and not quiet:
+            from rich.console import Console
 
-        progress_cm = Console(stderr=True).status("benchmarking…")
-        progress_cm.__enter__()
-    try:
-        on_progress = (lambda m: progress_cm.update(m)) if progress_cm else None
+            on_progress = resources.enter_context(Console(stderr=True).status("benchmarking…")).update
         if engine_bench is not None:
             from ..bench import compare
 
             result = compare.run(engine_bench, inputs, env, on_progress=on_progress)
         else:
             result = runner.run(spec, inputs, env, on_progress=on_progress)
-    finally:
-        if progress_cm:
-            progress_cm.__exit__(None, None, None)
     result["command"] = "whisperctl " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if previous is not None:
         report.add_previous(result, previous)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -116,10 +117,8 @@ def _run_local(transcriber, todo: list[str], formats, output_dir: Optional[Path]
     done = 0
     audio_seconds = 0.0
     started = time.perf_counter()
-    progress_ctx = _progress(len(todo)) if show_progress and todo else None
-    try:
-        if progress_ctx:
-            progress_ctx.__enter__()
+    with contextlib.ExitStack() as resources:
+        progress_ctx = resources.enter_context(_progress(len(todo))) if show_progress and todo else None
         from ..transcript import SegmentReady
         from ..writers import SegmentStream
 
@@ -127,7 +126,10 @@ def _run_local(transcriber, todo: list[str], formats, output_dir: Optional[Path]
         # seconds); files in --output-dir are written whole and atomically once the input is done.
         streamed = output_dir is None and formats[0] in SegmentStream.FORMATS
         stream: SegmentStream | None = None
-        for event in transcriber.events(todo, progress=progress_ctx.advance if progress_ctx else None):
+        # closed on the way out, so an interruption ends the input streams now, not at garbage collection
+        events = resources.enter_context(contextlib.closing(
+            transcriber.events(todo, progress=progress_ctx.advance if progress_ctx else None)))
+        for event in events:
             if isinstance(event, SegmentReady):
                 if streamed:
                     if stream is None:
@@ -163,9 +165,6 @@ def _run_local(transcriber, todo: list[str], formats, output_dir: Optional[Path]
             audio_seconds += result.duration
             if progress_ctx:
                 progress_ctx.file_done()
-    finally:
-        if progress_ctx:
-            progress_ctx.__exit__(None, None, None)
     return done, audio_seconds, started
 
 
@@ -242,18 +241,16 @@ def _on_ray(files, problems, output_dir, config, formats, overwrite, skip_existi
             progress_ctx.advance(outcome.input, outcome.audio_s)
             progress_ctx.file_done()
 
-    if progress_ctx:
-        progress_ctx.__enter__()
-    try:
-        report = transcribe_corpus(files, output_dir, config, formats, overwrite=overwrite, skip_existing=skip_existing,
-                                   address=address, workers=workers, cpus_per_worker=cpus_per_worker,
-                                   gpus_per_worker=gpus_per_worker, on_file=on_file)
-    except KeyboardInterrupt as exc:
-        # which inputs the plan skipped is known only inside transcribe_corpus: no list of unfinished ones here
-        _stopped(exc, list(problems) + failed, [], failures_file, output_dir, files)
-    finally:
+    with contextlib.ExitStack() as resources:
         if progress_ctx:
-            progress_ctx.__exit__(None, None, None)
+            resources.enter_context(progress_ctx)
+        try:
+            report = transcribe_corpus(files, output_dir, config, formats, overwrite=overwrite,
+                                       skip_existing=skip_existing, address=address, workers=workers,
+                                       cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker, on_file=on_file)
+        except KeyboardInterrupt as exc:
+            # which inputs the plan skipped is known only inside transcribe_corpus: no list of unfinished ones here
+            _stopped(exc, list(problems) + failed, [], failures_file, output_dir, files)
     for name, why in report.problems:
         typer.echo(f"whisperctl: error: {name}: {why}", err=True)
     failures = list(problems) + report.failures
