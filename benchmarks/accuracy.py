@@ -12,6 +12,7 @@ Each whisperctl mode runs through the library on one loaded model (``--mode NAME
 than faster-whisper.
 
     python benchmarks/accuracy.py                                  # default, batched and sequential w/o VAD
+    python benchmarks/accuracy.py --multilingual                   # base-pypi on ../shared/speech-multilingual
     python benchmarks/accuracy.py --beam 5 --mode default=
     ATEN_CPU_CAPABILITY=avx2 python benchmarks/accuracy.py         # the same on AVX2 kernels
 """
@@ -27,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEECH = ROOT.parent / "shared" / "speech"
+MULTILINGUAL = ROOT.parent / "shared" / "speech-multilingual"
 LJ = "TTS/LJ001-0001_to_0032_concat.wav"
 DEFAULT_MODES = ["default=", "batched=chunking=batched", "sequential-novad=vad=none"]
 
@@ -63,7 +65,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-peer", action="store_true", help="skip faster-whisper")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--multilingual", action="store_true",
+                    help="the multilingual base-pypi model on ../shared/speech-multilingual, each file alone, its "
+                         "language given to both systems (WER on transformers' basic normaliser)")
     args = ap.parse_args()
+    if args.multilingual:
+        multilingual(args)
+        return
 
     import soundfile as sf
 
@@ -113,6 +121,42 @@ def main() -> None:
             worse = [(f, round(d, 1)) for f, d in worse if d > 5]
             if worse:
                 print(f"{s}: more than 5 points worse than faster-whisper on {worse}")
+    if args.json:
+        args.json.write_text(json.dumps(texts, indent=1))
+
+
+def multilingual(args: argparse.Namespace) -> None:
+    import jiwer
+    from transformers.models.whisper.english_normalizer import BasicTextNormalizer
+
+    from whisperctl import EngineConfig, Transcriber, models
+
+    norm = BasicTextNormalizer()
+    rows = list(csv.DictReader((MULTILINGUAL / "MANIFEST.tsv").open(encoding="utf-8"), delimiter="\t"))
+    quant = "none" if args.precision == "fp32" else "int8"
+    t = Transcriber(EngineConfig(model="base-pypi", quantization=quant, threads=args.threads, beam_size=args.beam)).load()
+    texts: dict[str, dict[str, str]] = {}
+    for mode in args.mode or DEFAULT_MODES:
+        name, options = parse_mode(mode)
+        texts[name] = {r["file"]: t.transcribe(str(MULTILINGUAL / r["file"]), t.options.replace(language=r["language"], **options)).text
+                       for r in rows}
+    if not args.no_peer:
+        from faster_whisper import WhisperModel
+
+        ct2 = models.ct2_source(models.resolve("base-pypi"))[0]
+        fw = WhisperModel(str(ct2), device="cpu", compute_type="float32" if args.precision == "fp32" else "int8",
+                          cpu_threads=args.threads)
+        texts["faster-whisper"] = {}
+        for r in rows:
+            segments, _ = fw.transcribe(str(MULTILINGUAL / r["file"]), language=r["language"], beam_size=args.beam,
+                                        vad_filter=False)
+            texts["faster-whisper"][r["file"]] = "".join(s.text for s in segments)
+    print(f"# base-pypi {args.precision}, beam {args.beam}, {args.threads} threads; {cpu_line()}")
+    print("| file | " + " | ".join(texts) + " |")
+    print("|---|" + "---|" * len(texts))
+    for r in rows:
+        cells = [f"{100 * jiwer.wer(norm(r['reference_text']), norm(texts[s][r['file']])):.2f} %" for s in texts]
+        print(f"| {r['file']} ({r['language']}) | " + " | ".join(cells) + " |")
     if args.json:
         args.json.write_text(json.dumps(texts, indent=1))
 
