@@ -26,7 +26,7 @@ demo: install
 	$(VENV)/bin/whisperctl transcribe examples/short.wav examples/long.flac
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 clean:
 	rm -rf $(VENV) .pytest_cache
