@@ -73,7 +73,8 @@ class Vad(str, enum.Enum):
 
 
 class Decoder(str, enum.Enum):
-    AUTO = "auto"  # whisperctl's lean greedy loop where it applies (CPU, greedy, eager/sdpa), else generate()
+    AUTO = "auto"  # whisperctl's lean loop on the CPU (eager/sdpa), transformers' generate() elsewhere
+    LEAN = "lean"  # whisperctl's lean loop on any device (the decoder's attention eager or sdpa; the encoder's as chosen)
     GENERATE = "generate"  # always transformers' generate()
 
 
@@ -401,7 +402,7 @@ class EngineConfig:
     weights: str = "pretrained"  # "pretrained", or "random": the alias's architecture, offline (speed runs)
     decode_tokens: int | None = _PER_CALL.decode_tokens
     allow_pickle: bool = False  # load pickle checkpoints (.bin/.pt, with weights_only=True); safetensors otherwise
-    decoder: Decoder = Decoder.AUTO  # greedy decoding loop: auto (lean loop on CPU) | generate (transformers')
+    decoder: Decoder = Decoder.AUTO  # decoding loop: auto (lean on the CPU) | lean (whisperctl's) | generate (transformers')
     vad: Vad | None = _PER_CALL.vad
     vad_threshold: float = _PER_CALL.vad_threshold
     min_silence_ms: int = _PER_CALL.min_silence_ms
