@@ -37,7 +37,8 @@ def _transformers_cross_attention(model):
 
 
 def _captured_alignment_input(transcriber, path, monkeypatch):
-    """The arguments word timing receives for ``path``'s first batch (encoder output, prompts, tokens, seconds)."""
+    """The arguments word timing receives for ``path``'s first batch (model, backend, windows, prompts, tokens,
+    seconds)."""
     calls = []
     real = alignment.token_timings
     monkeypatch.setattr(alignment, "token_timings", lambda *a: calls.append(a) or real(*a))
@@ -50,7 +51,8 @@ def test_forced_pass_weights_equal_transformers_attentions(native, speech, monke
     import torch
 
     lm = native.loaded
-    _, hidden, prefixes, token_lists, _ = _captured_alignment_input(native, str(speech / JFK), monkeypatch)
+    _, _, windows, prefixes, token_lists, _ = _captured_alignment_input(native, str(speech / JFK), monkeypatch)
+    hidden = windows.hidden
     full = prefixes[0] + token_lists[0] + [lm.eos_id]
     short = full[: len(full) // 2]
     # two rows, the shorter right-padded: padding must not reach the positions before it

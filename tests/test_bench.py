@@ -43,7 +43,7 @@ def test_matrix_rows_skip_reasons_and_schema(tiny_random_model):
         # 2 + 1 regular windows, plus gap windows where the 4-token cap left audio untranscribed
         assert all(b["size"] <= r["batch_size"] for b in batches) and sum(b["size"] for b in batches) >= 3
         assert 0 < r["encoder_share"] < 1 and r["peak_rss_bytes"] > 0
-        assert r["decoder"] == ("whisperctl" if r["device"] == "cpu" else "generate")
+        assert r["decoder"] == ("lean" if r["device"] == "cpu" else "generate")
         assert r["same_text"] == ("baseline" if r["attention"] == "eager" else "same") and "wer" in r
         assert r["config"]["batch_size"] == r["batch_size"]
     assert ok[0]["speedup"] == pytest.approx(1.0)

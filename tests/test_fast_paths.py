@@ -33,7 +33,7 @@ def _both(pair, chunks, timestamps=True, prompts=None, **options):
     out = []
     for lm in (lean, plain):
         decoder = WindowDecoder(lm, EngineConfig(**ONE_PASS).decode_options(**options), timestamps=timestamps)
-        assert decoder.uses_lean_loop() == (lm is lean)
+        assert decoder.backend.name == ("lean" if lm is lean else "generate")
         out.append(decoder.decode_pass(chunks, prompts=prompts))
     return out
 
@@ -83,7 +83,7 @@ def test_same_tokens_at_batch_one_on_the_bundled_example(pair):
 def test_same_transcript_through_the_engine(speech):
     lean = Transcriber(EngineConfig()).transcribe(str(speech / LJ))
     plain = Transcriber(EngineConfig(decoder="generate")).transcribe(str(speech / LJ))
-    assert lean.runtime["decoder"] == "whisperctl" and plain.runtime["decoder"] == "generate"
+    assert lean.runtime["decoder"] == "lean" and plain.runtime["decoder"] == "generate"
     # Each pass gives the same tokens; avg_logprob is read incrementally in the loop and by one teacher-forced
     # pass after generate(), which int8 rounds differently (activation scales over other tensors), so a
     # borderline fallback decision could differ: the comparison is by WER, exact only where no fallback ran.
@@ -118,13 +118,12 @@ def test_max_and_min_new_tokens_match_generate(tokens):
 def test_generate_is_used_where_the_loop_does_not_apply():
     assert Transcriber(EngineConfig(decoder="generate")).loaded.lean_loop is None
     beam = Transcriber(EngineConfig(beam_size=2)).load()
-    assert beam.runtime_info()["decoder"] == "whisperctl"
+    assert beam.runtime_info()["decoder"] == "lean"  # beam search runs in the loop too
     lm = beam.loaded
-    assert WindowDecoder(lm, beam.options).uses_lean_loop(0.0)  # beam search runs in the loop too
     greedy = WindowDecoder(lm, beam.options.replace(beam_size=1))
-    assert greedy.uses_lean_loop(0.0) and greedy.uses_lean_loop(0.4)  # a sampled fallback pass too
+    assert greedy.backend.name == "lean"  # greedy and sampled fallback passes alike
     plain = Transcriber(EngineConfig(decoder="generate")).loaded
-    assert not WindowDecoder(plain, beam.options).uses_lean_loop(0.4)
+    assert WindowDecoder(plain, beam.options).backend.name == "generate"
     for decoder in (greedy, WindowDecoder(plain, greedy.options)):
         result = decoder.decode_pass([np.zeros(SR, np.float32)], temperature=0.4)[0]
         assert result.temperature == 0.4

@@ -151,3 +151,18 @@ def test_a_real_out_of_memory_halves_the_batch(caplog):
         torch.cuda.empty_cache()
     assert result.duration == pytest.approx(64 * 25.0)
     assert any("out of memory at batch size" in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.parametrize("dtype, attention", [("fp16", "sdpa"), ("bf16", "sdpa"), ("fp16", "eager")])
+def test_lean_decoder_on_cuda_keeps_the_words(dtype, attention, cpu_long_text):
+    """--decoder lean: whisperctl's loop on CUDA (greedy, fallback, beam 5, word timing) says what generate() says."""
+    lean = Transcriber(EngineConfig(model=_model(), device="cuda", dtype=dtype, attention=attention, decoder="lean"))
+    plain = Transcriber(EngineConfig(model=_model(), device="cuda", dtype=dtype, attention=attention, decoder="generate"))
+    long = lean.transcribe(str(EXAMPLES / "long.flac"), lean.options.replace(batch_size=8))
+    assert long.runtime["decoder"] == "lean" and long.runtime["device"].startswith("cuda")
+    assert wer([cpu_long_text], [long.text]) <= 0.05, "the GPU run says what the CPU run says, within 5 %"
+    theirs = plain.transcribe(str(EXAMPLES / "long.flac"), plain.options.replace(batch_size=8))
+    assert theirs.runtime["decoder"] == "generate" and wer([theirs.text], [long.text]) <= 0.05
+    beam = lean.transcribe(str(EXAMPLES / "short.wav"), lean.options.replace(beam_size=5, timestamps="word"))
+    words = [w for s in beam.segments for w in s.words]
+    assert wer([SHORT_REF], [beam.text]) <= 0.25 and words and all(w.start <= w.end for w in words)

@@ -1,8 +1,8 @@
 """Word timing: DTW over the alignment heads' cross-attention, as openai-whisper does it.
 
-One teacher-forced decoder pass over a batch of windows' known tokens, on the model that decoded them
-(:meth:`whisperctl.leanloop.LeanDecoder.cross_attention`: the lean loop's layers, over whisperctl's native
-modules on the CPU or transformers' model elsewhere), reusing the encoder output decoding already computed; the
+One teacher-forced decoder pass over a batch of windows' known tokens, on the model that decoded them (the
+backend's :meth:`~whisperctl.backends.Backend.cross_attention`: the lean loop's layers, over whisperctl's native
+modules or transformers' model), reusing the encoder output decoding already computed; the
 alignment heads' weights are computed in fp32 from the queries and keys of that pass. Where the time went before
 (tiny.en, 2 cores): loading transformers' model a second time for its attention weights (import, weights,
 quantization: 2-3 s and 350-460 MB of peak memory), earlier also the encoder re-run per window in eager attention,
@@ -53,10 +53,12 @@ def _backtrack(acc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def token_timings(
-    loaded: Any, hidden: Any, prefixes: Sequence[list[int]], token_lists: Sequence[list[int]], seconds: Sequence[float],
+    loaded: Any, backend: Any, windows: Any, prefixes: Sequence[list[int]], token_lists: Sequence[list[int]],
+    seconds: Sequence[float],
 ) -> list[list[tuple[float, float, float]]]:
     """(start, end, probability) in seconds from each window's start, one per token of ``token_lists[i]``
-    (text tokens), for windows whose encoder output is ``hidden`` and decoder prompt (no timestamps) ``prefixes[i]``."""
+    (text tokens), for ``windows`` (:class:`whisperctl.backends.Windows`, encoded by ``backend``, the
+    :class:`~whisperctl.backends.Backend` that decoded them) whose decoder prompt (no timestamps) is ``prefixes[i]``."""
     import torch
 
     heads = [(int(layer), int(head)) for layer, head in loaded.model.generation_config.alignment_heads or []]
@@ -64,12 +66,11 @@ def token_timings(
     out: list[list[tuple[float, float, float]]] = [[] for _ in token_lists]
     if not rows or not heads:
         return out
-    decoder = loaded.alignment_decoder()
     seqs = [prefixes[i] + list(token_lists[i]) + [loaded.eos_id] for i in rows]
     width = max(len(s) for s in seqs)
-    ids = torch.tensor([s + [loaded.eos_id] * (width - len(s)) for s in seqs], device=hidden.device)
+    ids = torch.tensor([s + [loaded.eos_id] * (width - len(s)) for s in seqs], device=windows.features.device)
     with torch.inference_mode():
-        states, weights_all = decoder.cross_attention(hidden if len(rows) == len(token_lists) else hidden[rows], ids, heads)
+        states, weights_all = backend.cross_attention(windows.rows(rows), ids, heads)
     for b, i in enumerate(rows):
         tokens, prefix = list(token_lists[i]), prefixes[i]
         n_frames = max(1, min(weights_all.shape[-1], int(round(seconds[i] / TIME_PRECISION))))
@@ -80,7 +81,7 @@ def token_timings(
         jump_times = np.append(time_idx[jumps] * TIME_PRECISION, n_frames * TIME_PRECISION)
         with torch.inference_mode():
             # only the text positions' logits: the full logits of 8 windows are 250 MB on tiny.en
-            logits = decoder.proj_out(states[b, len(prefix) - 1 : len(prefix) - 1 + len(tokens)]).float()
+            logits = backend.token_logits(states[b, len(prefix) - 1 : len(prefix) - 1 + len(tokens)]).float()
             probs = torch.softmax(logits, dim=-1)[torch.arange(len(tokens)), torch.tensor(tokens)].cpu().numpy()
         out[i] = [(float(jump_times[k]), float(jump_times[k + 1]), float(probs[k])) for k in range(len(tokens))]
     return out

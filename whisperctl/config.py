@@ -74,7 +74,8 @@ class Vad(str, enum.Enum):
 
 
 class Decoder(str, enum.Enum):
-    AUTO = "auto"  # whisperctl's lean greedy loop where it applies (CPU, greedy, eager/sdpa), else generate()
+    AUTO = "auto"  # whisperctl's lean loop on the CPU (eager/sdpa), transformers' generate() elsewhere
+    LEAN = "lean"  # whisperctl's lean loop on any device (the decoder's attention eager or sdpa; the encoder's as chosen)
     GENERATE = "generate"  # always transformers' generate()
 
 
@@ -416,7 +417,7 @@ class LoadOptions:
     threads: int | None = None  # torch intra-op threads on CPU; None = torch's default
     weights: Weights = Weights.PRETRAINED  # or random: the alias's architecture, offline (speed runs)
     allow_pickle: bool = False  # load pickle checkpoints (.bin/.pt, with weights_only=True); safetensors otherwise
-    decoder: Decoder = Decoder.AUTO  # greedy decoding loop: auto (lean loop on CPU) | generate (transformers')
+    decoder: Decoder = Decoder.AUTO  # decoding loop: auto (lean on the CPU) | lean (whisperctl's) | generate (transformers')
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)

@@ -10,9 +10,9 @@ This module owns the decoding policy, the same for both chunking modes (openai-w
 3. a window whose no-speech probability exceeds ``no_speech_threshold`` while its log-probability is below
    ``logprob_threshold`` is silence, and so is one whose text has no letter or digit: no text.
 
-It also chooses the decoding loop (whisperctl's lean loop, greedy or beam, on the CPU where it applies, transformers'
-``generate()`` otherwise), detects the language of windows that have none, and halves the batch on CUDA
-out-of-memory. Each window is logged at debug level with the numbers behind these decisions.
+It also detects the language of windows that have none and halves the batch on CUDA out-of-memory. What runs the
+model is a :class:`~whisperctl.backends.Backend` (whisperctl's lean loop or transformers' ``generate()``), asked the
+same questions whichever it is. Each window is logged at debug level with the numbers behind these decisions.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any, Callable, Hashable, Sequence
 import numpy as np
 
 from .audio import SAMPLE_RATE
+from .backends import Backend, Prompt, SearchOptions, Windows, for_model
 from .config import DecodeOptions, Timestamps
 from .errors import ModelError, OutOfMemoryError
 from .loaded import LoadedModel
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 LANGUAGE_CANDIDATES = 5  # detected languages reported per file, best first
 LANGUAGE_SURE = 0.5  # a first window's top language at least this likely decides the file's language alone
 LANGUAGE_WINDOWS = 4  # else the mean over up to this many of the file's first windows (those in its first batch)
-SAMPLING_SEED = 0  # generate()'s sampled passes run under this seed plus --seed (the lean loop seeds each window)
 
 
 @dataclasses.dataclass
@@ -123,13 +123,15 @@ def is_silence(result: WindowResult, text: str, options: DecodeOptions) -> bool:
 
 
 class WindowDecoder:
-    """Decodes batches of windows under one :class:`DecodeOptions` (one per ``transcribe*()`` call)."""
+    """Decodes batches of windows under one :class:`DecodeOptions` (one per ``transcribe*()`` call): the decoding
+    policy, over the loaded model's :class:`~whisperctl.backends.Backend`."""
 
     def __init__(self, loaded: LoadedModel, options: DecodeOptions, on_batch: BatchObserver | None = None,
                  timestamps: bool | None = None):
         self.loaded = loaded
         self.options = options
         self.on_batch = on_batch
+        self.backend: Backend = for_model(loaded)
         self.batch_limit: int | None = None  # learnt from CUDA out-of-memory during this call
         # Windows are decoded with timestamps: without them Whisper sometimes ends a 30 s window early (measured:
         # 20 % WER on the LJ file with int8), and seams and seeking need token times. Random weights (speed runs)
@@ -182,17 +184,11 @@ class WindowDecoder:
         """One decoding pass at ``temperature``, without the fallback and silence rules: what the decoding loop
         produced, with the numbers the rules would judge."""
         lm = self.loaded
-        feats = lm.features(chunks)
         prompts = list(prompts) if prompts else [[] for _ in chunks]
         with lm.attention_context():
-            hidden = self._encode(feats, prompts)
-            langs, _ = self._languages(feats, list(languages) if languages else [None] * len(chunks), range(len(chunks)), hidden)
-            return self._pass(feats, langs, prompts, temperature, hidden)[0]
-
-    def uses_lean_loop(self, temperature: float = 0.0) -> bool:
-        """Whether a pass at ``temperature`` runs whisperctl's lean loop (else transformers' generate()): wherever
-        the loop applies, for greedy, beam and sampled passes alike."""
-        return self.loaded.lean_loop is not None
+            windows = self.backend.encode(lm.features(chunks))
+            langs, _ = self._languages(windows, list(languages) if languages else [None] * len(chunks), range(len(chunks)))
+            return self._pass(windows, langs, prompts, temperature)
 
     # ---------------------------------------------------------------- private
     def _decode_once(self, chunks, languages: list[str | None], prompts: list[list[int]], groups: list[Hashable]) -> list[WindowResult]:
@@ -204,18 +200,18 @@ class WindowDecoder:
         timer = _EncoderTimer(lm) if self.on_batch is not None else None
         try:
             with lm.attention_context():
-                hidden = self._encode(feats, prompts)  # once: detection, the first pass and fallbacks share it
-                languages, candidates = self._languages(feats, languages, groups, hidden)
-                results, hidden = self._pass(feats, languages, prompts, opts.temperature[0], hidden)
+                windows = self.backend.encode(feats)  # detection, the first pass and fallbacks share it
+                languages, candidates = self._languages(windows, languages, groups)
+                results = self._pass(windows, languages, prompts, opts.temperature[0])
                 if not random_weights and not opts.decode_tokens:
-                    self._fallback(feats, languages, prompts, results, hidden, chunks)
+                    self._fallback(windows, languages, prompts, results, chunks)
                 for r, found in zip(results, candidates):
                     r.language_candidates = found
                 for r in results:
                     if not random_weights and is_silence(r, r.text, opts):
                         r.silent, r.tokens, r.text = True, [], ""
                 if opts.timestamps == Timestamps.WORD and not random_weights:
-                    self._align(hidden, results, [len(c) / SAMPLE_RATE for c in chunks])
+                    self._align(windows, results, [len(c) / SAMPLE_RATE for c in chunks])
         finally:
             if timer is not None:
                 timer.remove()
@@ -231,29 +227,23 @@ class WindowDecoder:
             ))
         return results
 
-    def _align(self, hidden, results: list[WindowResult], seconds: list[float]) -> None:
+    def _align(self, windows: Windows, results: list[WindowResult], seconds: list[float]) -> None:
         from .alignment import token_timings
 
         lm = self.loaded
         t0 = time.perf_counter()
         prefixes = [lm.prefix(r.language, self.options.task, timestamps=False) for r in results]
         texts = [[t for t in r.tokens if t < lm.eos_id] for r in results]
-        timings = token_timings(lm, hidden, prefixes, texts, seconds)
+        timings = token_timings(lm, self.backend, windows, prefixes, texts, seconds)
         share = (time.perf_counter() - t0) / len(results)
         for r, times in zip(results, timings):
             r.token_times, r.align_s = times, share
 
-    def _encode(self, feats, prompts: list[list[int]]):
-        """The encoder output of ``feats`` when passes over ``prompts`` run the lean loop (which takes it as input),
-        else None (generate() encodes inside)."""
-        return self.loaded.model.get_encoder()(feats)[0] if self.uses_lean_loop() else None
-
-    def _languages(self, feats, languages: list[str | None], groups: Sequence[Hashable], hidden=None,
+    def _languages(self, windows: Windows, languages: list[str | None], groups: Sequence[Hashable],
                    ) -> tuple[list[str | None], list[list[tuple[str, float]] | None]]:
         """Each window's language (the forced one, the one given, or detected) and, for detected windows, the
         top candidates with their probabilities (a softmax over the language tokens after start-of-transcript, as
-        openai-whisper and faster-whisper detect; one choice per group, :func:`pick_language`). ``hidden``: the
-        encoder output of ``feats``, when computed."""
+        openai-whisper and faster-whisper detect; one choice per group, :func:`pick_language`)."""
         lm, opts = self.loaded, self.options
         candidates: list[list[tuple[str, float]] | None] = [None] * len(languages)
         if not lm.multilingual:
@@ -267,12 +257,7 @@ class WindowDecoder:
             import torch
 
             codes, ids = zip(*lm.language_ids.items())
-            if lm.lean_loop is not None:
-                encoded = hidden[unknown] if hidden is not None else lm.model.get_encoder()(feats[unknown])[0]
-                logits = lm.lean_loop.first_logits(encoded, lm.sot_id)
-            else:
-                hidden = lm.transformers_model().get_encoder()(feats[unknown])[0]
-                logits = self._logits(hidden, [[lm.sot_id]] * len(unknown))[:, 0].float()
+            logits = self.backend.first_logits(windows.rows(unknown), lm.sot_id)
             probs = torch.softmax(logits[:, list(ids)], dim=-1)
             by_group: dict[Hashable, list[int]] = {}
             for row, i in enumerate(unknown):
@@ -284,7 +269,7 @@ class WindowDecoder:
                     languages[unknown[row]] = found[0][0]
         return languages, candidates
 
-    def _fallback(self, feats, languages, prompts, results: list[WindowResult], hidden=None,
+    def _fallback(self, windows: Windows, languages, prompts, results: list[WindowResult],
                   chunks: Sequence[np.ndarray] | None = None) -> None:
         """openai-whisper's temperature fallback; a window that fails at every temperature keeps its best attempt
         (as faster-whisper: the highest mean log-probability among the attempts under the compression-ratio
@@ -297,8 +282,8 @@ class WindowDecoder:
                 return
             if keys is None and chunks is not None:
                 keys = [_audio_key(c) for c in chunks]
-            again, _ = self._pass(feats[redo], [languages[i] for i in redo], [prompts[i] for i in redo], temperature,
-                                  None if hidden is None else hidden[redo], [keys[i] for i in redo] if keys else None)
+            again = self._pass(windows.rows(redo), [languages[i] for i in redo], [prompts[i] for i in redo], temperature,
+                               [keys[i] for i in redo] if keys else None)
             for i, r in zip(redo, again):
                 attempts.setdefault(i, [results[i]]).append(r)
                 results[i] = r
@@ -306,181 +291,41 @@ class WindowDecoder:
             if needs_fallback(results[i], self.options):
                 results[i] = best_attempt(tried, self.options)
 
-    def _pass(self, feats, languages, prompts: list[list[int]], temperature: float, hidden=None,
-              keys: Sequence[int] | None = None) -> tuple[list[WindowResult], Any]:
-        """One decoding pass at ``temperature`` over every window of ``feats``; and the encoder output (``hidden``:
-        already computed by the caller, for the lean loop). ``keys``: a number per window that seeds its sampling
-        (a digest of its audio), so a sampled pass gives a window the same text in any batch."""
-        import torch
-
-        lm = self.loaded
-        full = [self._full_prompt(p, lang) for p, lang in zip(prompts, languages)]
-        if self.uses_lean_loop():
-            hidden = lm.model.get_encoder()(feats)[0] if hidden is None else hidden
-            rows, no_speech, sums = self._lean_pass(hidden, full, temperature, keys)
+    def _pass(self, windows: Windows, languages, prompts: list[list[int]], temperature: float,
+              keys: Sequence[int] | None = None) -> list[WindowResult]:
+        """One decoding pass at ``temperature`` over every window. ``keys``: a number per window that seeds its
+        sampling (a digest of its audio), so a sampled pass gives a window the same text in any batch."""
+        lm, opts = self.loaded, self.options
+        rows = [Prompt(self._prompt_head(p), lm.prefix(lang, opts.task, timestamps=self.timestamps), lang)
+                for p, lang in zip(prompts, languages)]
+        if opts.decode_tokens:
+            max_new, min_new = opts.decode_tokens, opts.decode_tokens
         else:
-            if temperature > 0:
-                devices = [torch.device(lm.plan.device).index or 0] if lm.plan.device.startswith("cuda") else []
-                with torch.random.fork_rng(devices=devices):
-                    torch.manual_seed(SAMPLING_SEED + self.options.seed)  # per batch: generate() draws for all rows
-                    rows, hidden = self._generate(feats, languages, prompts, temperature)
-            else:
-                rows, hidden = self._generate(feats, languages, prompts, temperature)
-            no_speech, sums = self._score(hidden, full, rows)
+            max_new, min_new = opts.max_new_tokens, 0
+        search = SearchOptions(timestamps=self.timestamps, beam_size=opts.beam_size, temperature=temperature,
+                               max_new_tokens=max_new, min_new_tokens=min_new, seed=opts.seed, keys=keys)
+        found = self.backend.search(windows, rows, search, opts.task.value)
         out = []
-        for i, row in enumerate(rows):
+        for i, row in enumerate(found.rows):
             tokens = [t for t in row if t != lm.eos_id]
             text = lm.decode(tokens)
             out.append(WindowResult(
-                tokens=tokens, language=languages[i], avg_logprob=sums[i] / (len(tokens) + 1),
-                no_speech_prob=None if no_speech is None else no_speech[i],
+                tokens=tokens, language=languages[i], avg_logprob=found.logprob_sums[i] / (len(tokens) + 1),
+                no_speech_prob=None if found.no_speech is None else found.no_speech[i],
                 compression_ratio=compression_ratio(text), temperature=temperature, text=text,
             ))
-        return out, hidden
-
-    def _lean_pass(self, hidden, full: list[list[int]], temperature: float, seeds: Sequence[int] | None = None):
-        """One lean-loop pass over rows whose full prompts (previous text + prefix) may differ in length: rows of
-        one length decode together (the loop advances every row by one position per step), and the results come
-        back in row order. In sequential decoding most prompts reach the same cap (half the decoder's
-        positions) after a window or two, so the groups are few."""
-        import torch
-
-        lm = self.loaded
-        max_new, min_new = self._token_limits()
-        by_length: dict[int, list[int]] = {}
-        for i, p in enumerate(full):
-            by_length.setdefault(len(p), []).append(i)
-        rows: list[list[int]] = [[] for _ in full]
-        no_speech: list[float] | None = [0.0] * len(full) if lm.no_speech_id is not None else None
-        sums = [0.0] * len(full)
-        for idx in by_length.values():
-            part = hidden if len(idx) == len(full) else hidden[idx]
-            prompts = [full[i] for i in idx]
-            limits = dict(max_new_tokens=max_new, min_new_tokens=min_new, no_speech_id=lm.no_speech_id,
-                          sot_index=prompts[0].index(lm.sot_id))
-            if temperature > 0:  # a sampled fallback pass: each window draws from its own seeded generator
-                row_seeds = [_window_seed(self.options.seed, seeds[i] if seeds else i, temperature) for i in idx]
-                got = lm.lean_loop.greedy(part, prompts, self.timestamps, temperature=temperature, seeds=row_seeds, **limits)
-            elif self.options.beam_size == 1:
-                got = lm.lean_loop.greedy(part, prompts, self.timestamps, **limits)
-            else:
-                got = lm.lean_loop.beam(part, prompts, self.timestamps, self.options.beam_size, **limits)
-            for j, i in enumerate(idx):
-                rows[i], sums[i] = got[0][j], got[2][j]
-                if no_speech is not None and got[1] is not None:
-                    no_speech[i] = got[1][j]
-        return rows, no_speech, sums
+        return out
 
     def _prompt_head(self, prompt: list[int]) -> list[int]:
         """<|startofprev|> and the prompt's last tokens (at most half the decoder's positions, as openai-whisper)."""
         lm = self.loaded
         return [lm.sot_prev_id, *prompt[-(lm.max_length // 2 - 1):]] if prompt and lm.sot_prev_id is not None else []
 
-    def _full_prompt(self, prompt: list[int], language: str | None) -> list[int]:
-        return self._prompt_head(prompt) + self.loaded.prefix(language, self.options.task, timestamps=self.timestamps)
-
-    def _token_limits(self) -> tuple[int | None, int]:
-        opts = self.options
-        if opts.decode_tokens:
-            return opts.decode_tokens, opts.decode_tokens
-        return opts.max_new_tokens, 0
-
-    def _generate(self, feats, languages, prompts: list[list[int]], temperature: float) -> tuple[list[list[int]], Any]:
-        """transformers' generate(): rows of generated tokens (prompt removed), and the encoder output."""
-        import torch
-
-        lm, opts = self.loaded, self.options
-        kw: dict[str, Any] = {"return_timestamps": self.timestamps, "num_beams": opts.beam_size}
-        max_new, min_new = self._token_limits()
-        if max_new:
-            kw["max_new_tokens"] = max_new
-        if min_new:
-            kw["min_new_tokens"] = min_new
-        if temperature > 0:
-            kw.update(temperature=temperature, do_sample=True, num_beams=1)
-        else:
-            kw["do_sample"] = False
-        if lm.multilingual:
-            kw["task"] = opts.task.value
-            kw["language"] = list(languages)
-        if lm.unique_call:
-            # One decoding pass per window: transformers would otherwise seek past the last timestamp and decode
-            # the window's tail again with timestamps restarting at 0; the overlapping next window covers it.
-            kw["force_unique_generate_call"] = True
-        captured: list[Any] = []
-        model = lm.transformers_model()
-        encoder = model.get_encoder()
-        hook = encoder.register_forward_hook(lambda m, a, o: captured.append(o[0]) if not captured else None)
-        try:
-            groups = _group_by_prompt(prompts)
-            rows: list[list[int]] = [[] for _ in prompts]
-            for prompt, idx in groups:
-                call = dict(kw)
-                head = self._prompt_head(prompt)
-                if head:
-                    call["prompt_ids"] = torch.tensor(head, device=lm.plan.device)
-                if lm.multilingual:
-                    call["language"] = [languages[i] for i in idx]
-                out = model.generate(input_features=feats[idx], **call)
-                sequences = out["sequences"] if isinstance(out, dict) else out
-                for i, row in zip(idx, sequences.tolist()):  # copies to the host: the device is synchronised
-                    rows[i] = self._strip_prompt(row, languages[i])
-        finally:
-            hook.remove()
-        hidden = captured[0] if len(groups) == 1 and captured and captured[0].shape[0] == len(prompts) else encoder(feats)[0]
-        return rows, hidden
-
-    def _strip_prompt(self, row: list[int], language: str | None) -> list[int]:
-        """generate()'s row without the prompt some transformers versions echo, and without padding."""
-        lm = self.loaded
-        if lm.sot_id in row[: lm.max_length // 2 + 4]:
-            start = row.index(lm.sot_id) + len(lm.prefix(language, self.options.task, timestamps=self.timestamps))
-            row = row[start:]
-        finished = bool(row) and row[-1] == lm.eos_id  # rows cut at the length limit have no end-of-text
-        while row and row[-1] == lm.eos_id:
-            row = row[:-1]
-        return row + [lm.eos_id] if finished else row
-
-    def _score(self, hidden, prompts: list[list[int]], rows: list[list[int]]) -> tuple[list[float] | None, list[float]]:
-        """No-speech probability at the start-of-transcript position (from a pass over the prompts alone, as the
-        lean loop's first step computes it: dynamic int8 scales each Linear's input over the whole tensor) and
-        the sum of the generated tokens' log-probabilities, end-of-text included (one teacher-forced pass)."""
-        import torch
-
-        lm = self.loaded
-        no_speech = None
-        if lm.no_speech_id is not None:
-            logits = self._logits(hidden, prompts)
-            no_speech = [
-                float(torch.softmax(logits[i, p.index(lm.sot_id)].float(), dim=-1)[lm.no_speech_id]) for i, p in enumerate(prompts)
-            ]
-        logprobs = torch.log_softmax(self._logits(hidden, [p + r for p, r in zip(prompts, rows)]).float(), dim=-1)
-        sums = []
-        for i, (p, r) in enumerate(zip(prompts, rows)):
-            positions = torch.arange(len(p) - 1, len(p) - 1 + len(r), device=hidden.device)
-            sums.append(float(logprobs[i, positions, torch.tensor(r, device=hidden.device)].sum()) if r else 0.0)
-        return no_speech, sums
-
-    def _logits(self, hidden, sequences: list[list[int]]):
-        """Decoder logits for token sequences (right-padded with end-of-text: the decoder is causal)."""
-        import torch
-        from transformers.modeling_outputs import BaseModelOutput
-
-        lm = self.loaded
-        sequences = [s[: lm.max_length] for s in sequences]
-        width = max(len(s) for s in sequences)
-        ids = torch.tensor([s + [lm.eos_id] * (width - len(s)) for s in sequences], device=hidden.device)
-        return lm.transformers_model()(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), decoder_input_ids=ids).logits
-
 
 def _audio_key(samples: np.ndarray) -> int:
     """A digest of a window's audio (CRC-32 of its samples): with the user's seed and the temperature it seeds the
     window's sampled passes, so the same window gets the same draws whatever else is in its batch."""
     return zlib.crc32(np.ascontiguousarray(samples, dtype=np.float32).view(np.uint8))
-
-
-def _window_seed(seed: int, key: int, temperature: float) -> int:
-    return (seed * 1_000_003 + key * 101 + round(temperature * 100)) % (2**63)
 
 
 class _EncoderTimer:
@@ -510,14 +355,6 @@ class _EncoderTimer:
     def remove(self) -> None:
         for h in self._hooks:
             h.remove()
-
-
-def _group_by_prompt(prompts: list[list[int]]) -> list[tuple[list[int], list[int]]]:
-    """(prompt, row indices) for each distinct prompt: generate() takes one prompt per call."""
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, p in enumerate(prompts):
-        groups.setdefault(tuple(p), []).append(i)
-    return [(list(k), v) for k, v in groups.items()]
 
 
 def _is_oom(exc: BaseException) -> bool:

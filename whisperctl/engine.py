@@ -93,9 +93,8 @@ class Transcriber:
             "attention_reason": plan.attention_reason,
             "word_alignment_attention": "eager" if opts.timestamps == Timestamps.WORD else None,
             "quantization": plan.quantization.value,
-            # every decoding pass (greedy, beam, sampled fallback): whisperctl's lean loop where it applies,
-            # else transformers' generate()
-            "decoder": "whisperctl" if lm and lm.lean_loop is not None else "generate",
+            # what ran every decoding pass (greedy, beam, sampled fallback): "lean" (whisperctl's loop) or "generate"
+            "decoder": lm.backend_name if lm else None,
             "threads": torch.get_num_threads() if plan.device == "cpu" else None,
             "load_seconds": lm.load_seconds if lm else None,
             "versions": {"whisperctl": __version__, "torch": self.env.torch, "transformers": self.env.transformers},

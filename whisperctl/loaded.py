@@ -18,6 +18,7 @@ import numpy as np
 from . import audio as audio_mod, leanloop, models
 from .config import Decoder, EngineConfig, Task
 from .eligibility import Plan
+from .errors import ModelError
 from .loading import TORCH_DTYPES
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class LoadedModel:
     no_speech_id: int | None  # <|nospeech|> (<|nocaptions|> in older vocabularies)
     multilingual: bool
     max_length: int  # decoder positions
-    lean_loop: leanloop.LeanDecoder | None  # whisperctl's decoding loop where it applies (CPU, eager/sdpa)
+    lean_loop: leanloop.LeanDecoder | None  # whisperctl's decoding loop (see :func:`lean_loop_for`); None: generate()
     random_weights: bool  # --weights random: speed runs; no text rules apply, windows decode untimed
     load_seconds: float
     config: EngineConfig  # the load-time options (to load transformers' model on first need)
@@ -75,11 +76,15 @@ class LoadedModel:
             return self.lean_loop
         decoder = self._cache.get("alignment")
         if decoder is None:
-            attention = self.plan.attention.hf_name
             # the pass's own attention; the alignment heads' weights are computed apart, in fp32, whatever it is
-            decoder = leanloop.LeanDecoder(self.model, attention if attention in ("eager", "sdpa") else "sdpa")
+            decoder = leanloop.LeanDecoder(self.model, lean_attention(self.plan.attention.hf_name))
             self._cache["alignment"] = decoder
         return decoder
+
+    @property
+    def backend_name(self) -> str:
+        """What runs the decoding passes: "lean" (whisperctl's loop) or "generate" (transformers')."""
+        return "lean" if self.lean_loop is not None else "generate"
 
     @property
     def unique_call(self) -> bool:
@@ -162,6 +167,27 @@ class LoadedModel:
         return f"{actual}:{backend}" if backend and actual == "sdpa" else actual
 
 
+def lean_attention(attention: str) -> str:
+    """The lean loop's own attention for a model loaded with ``attention`` (transformers' name): eager stays eager;
+    SDPA (its pinned backend applies through :meth:`LoadedModel.attention_context`), FlashAttention-2 and flex run the
+    decoder's small attentions in SDPA, while the encoder keeps what it was loaded with."""
+    return "eager" if attention == "eager" else "sdpa"
+
+
+def lean_loop_for(model: Any, decoder: Decoder, plan: Plan) -> leanloop.LeanDecoder | None:
+    """The lean loop ``decoder`` asks for: ``auto`` on the CPU where the model's attention is eager or SDPA (where
+    the loop was measured to win), ``lean`` on any device; None for ``generate`` or a model the loop cannot run."""
+    attention = plan.attention.hf_name
+    if decoder == Decoder.LEAN:
+        if not leanloop.supported(model, lean_attention(attention)):
+            raise ModelError(f"--decoder lean: whisperctl's decoding loop cannot run this model ({type(model).__name__}: "
+                             "not Whisper's decoder layout). Use --decoder generate.")
+        return leanloop.LeanDecoder(model, lean_attention(attention))
+    if decoder == Decoder.AUTO and plan.device == "cpu" and leanloop.supported(model, attention):
+        return leanloop.LeanDecoder(model, attention)
+    return None
+
+
 def load(config: EngineConfig, plan: Plan, source: models.ModelSource) -> LoadedModel:
     """Load the model the plan asks for and derive everything decoding needs from it."""
     from .loading import load_model
@@ -173,12 +199,7 @@ def load(config: EngineConfig, plan: Plan, source: models.ModelSource) -> Loaded
     multilingual = bool(getattr(gen, "is_multilingual", False))
     if source.english_only is None and not multilingual:
         source = dataclasses.replace(source, english_only=True)
-    attention = plan.attention.hf_name
-    lean = (
-        leanloop.LeanDecoder(model, attention)
-        if config.decoder == Decoder.AUTO and plan.device == "cpu" and leanloop.supported(model, attention)
-        else None
-    )
+    lean = lean_loop_for(model, config.decoder, plan)
     loaded = LoadedModel(
         model=model,
         tokenizer=tokenizer,

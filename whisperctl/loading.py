@@ -37,7 +37,7 @@ def native_applies(config: EngineConfig, plan: Plan, location: str) -> bool:
     pretrained safetensors weights, fp32 on the CPU, eager or SDPA attention, whisperctl's decoding loop."""
     from . import native
 
-    return (config.weights == Weights.PRETRAINED and config.decoder == Decoder.AUTO and plan.device == "cpu"
+    return (config.weights == Weights.PRETRAINED and config.decoder in (Decoder.AUTO, Decoder.LEAN) and plan.device == "cpu"
             and plan.dtype == DType.FP32 and plan.attention.hf_name in ("eager", "sdpa") and bool(location)
             and native.available(location))
 

@@ -14,10 +14,10 @@ from ..writers import write_atomic
 
 #: (column title, row key, formatter). One list serves the terminal table, CSV and Markdown.
 COLUMNS: list[tuple[str, str]] = [
-    ("model", "model"), ("attn", "attention"), ("dtype", "dtype"), ("quant", "quantization"), ("batch", "batch_size"),
+    ("model", "model"), ("attn", "attention"), ("decoder", "decoder"), ("dtype", "dtype"), ("quant", "quantization"), ("batch", "batch_size"),
     ("lat med s", "latency_median_s"), ("lat p90 s", "latency_p90_s"), ("RTFx", "rtfx_median"), ("tok/s", "tokens_per_s"),
     ("enc %", "encoder_share"), ("mem MiB", "memory"), ("WER %", "wer"), ("speedup", "speedup"), ("same text", "same_text"),
-    ("vs prev", "vs_previous"), ("status", "status"),
+    ("vs 1st decoder", "decoder_speedup"), ("vs prev", "vs_previous"), ("status", "status"),
 ]
 
 #: ``bench --engines`` rows (whisperctl.bench.compare): one per engine, what it ran, load apart from the run.
@@ -99,7 +99,8 @@ def load_previous(previous_path: str | Path) -> dict[str, Any]:
 
 def add_previous(result: dict[str, Any], previous: dict[str, Any]) -> None:
     """Add ``vs_previous``: this run's RTFx over the saved run's (:func:`load_previous`), for rows in both."""
-    key = lambda r: (r.get("engine"), r.get("model"), r.get("attention"), r.get("dtype"), r.get("quantization"), r.get("batch_size"))  # noqa: E731
+    key = lambda r: (r.get("engine"), r.get("model"), r.get("attention"), r.get("decoder_option"), r.get("dtype"),  # noqa: E731
+                     r.get("quantization"), r.get("batch_size"))
     old = {key(r): r for r in previous.get("rows", []) if r.get("status") == "ok"}
     for row in result["rows"]:
         prev = old.get(key(row))
@@ -110,7 +111,9 @@ def add_previous(result: dict[str, Any], previous: dict[str, Any]) -> None:
 def visible_columns(result: dict[str, Any]) -> list[tuple[str, str]]:
     rows = result["rows"]
     columns = ENGINE_COLUMNS if is_engines(result) else COLUMNS
-    return [(title, key) for title, key in columns if key in ("model", "attention", "engine", "status") or any(cell(r, key) for r in rows)]
+    # the decoding loop is a column where rows differ in it (--decoders, or auto choosing by device)
+    shown = lambda key: len({r.get("decoder") for r in rows}) > 1 if key == "decoder" else any(cell(r, key) for r in rows)  # noqa: E731
+    return [(title, key) for title, key in columns if key in ("model", "attention", "engine", "status") or shown(key)]
 
 
 #: Columns that identify a row: when every row that ran shares a value, a narrow terminal shows it once, below.

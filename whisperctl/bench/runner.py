@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import audio as audio_mod
-from ..config import MAX_BATCH_SIZE, Attention, Chunking, DType, EngineConfig, Quantization, Vad, parse_choice
+from ..config import MAX_BATCH_SIZE, Attention, Chunking, Decoder, DType, EngineConfig, Quantization, Vad, parse_choice
 from ..eligibility import Environment, environment_summary, make_plan
 from ..errors import EligibilityError, OutOfMemoryError, UsageError, WhisperctlError
 
@@ -41,6 +41,7 @@ class BenchSpec:
     warmup: int = 2
     repeats: int = 5
     baseline: Attention | None = None
+    decoders: tuple[Decoder, ...] = ()  # --decoders: each configuration once per decoding loop; () the base's
 
     def __post_init__(self) -> None:
         if self.base.vad is None and self.base.chunking != Chunking.VAD:
@@ -49,6 +50,8 @@ class BenchSpec:
             object.__setattr__(self, "base", self.base.replace(vad=Vad.NONE))
         if self.warmup < 0 or self.repeats < 1:
             raise UsageError("--warmup must be ≥ 0 and --repeats ≥ 1.")
+        if not self.decoders:
+            object.__setattr__(self, "decoders", (self.base.decoder,))
         for name in ("models", "attentions", "dtypes", "quantizations", "batch_sizes"):
             if not getattr(self, name):
                 raise UsageError(f"bench: the {name.replace('_', ' ')} axis is empty.")
@@ -63,8 +66,9 @@ class BenchSpec:
 
     def configs(self) -> list[EngineConfig]:
         return [
-            self.base.replace(model=m, dtype=d, quantization=q, attention=a)
+            self.base.replace(model=m, dtype=d, quantization=q, attention=a, decoder=dec)
             for m in self.models for d in self.dtypes for q in self.quantizations for a in self.attentions
+            for dec in self.decoders
         ]
 
     def to_dict(self) -> dict[str, Any]:
@@ -72,7 +76,7 @@ class BenchSpec:
             "base": self.base.to_dict(), "models": list(self.models), "attentions": [a.value for a in self.attentions],
             "dtypes": [d.value for d in self.dtypes], "quantizations": [q.value for q in self.quantizations],
             "batch_sizes": list(self.batch_sizes), "warmup": self.warmup, "repeats": self.repeats,
-            "baseline": self.baseline_attention.value,
+            "baseline": self.baseline_attention.value, "decoders": [d.value for d in self.decoders],
         }
 
 
@@ -227,7 +231,7 @@ def _cuda_reset(device: str) -> None:
 
 
 def _row_key(row: dict[str, Any]) -> tuple:
-    return (row["model"], row["dtype"], row["quantization"], row["batch_size"])
+    return (row["model"], row["dtype"], row["quantization"], row["batch_size"], row["decoder_option"])
 
 
 def run(
@@ -247,6 +251,7 @@ def run(
         base_row = {
             "model": config.model, "attention": config.attention.value, "dtype": config.dtype.value,
             "quantization": config.quantization.value, "weights": config.weights,
+            "decoder_option": config.decoder.value,  # as asked (--decoders); "decoder": what ran
         }
         try:
             plan = make_plan(config, env)
@@ -260,7 +265,8 @@ def run(
         base_row["dtype"] = plan.dtype.value
         base_row["quantization"] = plan.quantization.value
         base_row["device"] = plan.device
-        say(f"loading {config.model} ({config.attention.value}, {plan.dtype.value}, {config.quantization.value})")
+        say(f"loading {config.model} ({config.attention.value}, {plan.dtype.value}, {config.quantization.value}, "
+            f"decoder {config.decoder.value})")
         transcriber = None
         try:
             _cuda_reset(plan.device)
@@ -288,6 +294,7 @@ def run(
         del transcriber
         _cuda_reset(plan.device)
     compare_rows(rows, spec)
+    _compare_decoders(rows, spec)
     return {
         "schema": SCHEMA,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -368,6 +375,19 @@ def compare_rows(rows: list[dict[str, Any]], spec: BenchSpec) -> None:
             row["same_text"] = "baseline"
         elif "texts" in row and "texts" in base:
             row["same_text"] = _text_vs_baseline(row, base["texts"])
+
+
+def _compare_decoders(rows: list[dict[str, Any]], spec: BenchSpec) -> None:
+    """``decoder_speedup``: RTFx over the first --decoders entry's, within (model, attention, dtype, quant, batch)."""
+    if len(spec.decoders) < 2:
+        return
+    first = spec.decoders[0].value
+    key = lambda r: (r["model"], r["attention"], r["dtype"], r["quantization"], r["batch_size"])  # noqa: E731
+    baselines = {key(r): r for r in rows if r["decoder_option"] == first and r.get("status") == "ok"}
+    for row in rows:
+        base = baselines.get(key(row))
+        if row.get("status") == "ok" and base is not None and base["rtfx_median"]:
+            row["decoder_speedup"] = row["rtfx_median"] / base["rtfx_median"]
 
 
 def _text_vs_baseline(row: dict[str, Any], baseline: list[str]) -> str:

@@ -10,12 +10,12 @@ from typing import Any, Optional
 
 import typer
 
-from ..config import Attention, DType, EngineConfig, Quantization, load_config_file
+from ..config import Attention, Decoder, DType, EngineConfig, Quantization, load_config_file
 from ..errors import UsageError
 from . import app
 from .options import check_output_file, engine_options, engine_overrides, set_verbosity, verbose_option
 
-AXES = frozenset({"model", "attention", "dtype", "quantization", "batch_size"})
+AXES = frozenset({"model", "attention", "dtype", "quantization", "batch_size", "decoder"})
 
 
 @app.command()
@@ -24,6 +24,7 @@ def bench(
     compare: Optional[str] = typer.Option(None, "--compare", "--attn", help="Attention implementations, comma-separated (aliases and sdpa:<backend> accepted). Default: sdpa."),
     batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", "--batch-size", help="Comma-separated batch sizes. Default: 8."),
     dtypes: Optional[str] = typer.Option(None, "--dtypes", "--dtype", help="Comma-separated dtypes (auto, fp32, fp16, bf16). Default: auto."),
+    decoders: Optional[str] = typer.Option(None, "--decoders", "--decoder", help="Decoding loops, comma-separated: auto, lean, generate (lean,generate compares whisperctl's loop with transformers' generate()). Default: auto."),
     quantize: Optional[str] = typer.Option(None, "--quantize", help="Comma-separated: none, int8, int4. Default: none."),
     models: Optional[str] = typer.Option(None, "--models", "--model", help="Comma-separated models. Default: tiny.en (bundled)."),
     audio: list[str] = typer.Option([], "--audio", help="Audio files or directories (repeatable). Default: the bundled example clip."),
@@ -80,13 +81,17 @@ def bench(
         warmup=_count(pick(warmup, "warmup", 2), "--warmup", 0),
         repeats=_count(pick(repeats, "repeats", 5), "--repeats", 1),
         baseline=runner.parse_list(pick(baseline, "baseline", None), Attention, "--baseline")[0] if pick(baseline, "baseline", None) else None,
+        decoders=runner.parse_list(pick(decoders, "decoders", base.decoder.value), Decoder, "--decoders"),
     )
     engine_bench = None
     if pick(engines, "engines", None) is not None:  # names, packages and the one configuration checked now
         from .bench_engines import engines_plan
 
+        if len(spec.decoders) > 1:
+            raise UsageError("--decoders: --engines compares the engines at one configuration; give one decoder, or "
+                             "compare decoders without --engines.")
         engine_bench = engines_plan(
-            pick(engines, "engines", None), {**preset_engine, **overrides},
+            pick(engines, "engines", None), {**preset_engine, **overrides, "decoder": spec.decoders[0].value},
             {"model": pick(models, "models", None), "attention": pick(compare, "compare", None), "dtype": pick(dtypes, "dtypes", None),
              "quantization": pick(quantize, "quantize", None), "batch_size": pick(batch_sizes, "batch_sizes", None)},
             {"--weights": pick(weights_, "weights", None), "--decode-tokens": pick(decode_tokens, "decode_tokens", None),

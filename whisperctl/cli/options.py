@@ -52,7 +52,7 @@ ENGINE_OPTIONS: list[tuple[str, str, type, str]] = [
     ("seed", "--seed", int, "Seed of the sampled fallback passes (each window its own draw: same input, same text)."),
     ("threads", "--threads", int, "CPU threads for torch."),
     ("max_new_tokens", "--max-new-tokens", int, "Cap on generated tokens per window."),
-    ("decoder", "--decoder", str, "auto (whisperctl's lean greedy loop on CPU) | generate (transformers' generate())."),
+    ("decoder", "--decoder", str, "auto (whisperctl's lean loop on CPU, generate() elsewhere) | lean (any device) | generate (transformers')."),
     ("allow_pickle", "--allow-pickle", bool, "Load pickle (.bin) checkpoints (weights_only=True). Off: safetensors only."),
 ]
 

@@ -1,0 +1,146 @@
+"""The backend seam: the decoding policy talks to one protocol; the lean backend runs on any device and dtype.
+
+CUDA cannot be run here, so the lean loop is held to what makes it device-agnostic by construction: every tensor
+it creates names its device (run under ``torch.device("meta")`` as the default device, a tensor made without one
+lands on the meta device and the pass fails or differs), and its buffers follow the model's dtype (bf16 here).
+The meta check runs in fp32 (bf16 matmuls are slow on most CPUs); the code it checks does not depend on the dtype.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from whisperctl import EngineConfig, Transcriber
+from whisperctl import audio as audio_mod
+from whisperctl.decoding import WindowDecoder
+
+from conftest import run_cli
+
+SR = audio_mod.SAMPLE_RATE
+
+
+def _noise(*seconds):
+    rng = np.random.default_rng(3)
+    return [rng.normal(0, 0.1, SR * s).astype(np.float32) for s in seconds]
+
+
+@pytest.fixture(scope="module")
+def bf16_lean(tiny_random_model):
+    return Transcriber(EngineConfig(model=str(tiny_random_model), dtype="bf16", decoder="lean", quantization="none")).loaded
+
+
+def _searches(lm, hidden, prompts):
+    loop = lm.lean_loop
+    return [
+        loop.greedy(hidden, prompts, True, max_new_tokens=20, no_speech_id=lm.no_speech_id),
+        loop.greedy(hidden, prompts, True, max_new_tokens=20, temperature=1.0, seeds=[1, 2]),
+        loop.beam(hidden, prompts, True, 2, max_new_tokens=20, no_speech_id=lm.no_speech_id),
+        loop.greedy(hidden[:1], prompts[:1], False, max_new_tokens=131, min_new_tokens=131),  # the buffers grow past 128
+    ]
+
+
+def test_every_tensor_the_lean_loop_creates_names_its_device(tiny_random_model):
+    import torch
+
+    lm = Transcriber(EngineConfig(model=str(tiny_random_model), decoder="lean", quantization="none")).loaded
+    with torch.inference_mode():
+        hidden = lm.model.get_encoder()(lm.features(_noise(30, 5)))[0]
+        prompts = [lm.prefix("en", EngineConfig().decode_options().task, timestamps=True)] * 2
+        expected = _searches(lm, hidden, prompts)
+        with torch.device("meta"):  # the default device of any tensor made without naming one
+            got = _searches(lm, hidden, prompts)
+            unnamed = torch.tensor([1, 2])
+    assert unnamed.device.type == "meta"  # the context does catch a tensor made without a device
+    assert got == expected
+    assert [len(row) for row in expected[3][0]] == [131]
+
+
+def test_the_lean_loop_follows_the_model_dtype(bf16_lean):
+    import torch
+
+    lm = bf16_lean
+    assert lm.backend_name == "lean" and not lm.native
+    step = lm.lean_loop.step
+    with torch.inference_mode():
+        hidden = lm.model.get_encoder()(lm.features(_noise(30)))[0]
+        keys, values = step.buffers(1, 8, hidden)
+        logits = lm.lean_loop.first_logits(hidden, lm.sot_id)
+    assert hidden.dtype == torch.bfloat16
+    assert {k.dtype for k in keys + values} == {torch.bfloat16}
+    assert logits.dtype == torch.float32 and torch.isfinite(logits).any()
+
+
+def test_bf16_lean_and_generate_decode_through_the_same_policy(bf16_lean, tiny_random_model):
+    """Both backends answer the policy's questions in bf16; rows differ (bf16 rounds differently per kernel) but
+    each gives its tokens with finite numbers and the decoder it ran is reported."""
+    plain = Transcriber(EngineConfig(model=str(tiny_random_model), dtype="bf16", decoder="generate", quantization="none")).loaded
+    options = EngineConfig(temperature=(0.0,)).decode_options(decode_tokens=12)
+    for lm, name in ((bf16_lean, "lean"), (plain, "generate")):
+        decoder = WindowDecoder(lm, options, timestamps=False)
+        assert decoder.backend.name == name
+        results = decoder.decode(_noise(30, 4), [None, None])
+        assert [len(r.tokens) for r in results] == [12, 12]
+        assert all(np.isfinite(r.avg_logprob) for r in results)
+
+
+def test_decoder_lean_on_the_cpu_runs_whisperctl_native(tiny_random_model):
+    auto = Transcriber(EngineConfig(model=str(tiny_random_model), quantization="none")).load()
+    lean = Transcriber(EngineConfig(model=str(tiny_random_model), quantization="none", decoder="lean")).load()
+    generate = Transcriber(EngineConfig(model=str(tiny_random_model), quantization="none", decoder="generate")).load()
+    assert [t.runtime_info()["decoder"] for t in (auto, lean, generate)] == ["lean", "lean", "generate"]
+
+
+def test_unknown_decoder_lists_lean(capsys):
+    code, _, err = run_cli(["transcribe", "x.wav", "--decoder", "leen"], capsys)
+    assert code == 2
+    assert "--decoder: unknown value 'leen'. Valid: auto, lean, generate. Did you mean 'lean'?" in err
+
+
+def test_bench_compares_decoders(tiny_random_model, capsys, tmp_path):
+    out = tmp_path / "r.json"
+    code, stdout, err = run_cli(["bench", "--model", tiny_random_model, "--decoders", "lean,generate", "--batch-sizes", "1",
+                                 "--decode-tokens", "4", "--warmup", "0", "--repeats", "1", "--json", out], capsys)
+    assert code == 0, err
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert result["spec"]["decoders"] == ["lean", "generate"]
+    assert [(r["decoder_option"], r["decoder"], r["status"]) for r in rows] == [("lean", "lean", "ok"), ("generate", "generate", "ok")]
+    assert rows[0]["decoder_speedup"] == 1.0 and rows[1]["decoder_speedup"] > 0
+    assert "decoder" in stdout and "vs 1st decoder" in stdout
+
+
+class _ScriptedBackend:
+    """A backend that answers from a script: the policy's decisions tested without running a model."""
+
+    name = "scripted"
+
+    def __init__(self, lm, sums_by_temperature):
+        self.lm, self.sums, self.passes = lm, sums_by_temperature, []
+
+    def encode(self, features):
+        from whisperctl.backends import Windows
+
+        return Windows(features, lambda f: f)
+
+    def search(self, windows, prompts, options, task):
+        from whisperctl.backends import Found
+
+        self.passes.append((options.temperature, len(prompts), options.keys))
+        row = self.lm.text_tokens(f"hello at {options.temperature}") + [self.lm.eos_id]
+        return Found([list(row) for _ in prompts], [0.1] * len(prompts), [self.sums[options.temperature]] * len(prompts))
+
+
+def test_the_policy_falls_back_through_any_backend(tiny_random_model, monkeypatch):
+    """Too unlikely at 0 and 0.2, fine at 0.4: the policy asks the backend again, hotter, with each window's audio
+    key (so its draws do not depend on its batch), and keeps the pass that met the thresholds."""
+    from whisperctl import decoding
+
+    lm = Transcriber(EngineConfig(model=str(tiny_random_model), quantization="none")).loaded
+    backend = _ScriptedBackend(lm, {0.0: -30.0, 0.2: -30.0, 0.4: -1.0})
+    monkeypatch.setattr(decoding, "for_model", lambda loaded: backend)
+    options = EngineConfig(temperature=(0.0, 0.2, 0.4, 0.6)).decode_options()
+    results = WindowDecoder(lm, options).decode(_noise(3, 4), [None, None])
+    assert [(t, n) for t, n, _ in backend.passes] == [(0.0, 2), (0.2, 2), (0.4, 2)]
+    assert backend.passes[0][2] is None and len(backend.passes[1][2]) == 2 and backend.passes[1][2] == backend.passes[2][2]
+    assert [r.temperature for r in results] == [0.4, 0.4] and results[0].text.strip() == "hello at 0.4"

@@ -1,0 +1,147 @@
+"""The generate backend: transformers' ``generate()`` (``--decoder generate``, and where the lean loop cannot run).
+
+``generate()`` encodes inside; the encoder output it computed is kept (a forward hook) for what comes after it: the
+no-speech probability and the log-probability sums come from one teacher-forced scoring pass over its rows (so the
+policy judges its rows by the numbers the lean loop reads in its steps), language detection is one decoder step,
+and word timing runs the lean loop's forced pass over transformers' model (the model already loaded, never a
+second one).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+from . import Found, Prompt, SearchOptions, Windows
+
+if TYPE_CHECKING:
+    from ..loaded import LoadedModel
+
+SAMPLING_SEED = 0  # sampled passes run under this seed plus --seed, one draw for the whole batch
+
+
+class GenerateBackend:
+    name = "generate"
+
+    def __init__(self, loaded: "LoadedModel"):
+        self.loaded = loaded
+        self.model = loaded.transformers_model()
+        self._encoder = self.model.get_encoder()
+
+    def _run_encoder(self, features: Any) -> Any:
+        return self._encoder(features)[0]
+
+    def encode(self, features: Any) -> Windows:
+        return Windows(features, self._run_encoder)  # generate() encodes inside: the output is kept from there
+
+    def search(self, windows: Windows, prompts: Sequence[Prompt], options: SearchOptions, task: str) -> Found:
+        import torch
+
+        if options.temperature > 0:
+            lm = self.loaded
+            devices = [torch.device(lm.plan.device).index or 0] if lm.plan.device.startswith("cuda") else []
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(SAMPLING_SEED + options.seed)  # per batch: generate() draws for all rows
+                rows, hidden = self._generate(windows.features, prompts, options, task)
+        else:
+            rows, hidden = self._generate(windows.features, prompts, options, task)
+        windows.remember(hidden)
+        no_speech, sums = self._score(hidden, [p.tokens for p in prompts], rows)
+        return Found(rows, no_speech, sums)
+
+    def _generate(self, feats, prompts: Sequence[Prompt], options: SearchOptions, task: str) -> tuple[list[list[int]], Any]:
+        """Rows of generated tokens (prompt removed), and the encoder output."""
+        import torch
+
+        lm = self.loaded
+        kw: dict[str, Any] = {"return_timestamps": options.timestamps, "num_beams": options.beam_size}
+        if options.max_new_tokens:
+            kw["max_new_tokens"] = options.max_new_tokens
+        if options.min_new_tokens:
+            kw["min_new_tokens"] = options.min_new_tokens
+        if options.temperature > 0:
+            kw.update(temperature=options.temperature, do_sample=True, num_beams=1)
+        else:
+            kw["do_sample"] = False
+        if lm.multilingual:
+            kw["task"] = task
+        if lm.unique_call:
+            # One decoding pass per window: transformers would otherwise seek past the last timestamp and decode
+            # the window's tail again with timestamps restarting at 0; the overlapping next window covers it.
+            kw["force_unique_generate_call"] = True
+        captured: list[Any] = []
+        hook = self._encoder.register_forward_hook(lambda m, a, o: captured.append(o[0]) if not captured else None)
+        try:
+            groups = _group_by_head(prompts)
+            rows: list[list[int]] = [[] for _ in prompts]
+            for head, idx in groups:
+                call = dict(kw)
+                if head:
+                    call["prompt_ids"] = torch.tensor(head, device=lm.plan.device)
+                if lm.multilingual:
+                    call["language"] = [prompts[i].language for i in idx]
+                out = self.model.generate(input_features=feats[idx], **call)
+                sequences = out["sequences"] if isinstance(out, dict) else out
+                for i, row in zip(idx, sequences.tolist()):  # copies to the host: the device is synchronised
+                    rows[i] = self._strip_prompt(row, prompts[i])
+        finally:
+            hook.remove()
+        whole = len(groups) == 1 and captured and captured[0].shape[0] == len(prompts)
+        return rows, captured[0] if whole else self._run_encoder(feats)
+
+    def _strip_prompt(self, row: list[int], prompt: Prompt) -> list[int]:
+        """generate()'s row without the prompt some transformers versions echo, and without padding."""
+        lm = self.loaded
+        if lm.sot_id in row[: lm.max_length // 2 + 4]:
+            row = row[row.index(lm.sot_id) + len(prompt.prefix):]
+        finished = bool(row) and row[-1] == lm.eos_id  # rows cut at the length limit have no end-of-text
+        while row and row[-1] == lm.eos_id:
+            row = row[:-1]
+        return row + [lm.eos_id] if finished else row
+
+    def _score(self, hidden, prompts: list[list[int]], rows: list[list[int]]) -> tuple[list[float] | None, list[float]]:
+        """No-speech probability at the start-of-transcript position (from a pass over the prompts alone, as the
+        lean loop's first step computes it: dynamic int8 scales each Linear's input over the whole tensor) and
+        the sum of the generated tokens' log-probabilities, end-of-text included (one teacher-forced pass)."""
+        import torch
+
+        lm = self.loaded
+        no_speech = None
+        if lm.no_speech_id is not None:
+            logits = self._logits(hidden, prompts)
+            no_speech = [
+                float(torch.softmax(logits[i, p.index(lm.sot_id)].float(), dim=-1)[lm.no_speech_id]) for i, p in enumerate(prompts)
+            ]
+        logprobs = torch.log_softmax(self._logits(hidden, [p + r for p, r in zip(prompts, rows)]).float(), dim=-1)
+        sums = []
+        for i, (p, r) in enumerate(zip(prompts, rows)):
+            positions = torch.arange(len(p) - 1, len(p) - 1 + len(r), device=hidden.device)
+            sums.append(float(logprobs[i, positions, torch.tensor(r, device=hidden.device)].sum()) if r else 0.0)
+        return no_speech, sums
+
+    def _logits(self, hidden, sequences: list[list[int]]):
+        """Decoder logits for token sequences (right-padded with end-of-text: the decoder is causal)."""
+        import torch
+        from transformers.modeling_outputs import BaseModelOutput
+
+        lm = self.loaded
+        sequences = [s[: lm.max_length] for s in sequences]
+        width = max(len(s) for s in sequences)
+        ids = torch.tensor([s + [lm.eos_id] * (width - len(s)) for s in sequences], device=hidden.device)
+        return self.model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), decoder_input_ids=ids).logits
+
+    def first_logits(self, windows: Windows, token: int) -> Any:
+        return self._logits(windows.hidden, [[token]] * len(windows))[:, 0].float()
+
+    def cross_attention(self, windows: Windows, tokens: Any, heads: Sequence[tuple[int, int]]) -> tuple[Any, Any]:
+        return self.loaded.alignment_decoder().cross_attention(windows.hidden, tokens, heads)
+
+    def token_logits(self, states: Any) -> Any:
+        return self.model.proj_out(states)
+
+
+def _group_by_head(prompts: Sequence[Prompt]) -> list[tuple[list[int], list[int]]]:
+    """(prompt head, row indices) for each distinct head: generate() takes one text prompt per call."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, p in enumerate(prompts):
+        groups.setdefault(tuple(p.head), []).append(i)
+    return [(list(k), v) for k, v in groups.items()]
