@@ -114,7 +114,7 @@ def test_report_formats_and_compare_to(tmp_path, tiny_random_model):
     md = report.to_markdown(result, "whisperctl bench")
     assert md.splitlines()[0] == "```" and "| model | attn |" in md
     header_line = (tmp_path / "a.csv").read_text().splitlines()[0]
-    assert header_line.startswith("model,attention,dtype,quantization,batch_size,latency_median_s")
+    assert header_line.startswith("model,attention,decoder,dtype,quantization,batch_size,latency_median_s")
     previous = json.loads((tmp_path / "a.json").read_text())
     previous["rows"][0]["rtfx_median"] = result["rows"][0]["rtfx_median"] / 2
     (tmp_path / "prev.json").write_text(json.dumps(previous))

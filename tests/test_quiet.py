@@ -229,7 +229,8 @@ def test_same_text_column_gives_the_wer_against_the_baseline():
                             (EngineConfig().quantization,), (8,))
 
     def rows(*texts):
-        made = [{"model": "tiny.en", "attention": a, "dtype": "fp32", "quantization": "int8", "batch_size": 8, "status": "ok",
+        made = [{"model": "tiny.en", "attention": a, "dtype": "fp32", "quantization": "int8", "batch_size": 8,
+                 "decoder_option": "auto", "status": "ok",
                  "rtfx_median": 10.0, "texts": t} for a, t in zip(("eager", "sdpa"), texts)]
         runner.compare_rows(made, spec)
         return made[1]

@@ -158,7 +158,7 @@ class SequentialRunner:
         order: collections.deque[_Input] = collections.deque()  # admitted inputs not yet fully emitted, in order
         live: list[_Lane] = []
         width = max(1, self.options.batch_size)
-        while waiting or live:
+        while waiting or live or order:  # (an input may have sections left to open when no lane is live)
             self._open_lanes(waiting, order, live, width)
             batch: list[tuple[_Lane, np.ndarray]] = []
             for lane in list(live):
