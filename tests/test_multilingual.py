@@ -139,7 +139,7 @@ def test_each_file_of_a_mixed_folder_gets_its_own_language_and_text(tmp_path, ca
 
 
 @needs_base
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_translate_turns_each_language_into_english(tmp_path, capsys, seed):
     """Every clip comes out in English, whatever the seed of the sampled fallback passes: its text shares more
     words with the English translation than with the source sentence (which shares at most 0.13 with the English

@@ -291,6 +291,7 @@ def test_clips_past_the_end_of_the_file_are_said(capsys, tiny_random_model):
 
 
 # ----------------------------------------------------------------- SIGTERM during a --ray run
+@pytest.mark.slow  # a real local Ray cluster, as the other Ray tests
 def test_sigterm_during_a_ray_run_stops_like_a_local_run(tmp_path):
     """Ray's driver replaced the SIGTERM handler: its C++ core printed a stack trace and the run exited 15."""
     import os

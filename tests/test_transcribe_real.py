@@ -39,7 +39,7 @@ def _lj_reference(references):
     return " ".join(references[f"TTS/LJ001-{i:04d}.wav"] for i in range(1, 33))
 
 
-@pytest.mark.parametrize("chunking", ["batched", "sequential"])
+@pytest.mark.parametrize("chunking", [pytest.param("batched", marks=pytest.mark.slow), "sequential"])
 def test_lj_long_form_wer(speech, references, chunking):
     result = Transcriber(EngineConfig(chunking=chunking)).transcribe(str(speech / LJ))
     score = wer([_lj_reference(references)], [result.text])
