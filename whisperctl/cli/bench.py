@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
@@ -97,33 +98,13 @@ def bench(
             {"--weights": pick(weights_, "weights", None), "--decode-tokens": pick(decode_tokens, "decode_tokens", None),
              "--baseline": pick(baseline, "baseline", None)},
             spec.warmup, spec.repeats)
-    from .. import models as model_registry
-
-    for name in spec.models:  # bad model names fail now, not after other rows ran
-        if base.weights == "random":
-            if model_registry.architecture(name) is None:
-                raise UsageError(f"--weights random: no architecture on record for '{name}'. Use one of: {', '.join(model_registry.ARCHITECTURES)}.")
-        else:
-            model_registry.resolve(name)
+    _check_models(spec.models, random_weights=base.weights == "random")  # now, not after other rows ran
     # Everything that could fail after the run is checked before it: the samples of a long benchmark must not
     # be lost to an unwritable --json or an unreadable --compare-to.
-    if plot_out is not None:
-        report.check_plot_available()
-    outputs = [(path, flag) for path, flag in ((json_out, "--json"), (csv_out, "--csv"), (md_out, "--markdown"),
-                                               (plot_out, "--plot")) if path is not None]
-    _check_distinct_outputs(outputs)
-    for path, flag in outputs:
-        check_output_file(path, flag)
+    outs = _Outputs(json_out, csv_out, md_out, plot_out)
+    outs.check()
     previous = report.load_previous(compare_to) if compare_to is not None else None
-    tiled = pick(duration, "duration", None)
-    if tiled is not None:
-        tiled = runner.check_duration(tiled)
-    audio_list = list(audio) or preset.get("audio", [])
-    if isinstance(audio_list, str):
-        audio_list = [audio_list]
-    if not isinstance(audio_list, list) or not all(isinstance(a, str) for a in audio_list):
-        raise UsageError("--config [bench] audio: give a list of file or directory names.")
-    inputs = runner.load_inputs(audio_list, pick(manifest, "manifest", None), tiled)
+    inputs = _inputs(list(audio) or preset.get("audio", []), pick(manifest, "manifest", None), pick(duration, "duration", None))
 
     from ..eligibility import probe
 
@@ -144,18 +125,68 @@ def bench(
     if previous is not None:
         report.add_previous(result, previous)
     report.print_table(result)
-    if json_out:
-        report.write_json(result, json_out)
-    if csv_out:
-        report.write_csv(result, csv_out)
-    if md_out:
-        from ..writers import write_atomic
-
-        write_atomic(md_out, report.to_markdown(result, result["command"]))
-    if plot_out:
-        report.write_plot(result, plot_out)
+    outs.write(result)
     if all(not r["status"].startswith(("ok", "skipped")) for r in result["rows"]):
         raise typer.Exit(1)
+
+
+def _check_models(names: list[str], random_weights: bool) -> None:
+    from .. import models as model_registry
+
+    for name in names:
+        if random_weights:
+            if model_registry.architecture(name) is None:
+                raise UsageError(f"--weights random: no architecture on record for '{name}'. Use one of: "
+                                 f"{', '.join(model_registry.ARCHITECTURES)}.")
+        else:
+            model_registry.resolve(name)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Outputs:
+    """bench's report files: checked before the run, written after it."""
+
+    json: Optional[Path]
+    csv: Optional[Path]
+    markdown: Optional[Path]
+    plot: Optional[Path]
+
+    def check(self) -> None:
+        from ..bench import report
+
+        if self.plot is not None:
+            report.check_plot_available()
+        outputs = [(path, flag) for path, flag in ((self.json, "--json"), (self.csv, "--csv"),
+                                                   (self.markdown, "--markdown"), (self.plot, "--plot")) if path is not None]
+        _check_distinct_outputs(outputs)
+        for path, flag in outputs:
+            check_output_file(path, flag)
+
+    def write(self, result: dict[str, Any]) -> None:
+        from ..bench import report
+
+        if self.json:
+            report.write_json(result, self.json)
+        if self.csv:
+            report.write_csv(result, self.csv)
+        if self.markdown:
+            from ..writers import write_atomic
+
+            write_atomic(self.markdown, report.to_markdown(result, result["command"]))
+        if self.plot:
+            report.write_plot(result, self.plot)
+
+
+def _inputs(audio_list: Any, manifest: Optional[str], duration: Optional[float]) -> list:
+    """The bench inputs: files or directories (flags or the preset's list), tiled to ``duration`` when given."""
+    from ..bench import runner
+
+    tiled = runner.check_duration(duration) if duration is not None else None
+    if isinstance(audio_list, str):
+        audio_list = [audio_list]
+    if not isinstance(audio_list, list) or not all(isinstance(a, str) for a in audio_list):
+        raise UsageError("--config [bench] audio: give a list of file or directory names.")
+    return runner.load_inputs(audio_list, manifest, tiled)
 
 
 def _check_distinct_outputs(outputs: list[tuple[Path, str]]) -> None:
