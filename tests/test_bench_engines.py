@@ -224,7 +224,8 @@ def test_openai_whisper_computes_what_transformers_computes(tiny_whisper_shaped,
 
 
 # ---------------------------------------------------------------------------------------------- real engines
-@pytest.mark.parametrize("name", ["whisperctl", "transformers", "faster-whisper", "faster-whisper:batched", "openai-whisper"])
+@pytest.mark.parametrize("name", ["whisperctl", pytest.param("transformers", marks=pytest.mark.slow), "faster-whisper",
+                                  "faster-whisper:batched", "openai-whisper"])
 def test_each_real_engine_on_one_short_clip(name, speech, references):
     why = engines.registry()[name].missing()
     if why:

@@ -163,7 +163,7 @@ def test_a_repetition_loop_fails_the_compression_rule():
     assert needs_fallback(WindowResult([], "en", -1.5, 0.1, 1.0, 0.0), DecodeOptions())
 
 
-@pytest.mark.parametrize("chunking", ["batched", "sequential"])
+@pytest.mark.parametrize("chunking", [pytest.param("batched", marks=pytest.mark.slow), "sequential"])
 def test_stream_yields_settled_segments_before_the_file_ends(speech, chunking):
     from whisperctl.transcript import FileDone, SegmentReady
 
