@@ -75,7 +75,7 @@ def main() -> None:
 
     import soundfile as sf
 
-    from whisperctl import EngineConfig, Transcriber, models
+    from whisperctl import EngineConfig, Transcriber
     from whisperctl.wer import wer
 
     rows = list(csv.DictReader((SPEECH / "MANIFEST.tsv").open(encoding="utf-8"), delimiter="\t"))
@@ -93,15 +93,7 @@ def main() -> None:
         texts[name] = {f: t.transcribe(str(SPEECH / f), opts).text for f in files}
         print(f"done: {name}", file=sys.stderr, flush=True)
     if not args.no_peer:
-        from faster_whisper import WhisperModel
-
-        ct2 = models.ct2_source(models.resolve("tiny.en"))[0]
-        fw = WhisperModel(str(ct2), device="cpu", compute_type="float32" if args.precision == "fp32" else "int8",
-                          cpu_threads=args.threads)
-        texts["faster-whisper"] = {}
-        for f in files:
-            segments, _ = fw.transcribe(str(SPEECH / f), language="en", beam_size=args.beam, vad_filter=False)
-            texts["faster-whisper"][f] = "".join(s.text for s in segments)
+        texts["faster-whisper"] = faster_whisper_texts("tiny.en", args, {f: (SPEECH / f, "en") for f in files})
 
     print(f"# tiny.en {args.precision}, beam {args.beam}, {args.threads} threads; {cpu_line()}")
     print("| workload | " + " | ".join(texts) + " |")
@@ -125,11 +117,28 @@ def main() -> None:
         args.json.write_text(json.dumps(texts, indent=1))
 
 
+def faster_whisper_texts(model: str, args: argparse.Namespace, files: dict[str, tuple[Path, str]]) -> dict[str, str]:
+    """faster-whisper's sequential ``transcribe`` of each (path, language) on ``model``'s CTranslate2 weights (the
+    ones whisperctl converts), no VAD, beam and precision from ``args``."""
+    from faster_whisper import WhisperModel
+
+    from whisperctl import models
+
+    ct2 = models.ct2_source(models.resolve(model))[0]
+    fw = WhisperModel(str(ct2), device="cpu", compute_type="float32" if args.precision == "fp32" else "int8",
+                      cpu_threads=args.threads)
+    out = {}
+    for name, (path, language) in files.items():
+        segments, _ = fw.transcribe(str(path), language=language, beam_size=args.beam, vad_filter=False)
+        out[name] = "".join(s.text for s in segments)
+    return out
+
+
 def multilingual(args: argparse.Namespace) -> None:
     import jiwer
     from transformers.models.whisper.english_normalizer import BasicTextNormalizer
 
-    from whisperctl import EngineConfig, Transcriber, models
+    from whisperctl import EngineConfig, Transcriber
 
     norm = BasicTextNormalizer()
     rows = list(csv.DictReader((MULTILINGUAL / "MANIFEST.tsv").open(encoding="utf-8"), delimiter="\t"))
@@ -141,16 +150,8 @@ def multilingual(args: argparse.Namespace) -> None:
         texts[name] = {r["file"]: t.transcribe(str(MULTILINGUAL / r["file"]), t.options.replace(language=r["language"], **options)).text
                        for r in rows}
     if not args.no_peer:
-        from faster_whisper import WhisperModel
-
-        ct2 = models.ct2_source(models.resolve("base-pypi"))[0]
-        fw = WhisperModel(str(ct2), device="cpu", compute_type="float32" if args.precision == "fp32" else "int8",
-                          cpu_threads=args.threads)
-        texts["faster-whisper"] = {}
-        for r in rows:
-            segments, _ = fw.transcribe(str(MULTILINGUAL / r["file"]), language=r["language"], beam_size=args.beam,
-                                        vad_filter=False)
-            texts["faster-whisper"][r["file"]] = "".join(s.text for s in segments)
+        texts["faster-whisper"] = faster_whisper_texts(
+            "base-pypi", args, {r["file"]: (MULTILINGUAL / r["file"], r["language"]) for r in rows})
     print(f"# base-pypi {args.precision}, beam {args.beam}, {args.threads} threads; {cpu_line()}")
     print("| file | " + " | ".join(texts) + " |")
     print("|---|" + "---|" * len(texts))
