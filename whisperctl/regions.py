@@ -235,11 +235,21 @@ class RegionsOnly(RegionStream):
         self._blocks = blocks
         self._scan = scan
         self.time_map = TimeMap(snap=snap)
+        self._cuts: list[int] = []  # the scan's gaps mapped so far, ascending
+        self._gaps_mapped = 0
 
     def cut_points(self) -> list[int]:
-        """The scan's gaps found so far as samples of the joined stream (ascending; those not mapped yet left out)."""
-        mapped = (self.time_map.to_joined(g) for g in self._scan.gaps)
-        return sorted({c for c in mapped if c is not None and c > 0})
+        """The scan's gaps found so far as samples of the joined stream (ascending; those not mapped yet left out).
+        Gaps come in order and the time map only grows, so each gap is mapped once."""
+        gaps = self._scan.gaps
+        while self._gaps_mapped < len(gaps):
+            cut = self.time_map.to_joined(gaps[self._gaps_mapped])
+            if cut is None:  # its region is not mapped yet, nor are the later gaps'
+                break
+            if cut > (self._cuts[-1] if self._cuts else 0):
+                self._cuts.append(cut)
+            self._gaps_mapped += 1
+        return self._cuts
 
     def __iter__(self) -> Iterator[np.ndarray]:
         tape, scan = Tape(), self._scan

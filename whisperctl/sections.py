@@ -16,6 +16,7 @@ Pure bookkeeping over blocks of samples: no model.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from typing import Callable, Iterable, Iterator
 
@@ -82,10 +83,9 @@ class Sections:
 
     def _next_cut(self) -> int | None:
         assert self._cut_points is not None
-        for cut in self._cut_points():
-            if self._start + self._min <= cut < self._read:
-                return cut
-        return None
+        cuts = self._cut_points()
+        i = bisect.bisect_left(cuts, self._start + self._min)
+        return cuts[i] if i < len(cuts) and cuts[i] < self._read else None
 
     def _take(self, end: int) -> list[np.ndarray]:
         """The held audio before stream sample ``end``; the rest stays held for the next section."""
