@@ -137,6 +137,31 @@ def test_one_fallback_policy_in_both_chunking_modes(speech, chunking):
     assert strict.transcribe(audio).text == result.text  # sampled passes are seeded: the same text again
 
 
+def test_a_sampled_pass_keeps_the_most_likely_of_best_of_draws(sdpa, speech):
+    """At a temperature above 0 each window draws --best-of candidates (faster-whisper's and openai-whisper's
+    default: 5) and keeps the one with the best log-probability per token. Draw 0 is the draw --best-of 1 makes,
+    so five draws never keep a less likely text than one; at temperature 1 the draws differ, and they are seeded
+    (the same window gets the same draws in any batch)."""
+    from whisperctl import audio as audio_mod
+    from whisperctl.config import DecodeOptions
+    from whisperctl.decoding import WindowDecoder, per_token_logprob
+
+    samples = audio_mod.load(str(speech / JFK))
+    lj = audio_mod.load(str(speech / LJ))[: 30 * audio_mod.SAMPLE_RATE]
+    one_pass = dict(temperature=(1.0,), compression_ratio_threshold=None, logprob_threshold=None, max_new_tokens=60)
+
+    def decode(best_of, chunks):
+        return WindowDecoder(sdpa.loaded, DecodeOptions(best_of=best_of, **one_pass)).decode(chunks, [None] * len(chunks))
+
+    (one,), (five,) = decode(1, [samples]), decode(5, [samples])
+    assert five.temperature == one.temperature == 1.0
+    assert per_token_logprob(five) >= per_token_logprob(one)
+    draws = {tuple(WindowDecoder(sdpa.loaded, DecodeOptions(seed=seed, best_of=1, **one_pass)).decode([samples], [None])[0].tokens)
+             for seed in (0, 1, 2, 3)}
+    assert len(draws) > 1  # other seeds draw other texts: there is something to choose from
+    assert decode(5, [lj, samples])[1].tokens == five.tokens  # batch-independent draws
+
+
 def test_a_window_failing_every_temperature_keeps_its_most_likely_plain_attempt():
     from whisperctl.config import DecodeOptions
     from whisperctl.decoding import WindowResult, best_attempt

@@ -28,6 +28,7 @@ PARSE_ERRORS = [
     (["transcribe", "-take2.wav"], "Write ./-take2.wav or put it after --"),
     (["bench", "--repeats", "1.5"], "Invalid value for '--repeats'"),
     (["doctor", "--nope"], "No such option: --nope"),
+    (["transcribe", J, "--best-of", "0"], "--best-of: must be an integer ≥ 1, got 0"),
 ]
 
 

@@ -218,6 +218,9 @@ class DecodeOptions:
     task: Task = Task.TRANSCRIBE
     timestamps: Timestamps = Timestamps.SEGMENT  # word timestamps add an eager-attention alignment pass
     beam_size: int = 1  # 1 = greedy
+    # sampled fallback passes (temperature > 0) draw this many candidates per window and keep the one with the best
+    # log-probability per token (openai-whisper's CLI and faster-whisper default to 5)
+    best_of: int = 5
     temperature: tuple[float, ...] = DEFAULT_TEMPERATURES  # tried in turn while a decode fails the thresholds
     compression_ratio_threshold: float | None = COMPRESSION_RATIO_THRESHOLD  # None: no repetition check
     logprob_threshold: float | None = LOGPROB_THRESHOLD  # None: no log-probability check
@@ -294,6 +297,8 @@ class DecodeOptions:
         _require_int(self.batch_size, "--batch-size", minimum=1, maximum=MAX_BATCH_SIZE)
         _require_int(self.beam_size, "--beam-size", minimum=1, maximum=MAX_BEAM_SIZE,
                      why="larger beams multiply memory without improving accuracy; 5 is the usual choice")
+        _require_int(self.best_of, "--best-of", minimum=1, maximum=MAX_BEAM_SIZE,
+                     why="each candidate is a whole sampled decode of the window; 5 is the usual choice")
         for value, flag in ((self.max_new_tokens, "--max-new-tokens"), (self.decode_tokens, "--decode-tokens")):
             if value is not None:
                 _require_int(value, flag, minimum=1, maximum=MAX_DECODER_TOKENS, why="Whisper's decoder has 448 positions")

@@ -202,7 +202,7 @@ class WindowDecoder:
             with lm.attention_context():
                 windows = self.backend.encode(feats)  # detection, the first pass and fallbacks share it
                 languages, candidates = self._languages(windows, languages, groups)
-                results = self._pass(windows, languages, prompts, opts.temperature[0])
+                results = self._sampled_pass(windows, languages, prompts, list(range(len(chunks))), opts.temperature[0], chunks)
                 if not random_weights and not opts.decode_tokens:
                     self._fallback(windows, languages, prompts, results, chunks)
                 for r, found in zip(results, candidates):
@@ -275,21 +275,32 @@ class WindowDecoder:
         (as faster-whisper: the highest mean log-probability among the attempts under the compression-ratio
         threshold, or among all when none is), not the last, most random one."""
         attempts: dict[int, list[WindowResult]] = {}
-        keys: list[int] | None = None  # the windows' audio digests, seeding sampled passes (only if one runs)
         for temperature in self.options.temperature[1:]:
             redo = [i for i, r in enumerate(results) if needs_fallback(r, self.options)]
             if not redo:
                 return
-            if keys is None and chunks is not None:
-                keys = [_audio_key(c) for c in chunks]
-            again = self._pass(windows.rows(redo), [languages[i] for i in redo], [prompts[i] for i in redo], temperature,
-                               [keys[i] for i in redo] if keys else None)
+            again = self._sampled_pass(windows, languages, prompts, redo, temperature, chunks)
             for i, r in zip(redo, again):
                 attempts.setdefault(i, [results[i]]).append(r)
                 results[i] = r
         for i, tried in attempts.items():
             if needs_fallback(results[i], self.options):
                 results[i] = best_attempt(tried, self.options)
+
+    def _sampled_pass(self, windows: Windows, languages, prompts, redo: list[int], temperature: float,
+                      chunks: Sequence[np.ndarray] | None) -> list[WindowResult]:
+        """The windows ``redo`` decoded at ``temperature``. Above 0, each window draws ``best_of`` candidates in
+        one pass and keeps the one with the best log-probability per token (openai-whisper's ranking without a
+        length penalty, as faster-whisper's CTranslate2 ranks its ``num_hypotheses``); draw c of a window is
+        seeded by the user's seed, a digest of the window's audio and c, so it is the same in any batch."""
+        if temperature <= 0:
+            return self._pass(windows.rows(redo), [languages[i] for i in redo], [prompts[i] for i in redo], temperature)
+        copies = self.options.best_of
+        keys = {i: _audio_key(chunks[i]) if chunks is not None else i for i in redo}
+        rows = [i for i in redo for _ in range(copies)]
+        found = self._pass(windows.rows(rows), [languages[i] for i in rows], [prompts[i] for i in rows], temperature,
+                           [keys[i] + c * DRAW_KEY_STEP for i in redo for c in range(copies)])
+        return [max(found[j : j + copies], key=per_token_logprob) for j in range(0, len(found), copies)]
 
     def _pass(self, windows: Windows, languages, prompts: list[list[int]], temperature: float,
               keys: Sequence[int] | None = None) -> list[WindowResult]:
@@ -320,6 +331,16 @@ class WindowDecoder:
         """<|startofprev|> and the prompt's last tokens (at most half the decoder's positions, as openai-whisper)."""
         lm = self.loaded
         return [lm.sot_prev_id, *prompt[-(lm.max_length // 2 - 1):]] if prompt and lm.sot_prev_id is not None else []
+
+
+DRAW_KEY_STEP = 2**32  # audio digests are CRC-32s: draw c of a window is keyed past every digest of draw c - 1
+
+
+def per_token_logprob(result: WindowResult) -> float:
+    """A decode's log-probability per generated token (its end token left out of the count, as openai-whisper's
+    ranker without a length penalty): ``avg_logprob`` counts the end token."""
+    n = len(result.tokens)
+    return result.avg_logprob * (n + 1) / max(n, 1)
 
 
 def _audio_key(samples: np.ndarray) -> int:

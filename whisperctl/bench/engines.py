@@ -341,8 +341,9 @@ class _OpenAISession:
         import whisper
 
         beam = self.request.beam_size if self.request.beam_size > 1 else None
+        # best_of 5: its CLI's default, faster-whisper's and whisperctl's (its Python API draws once per fallback pass)
         out = whisper.transcribe(self.model, samples, fp16=self.fp16, language=self.request.language, beam_size=beam,
-                                 verbose=None)
+                                 best_of=5, verbose=None)
         return out["text"]
 
 

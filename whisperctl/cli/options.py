@@ -42,6 +42,7 @@ ENGINE_OPTIONS: list[tuple[str, str, type, str]] = [
     ("task", "--task", str, "transcribe | translate (to English; multilingual models only)."),
     ("timestamps", "--timestamps", str, "none | segment | word (word adds an eager-attention alignment pass)."),
     ("beam_size", "--beam-size", int, "1 = greedy."),
+    ("best_of", "--best-of", int, "Sampled fallback passes: candidates drawn per window, the most probable kept."),
     ("temperature", "--temperature", str, "One value, or a comma list for fallback (e.g. 0,0.2,0.4)."),
     ("compression_ratio_threshold", "--compression-ratio-threshold", float, "Decode again hotter when the text's gzip ratio exceeds this."),
     ("logprob_threshold", "--logprob-threshold", float, "Decode again hotter when the mean token log-probability is below this."),
