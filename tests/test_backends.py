@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from whisperctl import EngineConfig, Transcriber
+from whisperctl import EngineConfig, RunControl, Transcriber
 from whisperctl import audio as audio_mod
 from whisperctl.decoding import WindowDecoder
 
@@ -75,9 +75,9 @@ def test_bf16_lean_and_generate_decode_through_the_same_policy(bf16_lean, tiny_r
     """Both backends answer the policy's questions in bf16; rows differ (bf16 rounds differently per kernel) but
     each gives its tokens with finite numbers and the decoder it ran is reported."""
     plain = Transcriber(EngineConfig(model=str(tiny_random_model), dtype="bf16", decoder="generate", quantization="none")).loaded
-    options = EngineConfig(temperature=(0.0,)).decode_options(decode_tokens=12)
+    options = EngineConfig(temperature=(0.0,)).decode_options()
     for lm, name in ((bf16_lean, "lean"), (plain, "generate")):
-        decoder = WindowDecoder(lm, options, timestamps=False)
+        decoder = WindowDecoder(lm, options, timestamps=False, control=RunControl(decode_tokens=12))
         assert decoder.backend.name == name
         results = decoder.decode(_noise(30, 4), [None, None])
         assert [len(r.tokens) for r in results] == [12, 12]

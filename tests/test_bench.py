@@ -86,6 +86,24 @@ def test_engine_halves_the_batch_on_oom_outside_bench(tiny_random_model, monkeyp
     assert sizes[:3] == [4, 2, 1] and set(sizes[3:]) == {1}
 
 
+@pytest.mark.parametrize("where", ["per call", "config"])
+def test_oom_halving_off_raises_at_the_first_out_of_memory(tiny_random_model, monkeypatch, where):
+    """RunControl(halve_on_oom=False), given to the call or as the config's default, reaches the window decoder:
+    the first out-of-memory is the call's error, no smaller batch is tried."""
+    from whisperctl import RunControl
+    from whisperctl.engine import Transcriber
+    from whisperctl.errors import OutOfMemoryError
+
+    sizes: list[int] = []
+    _oom_over_one(monkeypatch, sizes)
+    config = EngineConfig(model=str(tiny_random_model), max_new_tokens=2, batch_size=4, vad="none", chunking="batched",
+                          halve_on_oom=where == "per call")  # per call: the config's default says halve, the call not
+    control = RunControl(halve_on_oom=False) if where == "per call" else None
+    with pytest.raises(OutOfMemoryError, match="at batch size 4"):
+        Transcriber(config).transcribe(np.zeros(16000 * 200, np.float32), control=control)
+    assert sizes == [4]
+
+
 def test_random_weights_blank_text_and_fixed_decode_length(monkeypatch):
     spec = runner.BenchSpec(base=EngineConfig(model="tiny", weights="random", decode_tokens=5), models=("tiny",),
                             attentions=(Attention.SDPA,), dtypes=(DType.FP32,), quantizations=(Quantization.NONE,),

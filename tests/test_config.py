@@ -96,21 +96,27 @@ def test_missing_and_broken_config_files(tmp_path):
         load_config_file(bad)
 
 
-def test_every_config_field_is_load_time_or_per_call():
+def test_every_config_field_is_load_time_per_call_or_run_control():
     import dataclasses
 
-    from whisperctl.config import DecodeOptions, LoadOptions
+    from whisperctl.config import DecodeOptions, LoadOptions, RunControl
 
     load = {f.name for f in dataclasses.fields(LoadOptions)}
-    per_call = {f.name for f in dataclasses.fields(DecodeOptions)} - {"halve_on_oom"}
-    assert EngineConfig.field_names() == load | per_call and not load & per_call
-    config = EngineConfig(attention="sdpa", beam_size=5, weights="Random")
+    per_call = {f.name for f in dataclasses.fields(DecodeOptions)}
+    control = {f.name for f in dataclasses.fields(RunControl)}
+    assert control == {"decode_tokens", "halve_on_oom"} and not (load | control) & per_call and not load & control
+    assert EngineConfig.field_names() == load | per_call | control
+    config = EngineConfig(attention="sdpa", beam_size=5, weights="Random", decode_tokens=4)
     assert (config.load.attention, config.decode.beam_size, config.weights) == (Attention.SDPA, 5, Weights.RANDOM)
+    assert (config.control, config.decode_tokens) == (RunControl(decode_tokens=4), 4)
     assert config.replace(beam_size=2).load is config.load and EngineConfig(load=config.load) == EngineConfig(
         attention="sdpa", weights="random")
+    assert config.replace(halve_on_oom=False).decode is config.decode
     assert set(config.to_dict()) == EngineConfig.field_names()
-    with pytest.raises(TypeError, match="halve_on_oom"):
-        EngineConfig(halve_on_oom=False)  # chosen per call, not a config default
     assert EngineConfig().decode_options() == DecodeOptions()  # the same defaults
+    assert EngineConfig().run_control() == RunControl() and RunControl().halve_on_oom
+    assert config.run_control(halve_on_oom=False) == RunControl(decode_tokens=4, halve_on_oom=False)
+    with pytest.raises(TypeError, match="decode_tokens"):
+        config.decode_options(decode_tokens=3)  # not a decoding option: it says how the run is driven
     opts = EngineConfig(batch_size=3, temperature="0,0.5").decode_options(beam_size=2)
     assert (opts.batch_size, opts.temperature, opts.beam_size) == (3, (0.0, 0.5), 2)

@@ -6,7 +6,7 @@ per window."""
 import numpy as np
 import pytest
 
-from whisperctl import EngineConfig, Transcriber
+from whisperctl import EngineConfig, RunControl, Transcriber
 from whisperctl import audio as audio_mod
 from whisperctl.decoding import WindowDecoder
 
@@ -25,14 +25,15 @@ def _pair(**config):
     return lean, plain
 
 
-def _both(pair, chunks, timestamps=True, prompts=None, **options):
+def _both(pair, chunks, timestamps=True, prompts=None, control=None, **options):
     lean, plain = pair
     if timestamps and not plain.unique_call:
         pytest.skip("this transformers has no force_unique_generate_call: its generate() re-segments timestamped "
                     "output instead of returning the single decoding pass the lean loop reproduces")
     out = []
     for lm in (lean, plain):
-        decoder = WindowDecoder(lm, EngineConfig(**ONE_PASS).decode_options(**options), timestamps=timestamps)
+        decoder = WindowDecoder(lm, EngineConfig(**ONE_PASS).decode_options(**options), timestamps=timestamps,
+                                control=control)
         assert decoder.backend.name == ("lean" if lm is lean else "generate")
         out.append(decoder.decode_pass(chunks, prompts=prompts))
     return out
@@ -114,7 +115,7 @@ def test_random_weights_exercise_every_timestamp_rule(tiny_random_model, attenti
 def test_max_and_min_new_tokens_match_generate(tokens):
     pair = _pair(quantization="none")
     chunks = _windows(audio_mod.load(str(EXAMPLES / "long.flac")), 2)
-    mine, theirs = _both(pair, chunks, timestamps=False, decode_tokens=tokens)
+    mine, theirs = _both(pair, chunks, timestamps=False, control=RunControl(decode_tokens=tokens))
     assert [r.tokens for r in mine] == [r.tokens for r in theirs]
     assert [len(r.tokens) for r in mine] == [tokens, tokens]
 

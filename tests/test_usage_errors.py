@@ -111,6 +111,8 @@ def test_memory_bound_is_a_lower_bound_of_what_decoding_holds():
         (b"[engine]\nbatch_size = '8'\n", "--batch-size: must be an integer"),
         (b"[engine]\ninitial_prompt = 5\n", "--initial-prompt: must be text"),
         (b"[engine]\nallow_pickle = 'yes'\n", "--allow-pickle: must be true or false"),
+        (b"[engine]\ndecode_tokens = 449\n", "--decode-tokens: 449 is above the maximum 448"),
+        (b"[engine]\nhalve_on_oom = 'no'\n", "halve_on_oom: must be true or false"),
         (b"[engine]\n[engine.sub]\nx = 1\n", "must be a value, not a table"),
     ],
 )
@@ -152,6 +154,8 @@ def no_bench_run(monkeypatch):
         ("manifest.tsv", ["--manifest", "{p}"], "--manifest"),
         (None, ["--warmup", "-1"], "--warmup: must be an integer in [0, 1000]"),
         (None, ["--batch-sizes", "1,100000"], "batch sizes must be in [1, 512]"),
+        (None, ["--decode-tokens", "0"], "--decode-tokens: must be an integer ≥ 1, got 0."),
+        (None, ["--decode-tokens", "449"], "--decode-tokens: 449 is above the maximum 448"),
     ],
 )
 def test_bench_arguments_fail_before_the_run(tmp_path, capsys, make, flags, fragment, no_bench_run):

@@ -1,8 +1,9 @@
 """The one frozen configuration shared by ``transcribe``, ``bench`` and ``doctor``.
 
 Closed choices are ``str`` Enums; user spellings resolve to them in :func:`parse_choice`. Options come in two
-lifetimes: :class:`LoadOptions` (how the model is loaded) and :class:`DecodeOptions` (per call);
-:class:`EngineConfig` is the two together. All validation that does not need hardware facts lives in their
+lifetimes: :class:`LoadOptions` (how the model is loaded) and :class:`DecodeOptions` (per call); beside them
+:class:`RunControl` says how a run is driven (forced work and out-of-memory handling, for benchmarks) rather than
+what it decodes. :class:`EngineConfig` is the three together. All validation that does not need hardware facts lives in their
 ``__post_init__``, so a bad option fails before any model is loaded. Hardware-dependent checks (can FA2 run
 here?) live in :mod:`whisperctl.eligibility`.
 """
@@ -196,8 +197,22 @@ COMPRESSION_RATIO_THRESHOLD = 2.4  # gzip ratio of a window's text above which t
 LOGPROB_THRESHOLD = -1.0  # mean token log-probability below which a decode failed
 NO_SPEECH_THRESHOLD = 0.6  # P(<|nospeech|>) above which a window whose decode failed is silence
 
+
+OptionsT = TypeVar("OptionsT", bound="_Options")
+
+
+class _Options:
+    """What the option dataclasses share: a changed copy (validated again) and a JSON-ready view."""
+
+    def replace(self: OptionsT, **changes: Any) -> OptionsT:
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(self)
+
+
 @dataclasses.dataclass(frozen=True)
-class DecodeOptions:
+class DecodeOptions(_Options):
     """Per-call decoding options: passed to ``Transcriber.transcribe*()``, defaulted from the EngineConfig.
 
     One decoding policy for both chunking modes (openai-whisper's): each window is decoded at the first
@@ -229,8 +244,6 @@ class DecodeOptions:
     initial_prompt: str | None = None  # text conditioning the first window (names, spelling)
     seed: int = 0  # sampled fallback passes: each window draws from its own generator, seeded by this and its audio
     max_new_tokens: int | None = None  # cap per window; None = model maximum
-    decode_tokens: int | None = None  # force exactly N generated tokens per window (fixed work for benchmarks)
-    halve_on_oom: bool = True  # on CUDA out-of-memory halve the batch and go on (bench turns it off)
     # Voice activity detection: None = silero with batched and vad chunking, none with sequential chunking or clip
     # timestamps. With batched or sequential chunking, silero removes non-speech before decoding (times are
     # mapped back to the original audio).
@@ -299,9 +312,7 @@ class DecodeOptions:
                      why="larger beams multiply memory without improving accuracy; 5 is the usual choice")
         _require_int(self.best_of, "--best-of", minimum=1, maximum=MAX_BEAM_SIZE,
                      why="each candidate is a whole sampled decode of the window; 5 is the usual choice")
-        for value, flag in ((self.max_new_tokens, "--max-new-tokens"), (self.decode_tokens, "--decode-tokens")):
-            if value is not None:
-                _require_int(value, flag, minimum=1, maximum=MAX_DECODER_TOKENS, why="Whisper's decoder has 448 positions")
+        _require_token_count(self.max_new_tokens, "--max-new-tokens")
 
     def _check_window_length(self) -> None:
         chunk = _require_float(self.chunk_length_s, "--chunk-length")
@@ -403,15 +414,9 @@ class DecodeOptions:
         """Overlap between consecutive batched windows, in seconds."""
         return self.chunk_length_s / 6 if self.chunk_overlap_s is None else float(self.chunk_overlap_s)
 
-    def replace(self, **changes: Any) -> "DecodeOptions":
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return _jsonable(self)
-
 
 @dataclasses.dataclass(frozen=True)
-class LoadOptions:
+class LoadOptions(_Options):
     """How the model is loaded: fixed for a loaded model's life (openai-whisper's ``load_model`` arguments)."""
 
     model: str = "tiny.en"  # alias, hub repo id, transformers dir or CTranslate2 dir; tiny.en is bundled
@@ -443,57 +448,70 @@ class LoadOptions:
         _require_bool(self.allow_pickle, "--allow-pickle")
         set_("weights", parse_choice(Weights, self.weights, "--weights"))
 
-    def replace(self, **changes: Any) -> "LoadOptions":
-        return dataclasses.replace(self, **changes)
 
-    def to_dict(self) -> dict[str, Any]:
-        return _jsonable(self)
+@dataclasses.dataclass(frozen=True)
+class RunControl(_Options):
+    """How a run is driven, not what it decodes: the knobs benchmarks turn. Given to ``Transcriber.transcribe*()``
+    beside the :class:`DecodeOptions` (``control=``), defaulted from the EngineConfig; ``WindowDecoder`` acts on it.
+    """
+
+    # force exactly N generated tokens per window, no fallback: fixed work for benchmarks (the text changes)
+    decode_tokens: int | None = None
+    halve_on_oom: bool = True  # on CUDA out-of-memory halve the batch and go on; off: raise (bench's OOM rows)
+
+    def __post_init__(self) -> None:
+        _require_token_count(self.decode_tokens, "--decode-tokens")
+        _require_bool(self.halve_on_oom, "halve_on_oom")
 
 
-_LOAD_NAMES = frozenset(f.name for f in dataclasses.fields(LoadOptions))
-#: DecodeOptions fields an EngineConfig does not default: chosen per call only (bench turns OOM halving off).
-_PER_CALL_ONLY = frozenset({"halve_on_oom"})
-_DECODE_NAMES = frozenset(f.name for f in dataclasses.fields(DecodeOptions)) - _PER_CALL_ONLY
+#: EngineConfig's parts: (attribute, type); each field name belongs to exactly one part.
+_PARTS: tuple[tuple[str, type], ...] = (("load", LoadOptions), ("decode", DecodeOptions), ("control", RunControl))
+_PART_OF = {f.name: part for part, cls in _PARTS for f in dataclasses.fields(cls)}
 
 
 @dataclasses.dataclass(frozen=True, init=False)
 class EngineConfig:
     """Everything a run is configured with (CLI flags and TOML presets map onto it). Validated on construction.
 
-    Two parts by lifetime: ``load`` (:class:`LoadOptions`, how the model is loaded) and ``decode`` (the
-    :class:`DecodeOptions` each ``transcribe*()`` call defaults to, ``config.decode_options()``). Each documents,
-    defaults and validates its own fields; the config takes them by name, flat (``EngineConfig(attention="sdpa",
-    beam_size=5)``, ``config.beam_size``), as the CLI and TOML presets give them.
+    Three parts: ``load`` (:class:`LoadOptions`, how the model is loaded), ``decode`` (the :class:`DecodeOptions`
+    each ``transcribe*()`` call defaults to, ``config.decode_options()``) and ``control`` (the :class:`RunControl`
+    each call defaults to: forced token counts, out-of-memory halving). Each documents, defaults and validates its
+    own fields; the config takes them by name, flat (``EngineConfig(attention="sdpa", beam_size=5,
+    decode_tokens=4)``, ``config.beam_size``), as the CLI and TOML presets give them.
     """
 
     load: LoadOptions
     decode: DecodeOptions
+    control: RunControl
 
-    def __init__(self, load: LoadOptions | None = None, decode: DecodeOptions | None = None, **fields: Any):
-        unknown = sorted(set(fields) - _LOAD_NAMES - _DECODE_NAMES)
+    def __init__(self, load: LoadOptions | None = None, decode: DecodeOptions | None = None,
+                 control: RunControl | None = None, **fields: Any):
+        unknown = sorted(set(fields) - set(_PART_OF))
         if unknown:
             raise TypeError(f"EngineConfig() got an unexpected keyword argument '{unknown[0]}'")
-        load, decode = load or LoadOptions(), decode or DecodeOptions()
-        load_changes = {k: v for k, v in fields.items() if k in _LOAD_NAMES}
-        decode_changes = {k: v for k, v in fields.items() if k in _DECODE_NAMES}
-        object.__setattr__(self, "load", load.replace(**load_changes) if load_changes else load)
-        object.__setattr__(self, "decode", decode.replace(**decode_changes) if decode_changes else decode)
+        given = {"load": load, "decode": decode, "control": control}
+        for part, cls in _PARTS:
+            value = given[part] or cls()
+            changes = {k: v for k, v in fields.items() if _PART_OF[k] == part}
+            object.__setattr__(self, part, value.replace(**changes) if changes else value)
 
     def __getattr__(self, name: str) -> Any:  # only for names not found on the instance: the parts' fields
-        if name in _LOAD_NAMES:
-            return getattr(self.load, name)
-        if name in _DECODE_NAMES:
-            return getattr(self.decode, name)
+        if name in _PART_OF:
+            return getattr(getattr(self, _PART_OF[name]), name)
         raise AttributeError(f"'EngineConfig' object has no attribute '{name}'")
 
     @classmethod
     def field_names(cls) -> frozenset[str]:
-        """The names a config takes: every load-time option and every per-call default."""
-        return _LOAD_NAMES | _DECODE_NAMES
+        """The names a config takes: every load-time option, every per-call default and the run control."""
+        return frozenset(_PART_OF)
 
     def decode_options(self, **changes: Any) -> DecodeOptions:
         """The per-call options this config defaults to, with ``changes`` applied."""
         return self.decode.replace(**changes) if changes else self.decode
+
+    def run_control(self, **changes: Any) -> RunControl:
+        """The run control this config defaults to, with ``changes`` applied (``run_control(halve_on_oom=False)``)."""
+        return self.control.replace(**changes) if changes else self.control
 
     @property
     def overlap_s(self) -> float:
@@ -501,12 +519,11 @@ class EngineConfig:
         return self.decode.overlap_s
 
     def replace(self, **changes: Any) -> "EngineConfig":
-        return EngineConfig(self.load, self.decode, **changes)
+        return EngineConfig(self.load, self.decode, self.control, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready view, flat: enums as their values, tuples as lists."""
-        decode = {k: v for k, v in self.decode.to_dict().items() if k not in _PER_CALL_ONLY}
-        return {**self.load.to_dict(), **decode}
+        return {**self.load.to_dict(), **self.decode.to_dict(), **self.control.to_dict()}
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], base: "EngineConfig | None" = None) -> "EngineConfig":
@@ -620,6 +637,12 @@ def _require_int(value: Any, option: str, minimum: int, maximum: int | None = No
     if maximum is not None and value > maximum:
         raise UsageError(f"{option}: {value} is above the maximum {maximum}{f' ({why})' if why else ''}.")
     return value
+
+
+def _require_token_count(value: Any, option: str) -> None:
+    """A count of generated tokens per window (None: not given): at most the decoder's positions."""
+    if value is not None:
+        _require_int(value, option, minimum=1, maximum=MAX_DECODER_TOKENS, why="Whisper's decoder has 448 positions")
 
 
 def _require_bool(value: Any, option: str) -> bool:

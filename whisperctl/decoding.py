@@ -10,7 +10,8 @@ This module owns the decoding policy, the same for both chunking modes (openai-w
 3. a window whose no-speech probability exceeds ``no_speech_threshold`` while its log-probability is below
    ``logprob_threshold`` is silence, and so is one whose text has no letter or digit: no text.
 
-It also detects the language of windows that have none and halves the batch on CUDA out-of-memory. What runs the
+It also detects the language of windows that have none and, as the run's :class:`~whisperctl.config.RunControl`
+says, halves the batch on CUDA out-of-memory or forces a fixed number of tokens per window (benchmarks). What runs the
 model is a :class:`~whisperctl.backends.Backend` (whisperctl's lean loop or transformers' ``generate()``), asked the
 same questions whichever it is. Each window is logged at debug level with the numbers behind these decisions.
 """
@@ -27,7 +28,7 @@ import numpy as np
 
 from .audio import SAMPLE_RATE
 from .backends import Backend, Prompt, SearchOptions, Windows, for_model
-from .config import DecodeOptions, Timestamps
+from .config import DecodeOptions, RunControl, Timestamps
 from .errors import ModelError, OutOfMemoryError
 from .loaded import LoadedModel
 
@@ -123,13 +124,14 @@ def is_silence(result: WindowResult, text: str, options: DecodeOptions) -> bool:
 
 
 class WindowDecoder:
-    """Decodes batches of windows under one :class:`DecodeOptions` (one per ``transcribe*()`` call): the decoding
-    policy, over the loaded model's :class:`~whisperctl.backends.Backend`."""
+    """Decodes batches of windows under one :class:`DecodeOptions` and one :class:`RunControl` (one each per
+    ``transcribe*()`` call): the decoding policy, over the loaded model's :class:`~whisperctl.backends.Backend`."""
 
     def __init__(self, loaded: LoadedModel, options: DecodeOptions, on_batch: BatchObserver | None = None,
-                 timestamps: bool | None = None):
+                 timestamps: bool | None = None, control: RunControl | None = None):
         self.loaded = loaded
         self.options = options
+        self.control = control or RunControl()  # forced token counts, out-of-memory halving
         self.on_batch = on_batch
         self.backend: Backend = for_model(loaded)
         self.batch_limit: int | None = None  # learnt from CUDA out-of-memory during this call
@@ -146,7 +148,7 @@ class WindowDecoder:
         """Decode ``chunks`` (≤ 30 s each) together; ``languages[i]`` None means detect it; ``prompts[i]``: text
         tokens to condition window i on (previous text or the initial prompt); ``groups[i]``: the file of window i
         (windows of one file detected in one batch share one language, see :func:`pick_language`). On CUDA
-        out-of-memory the batch is halved and retried (when ``options.halve_on_oom``), down to one window."""
+        out-of-memory the batch is halved and retried (when ``control.halve_on_oom``), down to one window."""
         n = len(chunks)
         prompts = list(prompts) if prompts is not None else [[] for _ in range(n)]
         groups = list(groups) if groups is not None else list(range(n))
@@ -164,7 +166,7 @@ class WindowDecoder:
             if not _is_oom(exc):
                 raise ModelError(f"decoding failed on {self.loaded.plan.device}: {str(exc).splitlines()[0]}") from exc
             _free_cuda_cache()
-            if not self.options.halve_on_oom or n == 1:
+            if not self.control.halve_on_oom or n == 1:
                 plan = self.loaded.plan
                 raise OutOfMemoryError(
                     f"{plan.device} ran out of memory decoding {n} window(s) with model "
@@ -203,7 +205,7 @@ class WindowDecoder:
                 windows = self.backend.encode(feats)  # detection, the first pass and fallbacks share it
                 languages, candidates = self._languages(windows, languages, groups)
                 results = self._sampled_pass(windows, languages, prompts, list(range(len(chunks))), opts.temperature[0], chunks)
-                if not random_weights and not opts.decode_tokens:
+                if not random_weights and not self.control.decode_tokens:
                     self._fallback(windows, languages, prompts, results, chunks)
                 for r, found in zip(results, candidates):
                     r.language_candidates = found
@@ -309,8 +311,9 @@ class WindowDecoder:
         lm, opts = self.loaded, self.options
         rows = [Prompt(self._prompt_head(p), lm.prefix(lang, opts.task, timestamps=self.timestamps), lang)
                 for p, lang in zip(prompts, languages)]
-        if opts.decode_tokens:
-            max_new, min_new = opts.decode_tokens, opts.decode_tokens
+        forced = self.control.decode_tokens
+        if forced:
+            max_new, min_new = forced, forced
         else:
             max_new, min_new = opts.max_new_tokens, 0
         search = SearchOptions(timestamps=self.timestamps, beam_size=opts.beam_size, temperature=temperature,

@@ -5,9 +5,10 @@
     >>> result = t.transcribe("speech.wav")               # loads on first use
     >>> result = t.transcribe("other.wav", t.options.replace(beam_size=5))   # per-call decoding options
     >>> for segment in t.stream("long.flac"): print(segment.text)        # segments as they settle
+    >>> t.transcribe("x.wav", control=RunControl(halve_on_oom=False))   # how the call is driven (benchmarks)
 
 Load-time options (model, device, dtype, quantization, attention, threads, weights, decoder) are fixed by the
-:class:`EngineConfig`; the per-call :class:`DecodeOptions` default from it. The data's path lives in modules:
+:class:`EngineConfig`; the per-call :class:`DecodeOptions` and :class:`RunControl` default from it. The data's path lives in modules:
 ``loaded`` (the model and what derives from it) → ``audio`` → ``scheduler`` (batched windows) or ``sequential``
 (seeking) → ``decoding`` (the decoding policy) → ``longform`` (merging) → ``transcript`` (segments) → ``writers``.
 """
@@ -21,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from . import __version__, audio as audio_mod, models
-from .config import SHORT_CHUNK_SECONDS, Chunking, DecodeOptions, EngineConfig, Task, Timestamps, Vad, Weights
+from .config import SHORT_CHUNK_SECONDS, Chunking, DecodeOptions, EngineConfig, RunControl, Task, Timestamps, Vad, Weights
 from .decoding import BatchObserver, WindowDecoder
 from .eligibility import Environment, Plan, make_plan, memory_problem, probe
 from .errors import UsageError, WhisperctlError
@@ -101,11 +102,12 @@ class Transcriber:
         }
 
     # ------------------------------------------------------------ transcribe
-    def transcribe(self, source: Any, options: DecodeOptions | None = None, name: str | None = None) -> Transcript:
+    def transcribe(self, source: Any, options: DecodeOptions | None = None, name: str | None = None, *,
+                   control: RunControl | None = None) -> Transcript:
         """Transcribe one input: a path, ``-``, an AudioInput, or a 16 kHz mono float32 array."""
         if isinstance(source, np.ndarray):
             source = (name or "<array>", source)
-        for event in self.events([source], options):
+        for event in self.events([source], options, control=control):
             if isinstance(event, FileDone):
                 if isinstance(event.result, Exception):
                     raise event.result
@@ -114,17 +116,18 @@ class Transcriber:
 
     def transcribe_many(
         self, sources: Iterable[Any], options: DecodeOptions | None = None, progress: ProgressFn | None = None,
-        on_batch: BatchObserver | None = None,
+        on_batch: BatchObserver | None = None, *, control: RunControl | None = None,
     ) -> Iterator[tuple[audio_mod.AudioInput, Transcript | WhisperctlError]]:
         """Yield (input, transcript or error) in input order; one bad input never stops the others.
         ``sources``: paths, AudioInputs, or (name, 16 kHz mono float32 array) pairs."""
-        for event in self.events(sources, options, progress, on_batch):
+        for event in self.events(sources, options, progress, on_batch, control=control):
             if isinstance(event, FileDone):
                 yield event.source, event.result
 
-    def stream(self, source: Any, options: DecodeOptions | None = None) -> Iterator[Segment]:
+    def stream(self, source: Any, options: DecodeOptions | None = None, *,
+               control: RunControl | None = None) -> Iterator[Segment]:
         """Yield the segments of one input as soon as they can no longer change; raises the input's error."""
-        for event in self.events([source], options):
+        for event in self.events([source], options, control=control):
             if isinstance(event, SegmentReady):
                 yield event.segment
             elif isinstance(event.result, Exception):
@@ -132,10 +135,12 @@ class Transcriber:
 
     def events(
         self, sources: Iterable[Any], options: DecodeOptions | None = None, progress: ProgressFn | None = None,
-        on_batch: BatchObserver | None = None,
+        on_batch: BatchObserver | None = None, *, control: RunControl | None = None,
     ) -> Iterator[Event]:
-        """Every input's settled segments (SegmentReady) then its result (FileDone), input after input."""
-        opts = options or self.options
+        """Every input's settled segments (SegmentReady) then its result (FileDone), input after input.
+        ``options``: what to decode; ``control``: how the run is driven (forced token counts, out-of-memory
+        halving). Both default to the config's."""
+        opts, control = options or self.options, control or self.config.control
         self.check(opts)
         if opts.chunking != Chunking.SEQUENTIAL and opts.chunk_length_s < SHORT_CHUNK_SECONDS:
             import logging
@@ -146,8 +151,8 @@ class Transcriber:
                 opts.chunk_length_s, SHORT_CHUNK_SECONDS)
         lm = self.loaded
         inputs = [_as_input(s) for s in sources]
-        decoder = WindowDecoder(lm, opts, on_batch)
-        config = {**self.config.to_dict(), **opts.to_dict()}
+        decoder = WindowDecoder(lm, opts, on_batch, control=control)
+        config = {**self.config.to_dict(), **opts.to_dict(), **control.to_dict()}
         runtime = self.runtime_info(opts)
 
         def new_builder(inp: audio_mod.AudioInput, stream: Any) -> TranscriptBuilder:
@@ -250,4 +255,4 @@ def transcribe(source: Any, config: EngineConfig | None = None, **options: Any) 
     options (beam size, language …) may change freely between calls.
     """
     cfg = EngineConfig.from_mapping(options, base=config or EngineConfig()) if options else (config or EngineConfig())
-    return _cached(EngineConfig(load=cfg.load)).transcribe(source, cfg.decode_options())
+    return _cached(EngineConfig(load=cfg.load)).transcribe(source, cfg.decode_options(), control=cfg.control)

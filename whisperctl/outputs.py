@@ -36,19 +36,21 @@ _MAX_SUFFIX = 10_000
 
 _EXTENSIONS = frozenset(ext for ext, _ in WRITERS.values())
 
-#: per-call options that change how fast a transcript is made, not what it says
+#: per-call options and run controls that change how fast a transcript is made, not what it says
 SPEED_ONLY_OPTIONS = frozenset({"batch_size", "halve_on_oom"})
 
 
-def output_settings(config: Any, options: Any = None) -> dict[str, Any]:
+def output_settings(config: Any, options: Any = None, control: Any = None) -> dict[str, Any]:
     """The options an output file's content depends on: the model as named, its weights, dtype and quantization
-    as asked for, and every per-call decoding option except :data:`SPEED_ONLY_OPTIONS` (a new option counts
-    until it is listed there: an unneeded redo is safer than a stale transcript). Device, attention kernel,
-    threads and decoding loop are left out: they give the same words, and a resume on another machine should not
-    redo a corpus. ``config`` is an :class:`~whisperctl.config.EngineConfig`, ``options`` the per-call
-    :class:`~whisperctl.config.DecodeOptions` (default: the config's)."""
+    as asked for, and every per-call decoding option and run control (``decode_tokens`` changes the text) except
+    :data:`SPEED_ONLY_OPTIONS` (a new option counts until it is listed there: an unneeded redo is safer than a
+    stale transcript). Device, attention kernel, threads and decoding loop are left out: they give the same
+    words, and a resume on another machine should not redo a corpus. ``config`` is an
+    :class:`~whisperctl.config.EngineConfig`, ``options`` the per-call :class:`~whisperctl.config.DecodeOptions`
+    and ``control`` the :class:`~whisperctl.config.RunControl` (default: the config's)."""
     options = options if options is not None else config.decode_options()
-    per_call = {k: v for k, v in options.to_dict().items() if k not in SPEED_ONLY_OPTIONS}
+    control = control if control is not None else config.run_control()
+    per_call = {k: v for k, v in {**options.to_dict(), **control.to_dict()}.items() if k not in SPEED_ONLY_OPTIONS}
     return {"model": config.model.strip(), "weights": config.weights.value, "dtype": config.dtype.value,
             "quantization": config.quantization.value, **per_call}
 

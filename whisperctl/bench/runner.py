@@ -309,11 +309,11 @@ def measure(transcriber: Any, config: EngineConfig, inputs: list[BenchInput], sp
     import torch
 
     # The batch size changes per row through the per-call options; OOM is a row here, not a halved batch.
-    options = config.decode_options(halve_on_oom=False)
+    options, control = config.decode_options(), config.run_control(halve_on_oom=False)
     _cuda_reset(device)
     warm = inputs[0].samples[: int(config.batch_size * config.chunk_length_s * audio_mod.SAMPLE_RATE)]
     for _ in range(spec.warmup):
-        transcriber.transcribe(warm, options, name="warmup")
+        transcriber.transcribe(warm, options, name="warmup", control=control)
     samples: list[dict[str, Any]] = []
     texts: list[str] = []
     audio_s = sum(i.duration for i in inputs)
@@ -325,7 +325,7 @@ def measure(transcriber: Any, config: EngineConfig, inputs: list[BenchInput], sp
             t0 = time.perf_counter()
             results = list(transcriber.transcribe_many(
                 [(i.name, i.samples) for i in inputs], options,
-                on_batch=lambda stats: batches.append(dataclasses.asdict(stats)),
+                on_batch=lambda stats: batches.append(dataclasses.asdict(stats)), control=control,
             ))
             if device.startswith("cuda"):
                 torch.cuda.synchronize()

@@ -69,7 +69,7 @@ def bench(
         overrides["chunking"] = "batched"
     if pick(weights_, "weights", None):
         overrides["weights"] = pick(weights_, "weights", None)
-    if pick(decode_tokens, "decode_tokens", None):
+    if pick(decode_tokens, "decode_tokens", None) is not None:  # 0 is refused by RunControl, not ignored
         overrides["decode_tokens"] = pick(decode_tokens, "decode_tokens", None)
     base = EngineConfig.from_mapping({**preset_engine, **overrides})
     spec = runner.BenchSpec(
