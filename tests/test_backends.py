@@ -141,6 +141,46 @@ def test_the_policy_falls_back_through_any_backend(tiny_random_model, monkeypatc
     monkeypatch.setattr(decoding, "for_model", lambda loaded: backend)
     options = EngineConfig(temperature=(0.0, 0.2, 0.4, 0.6)).decode_options()
     results = WindowDecoder(lm, options).decode(_noise(3, 4), [None, None])
-    assert [(t, n) for t, n, _ in backend.passes] == [(0.0, 2), (0.2, 2), (0.4, 2)]
-    assert backend.passes[0][2] is None and len(backend.passes[1][2]) == 2 and backend.passes[1][2] == backend.passes[2][2]
+    # above 0 each window draws best_of (5) candidates, keyed by its audio and the draw's number
+    assert [(t, n) for t, n, _ in backend.passes] == [(0.0, 2), (0.2, 10), (0.4, 10)]
+    keys = backend.passes[1][2]
+    assert backend.passes[0][2] is None and keys == backend.passes[2][2] and keys[0] != keys[5]
+    assert keys == [keys[w * 5] + c * decoding.DRAW_KEY_STEP for w in range(2) for c in range(5)]
     assert [r.temperature for r in results] == [0.4, 0.4] and results[0].text.strip() == "hello at 0.4"
+
+
+class _DrawsBackend(_ScriptedBackend):
+    """Greedy fails the thresholds; above 0 draw c of every window says "draw c", and draw 1's long text has the
+    lowest sum but the best log-probability per token."""
+
+    TEXTS = {0: "no", 1: "one long and likely text", 2: "two", 3: "three", 4: "four"}
+    SUMS = {0: -5.0, 1: -4.0, 2: -6.0, 3: -3.5, 4: -9.0}
+
+    def search(self, windows, prompts, options, task):
+        from whisperctl.backends import Found
+
+        self.passes.append((options.temperature, len(prompts), options.keys))
+        if options.temperature == 0:
+            row = self.lm.text_tokens("greedy") + [self.lm.eos_id]
+            return Found([list(row) for _ in prompts], [0.1] * len(prompts), [-30.0] * len(prompts))
+        from whisperctl.decoding import DRAW_KEY_STEP
+
+        draws = [k // DRAW_KEY_STEP for k in options.keys]  # draw c of a window is keyed c steps past its digest
+        rows = [self.lm.text_tokens(self.TEXTS[c]) + [self.lm.eos_id] for c in draws]
+        return Found(rows, [0.1] * len(prompts), [self.SUMS[c] for c in draws])
+
+
+def test_a_sampled_pass_keeps_each_windows_most_likely_draw_per_token(tiny_random_model, monkeypatch):
+    from whisperctl import decoding
+
+    lm = Transcriber(EngineConfig(model=str(tiny_random_model), quantization="none")).loaded
+    backend = _DrawsBackend(lm, {})
+    monkeypatch.setattr(decoding, "for_model", lambda loaded: backend)
+    options = EngineConfig(temperature=(0.0, 0.5)).decode_options()
+    per_token = {c: s / len(lm.text_tokens(t)) for (c, t), s in zip(_DrawsBackend.TEXTS.items(), _DrawsBackend.SUMS.values())}
+    assert max(per_token, key=per_token.get) == 1 and max(_DrawsBackend.SUMS, key=_DrawsBackend.SUMS.get) == 3
+    results = WindowDecoder(lm, options).decode(_noise(3, 2), [None, None])
+    assert [r.text.strip() for r in results] == ["one long and likely text"] * 2
+    assert [r.temperature for r in results] == [0.5, 0.5]
+    one = WindowDecoder(lm, options.replace(best_of=1)).decode(_noise(3, 2), [None, None])
+    assert [r.text.strip() for r in one] == ["no", "no"]  # one draw: draw 0, whatever it says
