@@ -10,9 +10,10 @@ A stream's next window depends on its previous one, so one stream cannot be batc
 streams can. A *lane* is an input, or a section of a long one: :mod:`whisperctl.sections` cuts a file's speech
 at its first pause after every minute of speech (with the VAD or clip timestamps; ``--vad none`` keeps the file
 whole). Up to ``batch_size`` lanes are live at once, and each batch holds the next window of each live lane
-(:class:`Seeker` keeps one lane's loop state; prompts of different lengths share the batch): a folder of clips
-and a two-hour file both decode ``batch_size`` windows at a time, with the same windows, prompts and rules in
-each lane as one file at a time. A section's first window is not prompted with the previous section's text.
+(:class:`Seeker` keeps one lane's loop state, :class:`~whisperctl.lanes.LaneBook` which lanes run and where their
+text goes; prompts of different lengths share the batch): a folder of clips and a two-hour file both decode
+``batch_size`` windows at a time, with the same windows, prompts and rules in each lane as one file at a time.
+A section's first window is not prompted with the previous section's text.
 Events come out input after input, a file's sections in order: the first input's segments stream as they
 settle, the others' wait until it is done. Decoding goes through the same
 :class:`~whisperctl.decoding.WindowDecoder` as the batched mode, so the same fallback and silence rules apply.
@@ -31,9 +32,10 @@ import numpy as np
 from . import audio as audio_mod, longform
 from .config import DecodeOptions
 from .decoding import WindowDecoder, WindowResult
+from .lanes import Lane, LaneBook
 from .sections import Sections
 from .errors import WhisperctlError
-from .transcript import Event, FileDone, SegmentReady, TranscriptBuilder, window_tokens
+from .transcript import Event, TranscriptBuilder, window_tokens
 
 WINDOW_S = 30.0
 PROMPT_RESET_TEMPERATURE = 0.5  # openai-whisper: a window decoded hotter than this does not prompt the next
@@ -117,32 +119,11 @@ class Seeker:
         return kept, start, duration
 
 
-class _Input:
-    """An input being decoded: its builder, its sections (read as lanes open), and the events it produced before
-    its turn to emit. Its lanes run in stream order; only the first (the head) adds to the builder, the others
-    hold their windows' timed tokens until the lanes before them are done."""
-
-    def __init__(self, source: audio_mod.AudioInput, builder: TranscriptBuilder, sections: Sections):
-        self.source, self.builder, self.sections = source, builder, sections
-        self.lanes: collections.deque[_Lane] = collections.deque()  # open lanes, in stream order
-        self.events: collections.deque[Event] = collections.deque()
-        self.duration = 0.0  # seconds of the stream read by its finished lanes
-        self.done = False
-
-
-class _Lane:
-    """One section of an input, decoded by its own seeking loop."""
-
-    def __init__(self, owner: _Input, index: int, offset_s: float, seeker: Seeker):
-        self.owner, self.index, self.offset_s, self.seeker = owner, index, offset_s, seeker
-        self.held: list[list] = []  # timed tokens of windows decoded before this lane became the head
-        self.finished = False
-
-
 class SequentialRunner:
     """Runs the seeking loops of up to ``batch_size`` lanes in lock-step: a lane is an input, or a section of a
     long one (:mod:`whisperctl.sections`, ``options.section_length_s`` of speech or more, cut at a pause; 0: no
-    sections)."""
+    sections). It reads the windows and decodes them; which lanes run and where their text goes is the
+    :class:`~whisperctl.lanes.LaneBook`'s."""
 
     def __init__(self, decoder: WindowDecoder, options: DecodeOptions, finish: Callable[[TranscriptBuilder, float], Any],
                  new_builder: Callable[[audio_mod.AudioInput, Any], TranscriptBuilder], progress: Callable[[str, float], None] | None = None):
@@ -155,65 +136,52 @@ class SequentialRunner:
     def run(self, inputs: list[tuple[audio_mod.AudioInput, Iterable[np.ndarray]]]) -> Iterator[Event]:
         """Events input after input: each input's segments as they settle, then its FileDone."""
         waiting = collections.deque(inputs)
-        order: collections.deque[_Input] = collections.deque()  # admitted inputs not yet fully emitted, in order
-        live: list[_Lane] = []
-        width = max(1, self.options.batch_size)
-        while waiting or live or order:  # (an input may have sections left to open when no lane is live)
-            self._open_lanes(waiting, order, live, width)
-            batch: list[tuple[_Lane, np.ndarray]] = []
-            for lane in list(live):
+        book = LaneBook(self.options.batch_size, self._finish)
+        while waiting or not book.idle:
+            self._open_lanes(waiting, book)
+            batch: list[tuple[Lane, np.ndarray]] = []
+            for lane in list(book.live):
                 try:
                     window = lane.seeker.window()
                 except WhisperctlError as exc:
-                    self._fail(lane.owner, exc, live)
+                    book.fail(lane.owner, exc)
                     continue
                 if window is None:
-                    live.remove(lane)
-                    self._lane_done(lane)
+                    book.lane_finished(lane, lane.seeker.duration)
                 else:
                     batch.append((lane, window))
             if batch:
-                self._decode(batch, live)
-            while order and (order[0].events or order[0].done):
-                head = order[0]
-                while head.events:
-                    yield head.events.popleft()
-                if head.done:
-                    order.popleft()
+                self._decode(batch, book)
+            yield from book.ready()
 
-    def _open_lanes(self, waiting, order: collections.deque[_Input], live: list[_Lane], width: int) -> None:
+    def _open_lanes(self, waiting: collections.deque, book: LaneBook) -> None:
         """Fill free lanes: the next sections of inputs already admitted (oldest first), then new inputs."""
-        while len(live) < width:
-            owner = next((i for i in order if not i.done and not i.sections.exhausted), None)
+        while book.has_room:
+            owner = book.to_open()
             if owner is None:
                 if not waiting:
                     return
                 inp, blocks = waiting.popleft()
-                owner = _Input(inp, self._new_builder(inp, blocks), Sections(blocks, self._section_s))
-                order.append(owner)
+                owner = book.admit(inp, self._new_builder(inp, blocks), Sections(blocks, self._section_s))
             try:
                 section = owner.sections.next()
             except WhisperctlError as exc:
-                self._fail(owner, exc, live)
+                book.fail(owner, exc)
                 continue
             if section is None:
-                if not owner.lanes:
-                    self._end(owner)
+                book.sections_ended(owner)
                 continue
-            lane = _Lane(owner, section.index, section.offset / audio_mod.SAMPLE_RATE, Seeker(
-                section.blocks, self._prompt, self.options.condition_on_previous_text,
-                self.loaded.timestamp_begin))
-            owner.lanes.append(lane)
-            live.append(lane)
+            book.open(owner, section.index, section.offset / audio_mod.SAMPLE_RATE, Seeker(
+                section.blocks, self._prompt, self.options.condition_on_previous_text, self.loaded.timestamp_begin))
 
-    def _decode(self, batch: list[tuple[_Lane, np.ndarray]], live: list[_Lane]) -> None:
+    def _decode(self, batch: list[tuple[Lane, np.ndarray]], book: LaneBook) -> None:
         t0 = time.perf_counter()
         try:
             results = self.decoder.decode([w for _, w in batch], [lane.owner.builder.language for lane, _ in batch],
                                           [lane.seeker.conditioning for lane, _ in batch], [id(lane.owner) for lane, _ in batch])
         except WhisperctlError as exc:  # the batch failed as a whole: each of its inputs fails with it
             for lane, _ in batch:
-                self._fail(lane.owner, exc, live)
+                book.fail(lane.owner, exc)
             return
         share = (time.perf_counter() - t0 - sum(r.align_s for r in results)) / len(batch)
         for (lane, window), result in zip(batch, results):
@@ -223,46 +191,6 @@ class SequentialRunner:
             lane.owner.builder.window_decoded(key, result, share)
             kept, start, duration = lane.seeker.advance(result, len(window))
             timed = window_tokens(self.loaded, key, kept, lane.offset_s + start, duration, result.token_times)
-            if lane is lane.owner.lanes[0]:
-                self._add(lane.owner, timed, key)
-            else:
-                lane.held.append([timed, key])
+            book.decoded(lane, timed, key)
             if self.progress:
                 self.progress(lane.owner.source.name, min(lane.seeker.seek / audio_mod.SAMPLE_RATE, start + duration) - start)
-
-    def _add(self, owner: _Input, timed: list, key: Any) -> None:
-        for segment in owner.builder.add(timed):
-            owner.events.append(SegmentReady(owner.source, segment))
-        owner.builder.forget([key])
-
-    def _lane_done(self, lane: _Lane) -> None:
-        """A lane's audio is all decoded: when it is the head, the lanes after it that are done hand on, and the
-        next one's held windows go to the builder; the input ends with its last section."""
-        lane.finished = True
-        owner = lane.owner
-        owner.duration = max(owner.duration, lane.offset_s + lane.seeker.duration)
-        while owner.lanes and owner.lanes[0].finished:
-            owner.lanes.popleft()
-            if owner.lanes:
-                head = owner.lanes[0]
-                for timed, key in head.held:
-                    self._add(owner, timed, key)
-                head.held = []
-        if not owner.lanes and owner.sections.exhausted:
-            self._end(owner)
-
-    def _fail(self, owner: _Input, error: WhisperctlError, live: list[_Lane]) -> None:
-        for lane in owner.lanes:
-            if lane in live:
-                live.remove(lane)
-        owner.lanes.clear()
-        if not owner.done:
-            owner.events.append(FileDone(owner.source, error))
-            owner.done = True
-
-    def _end(self, owner: _Input) -> None:
-        duration = owner.duration
-        for segment in owner.builder.close(duration):
-            owner.events.append(SegmentReady(owner.source, segment))
-        owner.events.append(FileDone(owner.source, self._finish(owner.builder, duration)))
-        owner.done = True
