@@ -141,6 +141,8 @@ class SequentialRunner:
             self._open_lanes(waiting, book)
             batch: list[tuple[Lane, np.ndarray]] = []
             for lane in list(book.live):
+                if lane.owner.done:  # an earlier lane of its input failed in this loop: its lanes are gone
+                    continue
                 try:
                     window = lane.seeker.window()
                 except WhisperctlError as exc:
