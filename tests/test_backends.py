@@ -153,6 +153,7 @@ class _DrawsBackend(_ScriptedBackend):
     """Greedy fails the thresholds; above 0 draw c of every window says "draw c", and draw 1's long text has the
     lowest sum but the best log-probability per token."""
 
+    copies = 5
     TEXTS = {0: "no", 1: "one long and likely text", 2: "two", 3: "three", 4: "four"}
     SUMS = {0: -5.0, 1: -4.0, 2: -6.0, 3: -3.5, 4: -9.0}
 
@@ -165,7 +166,8 @@ class _DrawsBackend(_ScriptedBackend):
             return Found([list(row) for _ in prompts], [0.1] * len(prompts), [-30.0] * len(prompts))
         from whisperctl.decoding import DRAW_KEY_STEP
 
-        draws = [k // DRAW_KEY_STEP for k in options.keys]  # draw c of a window is keyed c steps past its digest
+        n = self.copies  # each window's draws are in a row, draw c keyed c steps past the window's audio digest
+        draws = [(k - options.keys[i - i % n]) // DRAW_KEY_STEP for i, k in enumerate(options.keys)]
         rows = [self.lm.text_tokens(self.TEXTS[c]) + [self.lm.eos_id] for c in draws]
         return Found(rows, [0.1] * len(prompts), [self.SUMS[c] for c in draws])
 
@@ -182,5 +184,6 @@ def test_a_sampled_pass_keeps_each_windows_most_likely_draw_per_token(tiny_rando
     results = WindowDecoder(lm, options).decode(_noise(3, 2), [None, None])
     assert [r.text.strip() for r in results] == ["one long and likely text"] * 2
     assert [r.temperature for r in results] == [0.5, 0.5]
+    backend.copies = 1
     one = WindowDecoder(lm, options.replace(best_of=1)).decode(_noise(3, 2), [None, None])
     assert [r.text.strip() for r in one] == ["no", "no"]  # one draw: draw 0, whatever it says

@@ -336,7 +336,9 @@ class WindowDecoder:
         return [lm.sot_prev_id, *prompt[-(lm.max_length // 2 - 1):]] if prompt and lm.sot_prev_id is not None else []
 
 
-DRAW_KEY_STEP = 2**32  # audio digests are CRC-32s: draw c of a window is keyed past every digest of draw c - 1
+# draw c of a window is keyed c steps past its audio digest. Odd: torch's CPU generator seeds from a seed's low 32
+# bits only, so a step of 2**32 gave every draw of a window the same seed (five identical candidates).
+DRAW_KEY_STEP = 0x9E3779B1
 
 
 def per_token_logprob(result: WindowResult) -> float:
