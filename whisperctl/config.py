@@ -244,9 +244,8 @@ class DecodeOptions(_Options):
     initial_prompt: str | None = None  # text conditioning the first window (names, spelling)
     seed: int = 0  # sampled fallback passes: each window draws from its own generator, seeded by this and its audio
     max_new_tokens: int | None = None  # cap per window; None = model maximum
-    # Voice activity detection: None = silero in every chunking mode, none with clip timestamps (vad_in_effect).
-    # With batched or sequential chunking, silero removes non-speech before decoding (times are mapped back to the
-    # original audio).
+    # Voice activity detection: None = silero (none with clip timestamps): non-speech is removed before decoding,
+    # times mapped back to the original audio (vad_in_effect).
     vad: Vad | None = None
     vad_threshold: float = 0.5  # speech probability that starts a region, in (0, 1)
     min_silence_ms: int = 2000  # silence that ends a region

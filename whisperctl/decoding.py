@@ -189,7 +189,8 @@ class WindowDecoder:
         prompts = list(prompts) if prompts else [[] for _ in chunks]
         with lm.attention_context():
             windows = self.backend.encode(lm.features(chunks))
-            langs, _ = self._languages(windows, list(languages) if languages else [None] * len(chunks), range(len(chunks)))
+            given = list(languages) if languages else [None] * len(chunks)
+            langs, _ = detect_languages(lm, self.backend, self.options.language, windows, given, range(len(chunks)))
             return self._pass(windows, langs, prompts, temperature)
 
     # ---------------------------------------------------------------- private
@@ -203,7 +204,7 @@ class WindowDecoder:
         try:
             with lm.attention_context():
                 windows = self.backend.encode(feats)  # detection, the first pass and fallbacks share it
-                languages, candidates = self._languages(windows, languages, groups)
+                languages, candidates = detect_languages(lm, self.backend, opts.language, windows, languages, groups)
                 results = self._sampled_pass(windows, languages, prompts, list(range(len(chunks))), opts.temperature[0], chunks)
                 if not random_weights and not self.control.decode_tokens:
                     self._fallback(windows, languages, prompts, results, chunks)
@@ -240,36 +241,6 @@ class WindowDecoder:
         share = (time.perf_counter() - t0) / len(results)
         for r, times in zip(results, timings):
             r.token_times, r.align_s = times, share
-
-    def _languages(self, windows: Windows, languages: list[str | None], groups: Sequence[Hashable],
-                   ) -> tuple[list[str | None], list[list[tuple[str, float]] | None]]:
-        """Each window's language (the forced one, the one given, or detected) and, for detected windows, the
-        top candidates with their probabilities (a softmax over the language tokens after start-of-transcript, as
-        openai-whisper and faster-whisper detect; one choice per group, :func:`pick_language`)."""
-        lm, opts = self.loaded, self.options
-        candidates: list[list[tuple[str, float]] | None] = [None] * len(languages)
-        if not lm.multilingual:
-            return ["en"] * len(languages), candidates
-        from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
-
-        if opts.language:
-            return [TO_LANGUAGE_CODE.get(opts.language, opts.language)] * len(languages), candidates
-        unknown = [i for i, lang in enumerate(languages) if lang is None]
-        if unknown:
-            import torch
-
-            codes, ids = zip(*lm.language_ids.items())
-            logits = self.backend.first_logits(windows.rows(unknown), lm.sot_id)
-            probs = torch.softmax(logits[:, list(ids)], dim=-1)
-            by_group: dict[Hashable, list[int]] = {}
-            for row, i in enumerate(unknown):
-                by_group.setdefault(groups[i], []).append(row)
-            for rows in by_group.values():
-                found = pick_language(probs[rows], codes)
-                for row in rows:
-                    candidates[unknown[row]] = found
-                    languages[unknown[row]] = found[0][0]
-        return languages, candidates
 
     def _fallback(self, windows: Windows, languages, prompts, results: list[WindowResult],
                   chunks: Sequence[np.ndarray] | None = None) -> None:
@@ -334,6 +305,38 @@ class WindowDecoder:
         """<|startofprev|> and the prompt's last tokens (at most half the decoder's positions, as openai-whisper)."""
         lm = self.loaded
         return [lm.sot_prev_id, *prompt[-(lm.max_length // 2 - 1):]] if prompt and lm.sot_prev_id is not None else []
+
+
+def detect_languages(lm: LoadedModel, backend: Backend, language: str | None, windows: Windows,
+                     languages: list[str | None], groups: Sequence[Hashable],
+                     ) -> tuple[list[str | None], list[list[tuple[str, float]] | None]]:
+    """Each window's language (English for an English-only model, ``language`` when the user gave one, the one
+    given per window, or detected) and, for detected windows, the top candidates with their probabilities (a
+    softmax over the language tokens after start-of-transcript, as openai-whisper and faster-whisper detect; one
+    choice per group, :func:`pick_language`)."""
+    candidates: list[list[tuple[str, float]] | None] = [None] * len(languages)
+    if not lm.multilingual:
+        return ["en"] * len(languages), candidates
+    from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
+
+    if language:
+        return [TO_LANGUAGE_CODE.get(language, language)] * len(languages), candidates
+    unknown = [i for i, lang in enumerate(languages) if lang is None]
+    if unknown:
+        import torch
+
+        codes, ids = zip(*lm.language_ids.items())
+        logits = backend.first_logits(windows.rows(unknown), lm.sot_id)
+        probs = torch.softmax(logits[:, list(ids)], dim=-1)
+        by_group: dict[Hashable, list[int]] = {}
+        for row, i in enumerate(unknown):
+            by_group.setdefault(groups[i], []).append(row)
+        for rows in by_group.values():
+            found = pick_language(probs[rows], codes)
+            for row in rows:
+                candidates[unknown[row]] = found
+                languages[unknown[row]] = found[0][0]
+    return languages, candidates
 
 
 # draw c of a window is keyed c steps past its audio digest. Odd: torch's CPU generator seeds from a seed's low 32
