@@ -206,8 +206,7 @@ def test_speech_between_silences_is_transcribed_at_its_original_times(tmp_path, 
         assert any(seg["start"] < e and seg["end"] > s for seg in data["segments"]), (s, e, data["segments"])
 
 
-@needs_silero
-def test_no_speech_gives_no_text_with_and_without_vad(tmp_path, capsys):
+def _no_speech_inputs(tmp_path) -> dict:
     import soundfile as sf
 
     rng = np.random.default_rng(3)
@@ -217,16 +216,36 @@ def test_no_speech_gives_no_text_with_and_without_vad(tmp_path, capsys):
               "tones": (0.2 * np.sin(2 * np.pi * 440 * t) * (np.sin(2 * np.pi * 0.5 * t) > 0)).astype(np.float32)}
     for name, audio in inputs.items():
         sf.write(str(tmp_path / f"{name}.wav"), audio, SR)
-    for mode in (["--vad", "none"], ["--chunking", "vad"], ["--vad", "silero"]):
-        out = tmp_path / "-".join(mode).strip("-")
-        code, _, err = run_cli(["transcribe", *[tmp_path / f"{n}.wav" for n in inputs], "-o", out, "-f", "json", "-q",
-                                *mode], capsys)
-        assert code == 0, err
-        for name in inputs:
-            data = json.loads((out / f"{name}.json").read_text())
-            assert data["text"] == "" and data["segments"] == [], (mode, name, data["text"])
-            if mode != ["--vad", "none"]:
-                assert data["speech"]["speech_s"] < 1.0
+    return inputs
+
+
+def _assert_no_text(tmp_path, capsys, names, mode):
+    out = tmp_path / "-".join(mode).strip("-")
+    code, _, err = run_cli(["transcribe", *[tmp_path / f"{n}.wav" for n in names], "-o", out, "-f", "json", "-q", *mode],
+                           capsys)
+    assert code == 0, err
+    for name in names:
+        data = json.loads((out / f"{name}.json").read_text())
+        assert data["text"] == "" and data["segments"] == [], (mode, name, data["text"])
+        if mode != ["--vad", "none"]:
+            assert data["speech"]["speech_s"] < 1.0
+
+
+@needs_silero
+def test_no_speech_gives_no_text_with_and_without_vad(tmp_path, capsys):
+    inputs = _no_speech_inputs(tmp_path)
+    for mode in (["--chunking", "vad"], ["--vad", "silero"]):
+        _assert_no_text(tmp_path, capsys, list(inputs), mode)
+    _assert_no_text(tmp_path, capsys, ["silence", "noise"], ["--vad", "none"])  # tones: below (slow)
+
+
+@pytest.mark.slow
+def test_tones_without_a_vad_fail_every_temperature_and_give_no_text(tmp_path, capsys):
+    """Without a VAD the decoder sees 30 s of tones: every window runs the whole fallback schedule, five draws per
+    temperature (--best-of 5), and must still end as silence, not as the most probable invented sentence
+    (about 30 s of decoding on 2 cores: in the slow set)."""
+    _no_speech_inputs(tmp_path)
+    _assert_no_text(tmp_path, capsys, ["tones"], ["--vad", "none"])
 
 
 # ------------------------------------------------------------------------------------------ usage errors
