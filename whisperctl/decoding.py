@@ -205,9 +205,11 @@ class WindowDecoder:
             with lm.attention_context():
                 windows = self.backend.encode(feats)  # detection, the first pass and fallbacks share it
                 languages, candidates = detect_languages(lm, self.backend, opts.language, windows, languages, groups)
-                results = self._sampled_pass(windows, languages, prompts, list(range(len(chunks))), opts.temperature[0], chunks)
+                digests: dict[int, int] = {}  # the windows' audio digests, computed once, if a sampled pass runs
+                results = self._sampled_pass(windows, languages, prompts, list(range(len(chunks))), opts.temperature[0],
+                                             chunks, digests)
                 if not random_weights and not self.control.decode_tokens:
-                    self._fallback(windows, languages, prompts, results, chunks)
+                    self._fallback(windows, languages, prompts, results, chunks, digests)
                 for r, found in zip(results, candidates):
                     r.language_candidates = found
                 for r in results:
@@ -243,7 +245,7 @@ class WindowDecoder:
             r.token_times, r.align_s = times, share
 
     def _fallback(self, windows: Windows, languages, prompts, results: list[WindowResult],
-                  chunks: Sequence[np.ndarray] | None = None) -> None:
+                  chunks: Sequence[np.ndarray] | None = None, digests: dict[int, int] | None = None) -> None:
         """openai-whisper's temperature fallback; a window that fails at every temperature keeps its best attempt
         (as faster-whisper: the highest mean log-probability among the attempts under the compression-ratio
         threshold, or among all when none is), not the last, most random one."""
@@ -252,7 +254,7 @@ class WindowDecoder:
             redo = [i for i, r in enumerate(results) if needs_fallback(r, self.options)]
             if not redo:
                 return
-            again = self._sampled_pass(windows, languages, prompts, redo, temperature, chunks)
+            again = self._sampled_pass(windows, languages, prompts, redo, temperature, chunks, digests)
             for i, r in zip(redo, again):
                 attempts.setdefault(i, [results[i]]).append(r)
                 results[i] = r
@@ -261,7 +263,7 @@ class WindowDecoder:
                 results[i] = best_attempt(tried, self.options)
 
     def _sampled_pass(self, windows: Windows, languages, prompts, redo: list[int], temperature: float,
-                      chunks: Sequence[np.ndarray] | None) -> list[WindowResult]:
+                      chunks: Sequence[np.ndarray] | None, digests: dict[int, int] | None = None) -> list[WindowResult]:
         """The windows ``redo`` decoded at ``temperature``. Above 0, each window draws ``best_of`` candidates in
         one pass and keeps the one with the best log-probability per token (openai-whisper's ranking without a
         length penalty, as faster-whisper's CTranslate2 ranks its ``num_hypotheses``); draw c of a window is
@@ -269,7 +271,11 @@ class WindowDecoder:
         if temperature <= 0:
             return self._pass(windows.rows(redo), [languages[i] for i in redo], [prompts[i] for i in redo], temperature)
         copies = self.options.best_of
-        keys = {i: _audio_key(chunks[i]) if chunks is not None else i for i in redo}
+        digests = {} if digests is None else digests
+        for i in redo:
+            if i not in digests:
+                digests[i] = _audio_key(chunks[i]) if chunks is not None else i
+        keys = digests
         rows = [i for i in redo for _ in range(copies)]
         found = self._pass(windows.rows(rows), [languages[i] for i in rows], [prompts[i] for i in rows], temperature,
                            [keys[i] + c * DRAW_KEY_STEP for i in redo for c in range(copies)])
