@@ -83,7 +83,8 @@ class FileWindows:
         self._last_index = max((k.index for k in self._spans), default=None)
 
     def fail(self, error: WhisperctlError) -> None:
-        """Reading the file failed: it is finished, with ``error``, and nothing of it settles."""
+        """Reading the file, or decoding a batch with one of its windows, failed: it is finished, with ``error``, and
+        nothing of it settles."""
         self.error = error
         self._exhausted = True
 

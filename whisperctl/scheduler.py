@@ -49,7 +49,7 @@ class BatchedScheduler:
             options.chunk_length_s, options.overlap_s,
             independent=options.chunking == Chunking.VAD,  # windows from the VAD: no overlap, no seams
             gaps=not lm.random_weights,
-            vad_tail_s=options.speech_pad_ms / 1000 + 0.3,  # a VAD window ends a pad after its last speech
+            vad_tail_s=options.vad_params[2] / 1000 + 0.3,  # a VAD window ends a pad after its last speech
         )
 
     def run(self, inputs: list[tuple[audio_mod.AudioInput, Iterable[np.ndarray]]]) -> Iterator[Event]:
@@ -68,12 +68,23 @@ class BatchedScheduler:
                 yield from self._complete(files[current])
                 current += 1
 
+        def fail(failed: list[_Input], exc: WhisperctlError) -> None:
+            nonlocal batch
+            for f in failed:
+                if f.windows.error is None:
+                    f.windows.fail(exc)
+            batch = [item for item in batch if item[0].windows.error is None]
+
         def decode_while(waiting: int) -> Iterator[Event]:
-            """Decode batches while at least ``waiting`` windows wait (gap windows join the queue)."""
+            """Decode batches while at least ``waiting`` windows wait (gap windows join the queue). A batch that
+            fails fails every input with a window in it (the others go on)."""
             nonlocal batch
             while batch and len(batch) >= waiting:
                 head, batch = batch[: opts.batch_size], batch[opts.batch_size :]
-                batch += self._run_batch(head)
+                try:
+                    batch += self._run_batch(head)
+                except WhisperctlError as exc:
+                    fail(list({id(f): f for f, _, _ in head}.values()), exc)
                 yield from emit()
 
         for f in files:
@@ -81,12 +92,13 @@ class BatchedScheduler:
                 independent = self.windowing.independent
                 windows = f.blocks if independent else longform.windows(f.blocks, opts.chunk_length_s, opts.overlap_s)
                 for window in windows:
+                    if f.windows.error is not None:  # a batch with its windows failed: stop reading it
+                        break
                     batch.append((f, f.windows.plan(window), window))
                     yield from decode_while(opts.batch_size)
                 f.windows.end_of_audio()
-            except WhisperctlError as exc:
-                f.windows.fail(exc)
-                batch = [item for item in batch if item[0] is not f]
+            except WhisperctlError as exc:  # reading the input failed
+                fail([f], exc)
             batch += [(f, key, gap) for key, gap in f.windows.due_gaps()]
             yield from emit()
         yield from decode_while(1)

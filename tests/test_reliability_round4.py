@@ -1,0 +1,81 @@
+"""Reliability, round 4 (issue 39): one failure contract for both runners — a batch that fails fails every input
+with a window in it, the others finish, and the summary, exit code and ``--failures`` say so."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from conftest import EXAMPLES, run_cli
+
+SR = 16000
+
+
+@pytest.fixture
+def five_inputs(tmp_path):
+    """Five short inputs of different lengths (each one window): noise at speech level, so no VAD is involved."""
+    import soundfile as sf
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(5):
+        sf.write(str(folder / f"f{i}.wav"), (rng.standard_normal(SR * (2 + i)) * 0.1).astype(np.float32), SR)
+    return folder
+
+
+@pytest.fixture
+def failing_batch(monkeypatch):
+    """Makes the decoder's N-th batch (1-based; a list) fail with a ModelError and records each batch's size."""
+    from whisperctl.decoding import WindowDecoder
+    from whisperctl.errors import ModelError
+
+    real = WindowDecoder.decode
+    state = {"fail": set(), "calls": 0, "sizes": []}
+
+    def decode(self, chunks, *args, **kwargs):
+        state["calls"] += 1
+        state["sizes"].append(len(chunks))
+        if state["calls"] in state["fail"]:
+            raise ModelError("decoding failed on cpu: scripted failure")
+        return real(self, chunks, *args, **kwargs)
+
+    monkeypatch.setattr(WindowDecoder, "decode", decode)
+    return state
+
+
+@pytest.mark.parametrize("chunking", ["batched", "sequential"])
+@pytest.mark.parametrize("which, failed", [(1, {"f0", "f1"}), (2, {"f2", "f3"}), (3, {"f4"})])
+def test_a_failed_batch_fails_every_input_in_it_and_only_those(tmp_path, capsys, five_inputs, failing_batch,
+                                                             tiny_random_model, chunking, which, failed):
+    failing_batch["fail"] = {which}
+    out, failures = tmp_path / "out", tmp_path / "failures.tsv"
+    code, _, err = run_cli(["transcribe", five_inputs, "--model", tiny_random_model, "--vad", "none", "--chunking",
+                            chunking, "--batch-size", "2", "--temperature", "0", "--max-new-tokens", "8", "-o", out,
+                            "-f", "json", "--failures", failures], capsys)
+    assert failing_batch["sizes"][:3] == [2, 2, 1], failing_batch  # the batches the test means
+    assert code == 1, err
+    assert f"{5 - len(failed)} transcribed, {len(failed)} failed" in err
+    written = {p.stem for p in out.glob("*.json")}
+    assert written == {f"f{i}" for i in range(5)} - failed
+    with failures.open() as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    assert {row["input"].rsplit("/", 1)[-1].removesuffix(".wav") for row in rows} == failed, rows
+    assert all("scripted failure" in row["reason"] for row in rows)
+    for name in written:
+        assert json.loads((out / f"{name}.json").read_text())["duration"] > 1
+
+
+def test_transcribe_many_yields_every_input_when_a_batch_fails(five_inputs, failing_batch, tiny_random_model):
+    from whisperctl import EngineConfig, Transcriber
+    from whisperctl.errors import WhisperctlError
+
+    failing_batch["fail"] = {2}
+    t = Transcriber(EngineConfig(model=str(tiny_random_model), vad="none", chunking="batched", batch_size=2,
+                                 temperature=(0.0,), max_new_tokens=8))
+    results = list(t.transcribe_many(sorted(str(p) for p in five_inputs.iterdir())))
+    assert [inp.stem for inp, _ in results] == ["f0", "f1", "f2", "f3", "f4"]
+    assert [isinstance(r, WhisperctlError) for _, r in results] == [False, False, True, True, False]
