@@ -15,6 +15,7 @@ than faster-whisper.
     python benchmarks/accuracy.py --multilingual                   # base-pypi on ../shared/speech-multilingual
     python benchmarks/accuracy.py --beam 5 --mode default=
     python benchmarks/accuracy.py --degrade 5 --mode default= --mode best1=best_of=1   # phone band, noisy
+    python benchmarks/accuracy.py --conditions clean,phone,phone-snr20,phone-snr10,quiet,two-speakers,two-channels
     ATEN_CPU_CAPABILITY=avx2 python benchmarks/accuracy.py         # the same on AVX2 kernels
 """
 
@@ -69,12 +70,18 @@ def main() -> None:
     ap.add_argument("--degrade", type=float, metavar="SNR_DB",
                     help="phone-band every file first (300-3400 Hz, 8 kHz) and add white noise this many dB below "
                          "the speech (seeded): audio on which windows fail the thresholds and fall back")
+    ap.add_argument("--conditions", help="comma list of benchmarks/degrade.py conditions (clean, phone, phone-snr20, "
+                    "phone-snr10, quiet, two-speakers, two-channels): every workload under each; the paired ones "
+                    "put each recording over 20 s before the next one")
     ap.add_argument("--multilingual", action="store_true",
                     help="the multilingual base-pypi model on ../shared/speech-multilingual, each file alone, its "
                          "language given to both systems (WER on transformers' basic normaliser)")
     args = ap.parse_args()
     if args.multilingual:
         multilingual(args)
+        return
+    if args.conditions:
+        conditions(args)
         return
 
     import soundfile as sf
@@ -123,6 +130,52 @@ def main() -> None:
         args.json.write_text(json.dumps(texts, indent=1))
 
 
+def conditions(args: argparse.Namespace) -> None:
+    """Every workload under each condition of benchmarks/degrade.py, every mode and faster-whisper on each."""
+    import soundfile as sf
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import degrade
+    from whisperctl import EngineConfig, Transcriber
+    from whisperctl.wer import wer
+
+    rows = list(csv.DictReader((SPEECH / "MANIFEST.tsv").open(encoding="utf-8"), delimiter="\t"))
+    refs = {r["file"]: r["reference_text"] for r in rows}
+    folder = [f for f in refs if f != LJ]
+    long_files = [f for f in refs if sf.info(str(SPEECH / f)).duration > 20]
+    quant = "none" if args.precision == "fp32" else "int8"
+    t = Transcriber(EngineConfig(quantization=quant, threads=args.threads, beam_size=args.beam)).load()
+    modes = [parse_mode(m) for m in (args.mode or ["default=", "vad-none=vad=none", "vad-silero=vad=silero"])]
+    systems = [name for name, _ in modes] + ([] if args.no_peer else ["faster-whisper", "fw-vad_filter"])
+    print(f"# tiny.en {args.precision}, beam {args.beam}, {args.threads} threads; {cpu_line()}")
+    print("| condition | workload | " + " | ".join(systems) + " |")
+    print("|---|---|" + "---|" * len(systems), flush=True)
+    table: dict = {}
+    for condition in args.conditions.split(","):
+        if condition in degrade.PAIRED:
+            jobs = {f"{a} + {b}": (degrade.make(condition, SPEECH / a, SPEECH / b), f"{refs[a]} {refs[b]}")
+                    for a, b in zip(long_files, long_files[1:] + long_files[:1])}
+            groups = [(k, [k]) for k in jobs]
+        else:
+            jobs = {f: (degrade.make(condition, SPEECH / f), refs[f]) for f in sorted(set(folder) | set(long_files))}
+            groups = [(f"W1 folder ({len(folder)} clips)", folder), ("W2 LJ 231 s", [LJ])]
+            groups += [(f"W4 {f}", [f]) for f in long_files if f != LJ]
+        texts: dict[str, dict[str, str]] = {}
+        for name, options in modes:
+            opts = t.options.replace(**options)
+            texts[name] = {k: t.transcribe(str(path), opts).text for k, (path, _) in jobs.items()}
+        if not args.no_peer:
+            files = {k: (path, "en") for k, (path, _) in jobs.items()}
+            texts["faster-whisper"] = faster_whisper_texts("tiny.en", args, files)
+            texts["fw-vad_filter"] = faster_whisper_texts("tiny.en", args, files, vad_filter=True)
+        for label, keys in groups:
+            cells = [100 * wer([jobs[k][1] for k in keys], [texts[s][k] for k in keys]) for s in systems]
+            table[f"{condition} | {label}"] = dict(zip(systems, cells))
+            print(f"| {condition} | {label} | " + " | ".join(f"{c:.2f} %" for c in cells) + " |", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(table, indent=1))
+
+
 def degraded(files: list[str], snr_db: float) -> dict[str, Path]:
     """Each file as a phone line would carry it (band-passed to 300-3400 Hz, through 8 kHz) with white noise
     ``snr_db`` below its RMS (seeded by the file's name), written once as 16 kHz WAV to a temporary folder."""
@@ -148,7 +201,8 @@ def degraded(files: list[str], snr_db: float) -> dict[str, Path]:
     return paths
 
 
-def faster_whisper_texts(model: str, args: argparse.Namespace, files: dict[str, tuple[Path, str]]) -> dict[str, str]:
+def faster_whisper_texts(model: str, args: argparse.Namespace, files: dict[str, tuple[Path, str]],
+                         vad_filter: bool = False) -> dict[str, str]:
     """faster-whisper's sequential ``transcribe`` of each (path, language) on ``model``'s CTranslate2 weights (the
     ones whisperctl converts), no VAD, beam and precision from ``args``."""
     from faster_whisper import WhisperModel
@@ -160,7 +214,7 @@ def faster_whisper_texts(model: str, args: argparse.Namespace, files: dict[str, 
                       cpu_threads=args.threads)
     out = {}
     for name, (path, language) in files.items():
-        segments, _ = fw.transcribe(str(path), language=language, beam_size=args.beam, vad_filter=False)
+        segments, _ = fw.transcribe(str(path), language=language, beam_size=args.beam, vad_filter=vad_filter)
         out[name] = "".join(s.text for s in segments)
     return out
 

@@ -105,16 +105,19 @@ def test_the_vad_stream_offers_the_middle_of_each_pause(tmp_path):
 
 
 def test_a_file_cut_into_sections_reads_as_the_file_decoded_whole(tmp_path):
-    """Three sections (one per sentence) in one batch: the text in order, times rising and inside each copy."""
+    """Three sections (one per sentence) in one batch: the text in order, times rising and inside each copy.
+    (``--vad silero``: its regions end at the 3 s pauses; the default's skip only at pauses of 4 s or more.)"""
     from whisperctl import EngineConfig, Transcriber
     from whisperctl.wer import wer
 
     path, text, starts = _three_sentences(tmp_path)
-    t = Transcriber(EngineConfig()).load()
+    t = Transcriber(EngineConfig(vad="silero")).load()
     whole = t.transcribe(str(path), t.options.replace(section_length_s=0))
     cut = t.transcribe(str(path), t.options.replace(section_length_s=1))
     reference = " ".join([text] * 3)
-    assert wer([reference], [cut.text]) <= wer([reference], [whole.text]) + 0.05
+    # (0.1: on an AVX-512 VNNI Xeon the int8 kernels move three of the 51 words of this espeak voice, 0.333 -> 0.392;
+    # a lost or doubled sentence costs 0.3 and more)
+    assert wer([reference], [cut.text]) <= wer([reference], [whole.text]) + 0.1
     ends = [s.end for s in cut.segments]
     assert ends == sorted(ends) and cut.duration == whole.duration
     for i, start in enumerate(starts):  # each copy's words are transcribed within it, once

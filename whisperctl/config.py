@@ -71,7 +71,8 @@ class Chunking(str, enum.Enum):
 
 class Vad(str, enum.Enum):
     NONE = "none"
-    SILERO = "silero"  # Silero VAD 6 (the silero-vad package, a dependency)
+    SKIP = "skip"  # Silero VAD 6, skipping only long stretches that are surely not speech (the default)
+    SILERO = "silero"  # Silero VAD 6's speech regions only (faster-whisper's vad_filter)
 
 
 class Decoder(str, enum.Enum):
@@ -188,6 +189,14 @@ MAX_HALLUCINATION_SILENCE_S = 3600.0
 MAX_CLIPS = 10_000
 MAX_PROMPT_CHARS = 10_000  # the prompt is cut to its last 223 tokens anyway
 
+#: (threshold, min_silence_ms, speech_pad_ms) of each VAD. silero: faster-whisper's vad_filter values (its speech
+#: regions are decoded, everything else left out). skip, the default: only stretches that are surely not speech are
+#: left out — 4 s or more in which no frame of the level-normalised audio reaches 0.15 (regions open at 0.3; they
+#: close below threshold - 0.15) — with 1 s kept on either side, so the decoder hears a real 2 s pause where one was
+#: skipped; a head or tail shorter than 4 s stays. A recording without such a stretch is decoded exactly as with
+#: --vad none (docs/benchmarks.md: what each removes on quiet, phone-band, noisy and two-speaker recordings).
+VAD_DEFAULTS = {Vad.SKIP: (0.3, 4000, 1000), Vad.SILERO: (0.5, 2000, 400)}
+
 #: Temperatures tried in order when a decode looks degenerate (openai-whisper's default fallback).
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
@@ -247,9 +256,10 @@ class DecodeOptions(_Options):
     # Voice activity detection: None = silero (none with clip timestamps): non-speech is removed before decoding,
     # times mapped back to the original audio (vad_in_effect).
     vad: Vad | None = None
-    vad_threshold: float = 0.5  # speech probability that starts a region, in (0, 1)
-    min_silence_ms: int = 2000  # silence that ends a region
-    speech_pad_ms: int = 400  # audio kept on each side of a region
+    # None: the VAD's own value (vad_params: skip 0.3 / 4000 / 1000, silero 0.5 / 2000 / 400)
+    vad_threshold: float | None = None  # speech probability that starts a region, in (0, 1)
+    min_silence_ms: int | None = None  # silence that ends a region (skip: the shortest stretch skipped)
+    speech_pad_ms: int | None = None  # audio kept on each side of a region
     # openai-whisper's --clip_timestamps: (start, end, start, end …) seconds of each file to decode, ascending;
     # an odd count leaves the last clip open to the end of the file. None: the whole file.
     clip_timestamps: tuple[float, ...] | None = None
@@ -276,14 +286,17 @@ class DecodeOptions(_Options):
             self._set("vad", parse_choice(Vad, self.vad, "--vad"))
         if self.vad == Vad.NONE and self.chunking == Chunking.VAD:
             raise UsageError("--chunking vad: cuts windows at the pauses a VAD finds; drop --vad none (or use --vad silero).")
-        threshold = _require_float(self.vad_threshold, "--vad-threshold")
-        if not 0.0 < threshold < 1.0:
-            raise UsageError(f"--vad-threshold: {threshold:g} is a speech probability; give a value in (0, 1), e.g. 0.5.")
-        self._set("vad_threshold", threshold)
-        _require_int(self.min_silence_ms, "--min-silence-ms", minimum=0, maximum=MAX_VAD_MS,
-                     why="a pause that long is never inside speech")
-        _require_int(self.speech_pad_ms, "--speech-pad-ms", minimum=0, maximum=MAX_VAD_MS,
-                     why="more padding than that only decodes silence")
+        if self.vad_threshold is not None:
+            threshold = _require_float(self.vad_threshold, "--vad-threshold")
+            if not 0.0 < threshold < 1.0:
+                raise UsageError(f"--vad-threshold: {threshold:g} is a speech probability; give a value in (0, 1), e.g. 0.5.")
+            self._set("vad_threshold", threshold)
+        if self.min_silence_ms is not None:
+            _require_int(self.min_silence_ms, "--min-silence-ms", minimum=0, maximum=MAX_VAD_MS,
+                         why="a pause that long is never inside speech")
+        if self.speech_pad_ms is not None:
+            _require_int(self.speech_pad_ms, "--speech-pad-ms", minimum=0, maximum=MAX_VAD_MS,
+                         why="more padding than that only decodes silence")
 
     def _check_output_shape(self) -> None:
         """Task, timestamps, the clips to decode and the hallucination filter (which needs word timestamps)."""
@@ -386,14 +399,22 @@ class DecodeOptions(_Options):
 
     @property
     def vad_in_effect(self) -> Vad:
-        """The VAD that runs: ``vad`` when given; else silero (measured: as accurate or better on every workload,
-        far better on long pauses and noise; docs/benchmarks.md), as faster-whisper's ``vad_filter``; none with
+        """The VAD that runs: ``vad`` when given; else skip, which leaves out only long stretches that are surely
+        not speech (silero's speech regions cost words on quiet, band-limited and conversational recordings:
+        docs/benchmarks.md); silero with ``--chunking vad`` (its windows are merged speech regions); none with
         ``--clip-timestamps`` (the clips already say what to decode)."""
         if self.vad is not None:
             return self.vad
         if self.clip_timestamps is not None:
             return Vad.NONE
-        return Vad.SILERO
+        return Vad.SILERO if self.chunking == Chunking.VAD else Vad.SKIP
+
+    @property
+    def vad_params(self) -> tuple[float, int, int]:
+        """(threshold, min_silence_ms, speech_pad_ms) of the VAD in effect: the flags where given, else its own."""
+        own = VAD_DEFAULTS[Vad.SKIP if self.vad_in_effect == Vad.SKIP else Vad.SILERO]
+        given = (self.vad_threshold, self.min_silence_ms, self.speech_pad_ms)
+        return tuple(o if g is None else g for g, o in zip(given, own))  # type: ignore[return-value]
 
     @property
     def cuts_audio(self) -> bool:

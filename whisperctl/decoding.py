@@ -210,6 +210,7 @@ class WindowDecoder:
                                              chunks, digests)
                 if not random_weights and not self.control.decode_tokens:
                     self._fallback(windows, languages, prompts, results, chunks, digests)
+                    self._unprompted_if_silent(windows, languages, prompts, results, chunks)
                 for r, found in zip(results, candidates):
                     r.language_candidates = found
                 for r in results:
@@ -261,6 +262,27 @@ class WindowDecoder:
         for i, tried in attempts.items():
             if needs_fallback(results[i], self.options):
                 results[i] = best_attempt(tried, self.options)
+
+    def _unprompted_if_silent(self, windows: Windows, languages, prompts, results: list[WindowResult],
+                              chunks: Sequence[np.ndarray] | None) -> None:
+        """A window the silence rule would drop while it was prompted with earlier text is decoded again, fallback
+        included, without the prompt, and that verdict stands. The prompt moves the no-speech probability: after
+        one speaker's "Alright, thanks." the next window (a second, quieter voice) scored 0.79 no-speech with the
+        prompt and lost 30 s of speech, 0.21 without it (docs/benchmarks.md). Silence is a judgement on the audio,
+        not on the text before it. Costs one more decode of such windows only (with the default VAD, long silences
+        are not decoded at all)."""
+        redo = [i for i, r in enumerate(results) if prompts[i] and is_silence(r, r.text, self.options)]
+        if not redo:
+            return
+        sub = windows.rows(redo)
+        langs, bare = [languages[i] for i in redo], [[] for _ in redo]
+        audio = [chunks[i] for i in redo] if chunks is not None else None
+        again = self._sampled_pass(sub, langs, bare, list(range(len(redo))), self.options.temperature[0], audio, {})
+        self._fallback(sub, langs, bare, again, audio, {})
+        for i, r in zip(redo, again):
+            log.debug("window %d/%d: silent after its prompt; without it: no_speech=%s %r", i + 1, len(results),
+                      "-" if r.no_speech_prob is None else f"{r.no_speech_prob:.3f}", r.text[:60])
+            results[i] = r
 
     def _sampled_pass(self, windows: Windows, languages, prompts, redo: list[int], temperature: float,
                       chunks: Sequence[np.ndarray] | None, digests: dict[int, int] | None = None) -> list[WindowResult]:

@@ -57,11 +57,11 @@ class Transcriber:
     def check(self, options: DecodeOptions) -> None:
         """Refuse per-call options this model cannot honour here (language, memory), before any decoding."""
         _check_language(self.source, options)
-        if options.vad_in_effect == Vad.SILERO:
+        if options.vad_in_effect in (Vad.SILERO, Vad.SKIP):
             from . import vad
 
             if not vad.available():
-                flag = "--vad silero" if options.vad is not None else f"--chunking {options.chunking.value} (VAD by default)"
+                flag = f"--vad {options.vad.value}" if options.vad is not None else f"--chunking {options.chunking.value} (VAD by default)"
                 raise UsageError(f"{flag}: silero-vad is not installed. {vad.INSTALL_HINT}")
         problem = memory_problem(models.dimensions(self.source), self.plan, options.batch_size, options.beam_size, self.env)
         if problem:
@@ -182,7 +182,7 @@ def _speech(blocks: Iterable[np.ndarray], opts: DecodeOptions, name: str = "<aud
         return blocks
     from . import vad
 
-    params = vad.VadParams(threshold=opts.vad_threshold, min_silence_ms=opts.min_silence_ms, speech_pad_ms=opts.speech_pad_ms)
+    params = vad.params_for(opts.vad_in_effect.value, *opts.vad_params)
     if opts.chunking == Chunking.VAD:
         return vad.SpeechWindows(blocks, opts.chunk_length_s, params)
     return vad.speech_only(blocks, params)

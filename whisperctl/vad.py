@@ -53,6 +53,54 @@ class VadParams:
     speech_pad_ms: int = 400  # kept on each side of a region
     min_speech_ms: int = 250  # shorter regions are dropped
     max_speech_s: float = float("inf")  # longer regions are cut at their least speech-like frame
+    # The skip-only default (``--vad skip``): the model hears the audio at a steady level (Silero's probabilities
+    # fall with the level: a -30 dB recording's speech scores like noise), and the file's edges are skipped only
+    # when they are as long as a pause that would be skipped inside it.
+    level: bool = False
+    keep_short_edges: bool = False
+
+
+def params_for(mode: str, threshold: float, min_silence_ms: int, speech_pad_ms: int) -> VadParams:
+    """The detector's parameters for ``--vad skip`` or ``--vad silero`` (values from ``DecodeOptions.vad_params``)."""
+    skip = mode == "skip"
+    return VadParams(threshold=threshold, min_silence_ms=min_silence_ms, speech_pad_ms=speech_pad_ms,
+                     level=skip, keep_short_edges=skip)
+
+
+#: The level the detector hears: the loud frames' RMS (the 95th percentile of every frame's so far) is brought to
+#: -20 dBFS, with at most +40 dB of gain (so hum or dither in digital silence stays faint); louder audio is left as
+#: it is.
+TARGET_RMS = 0.1
+MAX_GAIN = 100.0
+
+
+class Leveller:
+    """The gain the VAD applies to each block (``level=True``). The level is the 95th percentile of the RMS of every
+    32 ms frame so far (a histogram in 0.5 dB steps: constant memory), so one cough or door does not set it, a quiet
+    recording is heard at speech level, and a block's gain depends only on the audio up to its end (streaming)."""
+
+    FLOOR_DB, STEP_DB = -120.0, 0.5
+
+    def __init__(self):
+        self.counts = np.zeros(int(-self.FLOOR_DB / self.STEP_DB) + 1, dtype=np.int64)
+
+    def level(self) -> float:
+        total = self.counts.sum()
+        if not total:
+            return 0.0
+        i = int(np.searchsorted(np.cumsum(self.counts), 0.95 * total))
+        return 10 ** ((self.FLOOR_DB + i * self.STEP_DB) / 20)
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        n = len(block) // FRAME
+        if n:
+            rms = np.sqrt(np.mean(block[: n * FRAME].astype(np.float64).reshape(n, FRAME) ** 2, axis=1))
+            db = 20 * np.log10(np.maximum(rms, 1e-6))
+            bins = np.clip(((db - self.FLOOR_DB) / self.STEP_DB).astype(int), 0, len(self.counts) - 1)
+            self.counts += np.bincount(bins, minlength=len(self.counts))
+        level = self.level()
+        gain = min(MAX_GAIN, TARGET_RMS / level) if level > 0 else MAX_GAIN
+        return (block * np.float32(gain)) if gain > 1.0 else block
 
 
 # ----------------------------------------------------------------------------------------------- the model
@@ -229,10 +277,13 @@ class _Scan:
     A padded region is settled when no later region can join it: it ends more than a pad before where the next
     region could start (the detector's open region, or the current position)."""
 
-    def __init__(self, params: VadParams):
-        self.probs = SpeechProbabilities()
+    def __init__(self, params: VadParams, probabilities=None):
+        self.probs = probabilities if probabilities is not None else SpeechProbabilities()  # (a fake, in tests)
         self.detector = SpeechDetector(params)
+        self.leveller = Leveller() if params.level else None
         self.pad = int(params.speech_pad_ms * SAMPLE_RATE / 1000)
+        # keep_short_edges: a head or tail shorter than a skippable pause is kept (the regions reach the file's edges)
+        self.edge = self.detector.min_silence * FRAME if params.keep_short_edges else 0
         self.samples = 0
         self.found: list[Region] = []  # every settled region (for the record: a few per minute of speech)
         self.growing: Region | None = None  # the last padded region, which a later one may still join
@@ -243,7 +294,8 @@ class _Scan:
         for block in blocks:
             block = np.asarray(block, dtype=np.float32)
             self.samples += len(block)
-            yield block, self._settle(self.detector.feed(self.probs.feed(block)), final=False)
+            heard = self.leveller(block) if self.leveller is not None else block
+            yield block, self._settle(self.detector.feed(self.probs.feed(heard)), final=False)
         tail = self.detector.feed(self.probs.feed(np.zeros(0, np.float32), final=True)) + self.detector.finish()
         yield np.zeros(0, np.float32), self._settle(tail, final=True)
 
@@ -253,6 +305,12 @@ class _Scan:
                 self.gaps.append((self._last_end + r.start) // 2)  # a cut inside long speech: its cut frame
             self._last_end = r.end
         out: list[Region] = []
+        if self.edge and closed and not self.found and self.growing is None and closed[0].start < self.edge:
+            closed = [Region(0, closed[0].end)] + closed[1:]  # the file's first region: a short head stays
+        if self.edge and final and closed and self.samples - closed[-1].end < self.edge:
+            closed = closed[:-1] + [Region(closed[-1].start, self.samples)]  # and a short tail
+        if self.edge and final and not closed and not self.found and self.growing is None and self.samples < self.edge:
+            closed = [Region(0, self.samples)]  # shorter than a skippable pause: nothing is skipped
         for r in pad_and_join(closed, self.pad, self.samples if final else None):
             if self.growing is not None and r.start <= self.growing.end:
                 self.growing = Region(self.growing.start, max(self.growing.end, r.end))
@@ -270,10 +328,13 @@ class _Scan:
     def next_start(self) -> int:
         """The earliest sample a region not yet found may start at (padded)."""
         det = self.detector
-        return max(0, (det.start if det.start is not None else det.frame) * FRAME - self.pad)
+        start = (det.start if det.start is not None else det.frame) * FRAME
+        if self.edge and not self.found and self.growing is None and start < self.edge:
+            return 0  # the head stays if speech starts within it
+        return max(0, start - self.pad)
 
     def record(self) -> dict:
-        return record(self.found, self.samples, by="silero")
+        return record(self.found, self.samples, by="skip" if self.edge else "silero")
 
 
 class SpeechWindows(RegionStream):
@@ -315,9 +376,10 @@ class SpeechWindows(RegionStream):
             yield Window(index, span.start / SAMPLE_RATE, tape.take(span.start, span.end))
 
 
-def speech_only(blocks: Iterable[np.ndarray], params: VadParams) -> RegionsOnly:
+def speech_only(blocks: Iterable[np.ndarray], params: VadParams, probabilities=None) -> RegionsOnly:
     """``--vad silero`` with batched or sequential chunking: the speech regions' audio as one stream, with the
     time map back to the original audio. A region's audio is passed on once certain: the detector's cut at 30 s
-    bounds how long that waits, so memory stays flat."""
-    scan = _Scan(dataclasses.replace(params, max_speech_s=min(params.max_speech_s, 30.0)))
+    bounds how long that waits, so memory stays flat. ``probabilities``: the per-frame source (default: Silero).
+    """
+    scan = _Scan(dataclasses.replace(params, max_speech_s=min(params.max_speech_s, 30.0)), probabilities)
     return RegionsOnly(blocks, scan, snap=scan.pad + SAMPLE_RATE // 2)  # the padding and Whisper's slack

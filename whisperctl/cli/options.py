@@ -26,7 +26,8 @@ ENGINE_OPTIONS: list[tuple[str, str, type, str]] = [
     ("batch_size", "--batch-size", int, "Windows decoded together, across chunks and files."),
     ("chunking", "--chunking", str, "sequential (default: openai-whisper's seeking, files batched in lock-step) | batched "
      "(overlapping windows, merged at seams) | vad (speech regions merged into windows cut at pauses)."),
-    ("vad", "--vad", str, "none | silero: skip non-speech before decoding (default: silero, except with --clip-timestamps)."),
+    ("vad", "--vad", str, "skip (default: leave out only long stretches that are surely not speech) | silero (decode only "
+     "its speech regions; the default with --chunking vad) | none (every sample; the default with --clip-timestamps)."),
     ("vad_threshold", "--vad-threshold", float, "VAD: speech probability that starts a region, in (0, 1)."),
     ("min_silence_ms", "--min-silence-ms", int, "VAD: silence that ends a speech region, in ms."),
     ("speech_pad_ms", "--speech-pad-ms", int, "VAD: audio kept on each side of a speech region, in ms."),
