@@ -79,3 +79,46 @@ def test_transcribe_many_yields_every_input_when_a_batch_fails(five_inputs, fail
     results = list(t.transcribe_many(sorted(str(p) for p in five_inputs.iterdir())))
     assert [inp.stem for inp, _ in results] == ["f0", "f1", "f2", "f3", "f4"]
     assert [isinstance(r, WhisperctlError) for _, r in results] == [False, False, True, True, False]
+
+
+# ----------------------------------------------------------------- 3. an edited recording is never "current"
+def test_an_edit_anywhere_in_the_file_changes_its_fingerprint(tmp_path):
+    from whisperctl.audio import input_identity
+
+    path = tmp_path / "x.bin"
+    data = bytearray(np.random.default_rng(0).integers(0, 256, 4 << 20, dtype=np.uint8).tobytes())
+    path.write_bytes(bytes(data))
+    before = input_identity(str(path))["fingerprint"]
+    # between the blocks a sampled hash reads (the ends, 16 blocks of 64 KiB): a one-byte edit, size unchanged
+    for offset in (len(data) // 17 + (100 << 10), len(data) // 2 + 12345, len(data) - (1 << 20) - 5):
+        data[offset] ^= 0xFF
+        path.write_bytes(bytes(data))
+        assert input_identity(str(path))["fingerprint"] != before, offset
+        data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert input_identity(str(path))["fingerprint"] == before
+    copy = tmp_path / "copy.bin"
+    copy.write_bytes(bytes(data))
+    assert input_identity(str(copy))["fingerprint"] == before  # a copy or a move keeps it
+
+
+def test_skip_existing_redoes_a_recording_edited_in_the_middle(tmp_path, capsys, tiny_random_model):
+    import soundfile as sf
+
+    path = tmp_path / "long.wav"
+    audio = (np.random.default_rng(2).standard_normal(SR * 150) * 0.1).astype(np.float32)
+    sf.write(str(path), audio, SR, subtype="PCM_16")
+    args = ["transcribe", path, "--model", tiny_random_model, "--vad", "none", "--temperature", "0",
+            "--max-new-tokens", "4", "-o", tmp_path / "out", "-f", "json"]
+    assert run_cli(args, capsys)[0] == 0
+    code, _, err = run_cli(args + ["--skip-existing"], capsys)
+    assert code == 0 and "0 transcribed, 0 failed, 1 skipped" in err, err  # unchanged: current
+    audio[SR * 73: SR * 79] = 0  # 6 s bleeped out in the middle (between the blocks a sampled hash read): same size
+    sf.write(str(path), audio, SR, subtype="PCM_16")
+    code, _, err = run_cli(args + ["--skip-existing"], capsys)
+    assert code == 0, err
+    assert "1 skipped" not in err
+    data = json.loads((tmp_path / "out" / "long.json").read_text())
+    from whisperctl.audio import input_identity
+
+    assert data["origin"]["fingerprint"] == input_identity(str(path))["fingerprint"]
