@@ -47,8 +47,12 @@ def failing_batch(monkeypatch):
     return state
 
 
-@pytest.mark.parametrize("chunking", ["batched", "sequential"])
-@pytest.mark.parametrize("which, failed", [(1, {"f0", "f1"}), (2, {"f2", "f3"}), (3, {"f4"})])
+@pytest.mark.parametrize("chunking, which, failed", [
+    ("batched", 1, {"f0", "f1"}), ("batched", 2, {"f2", "f3"}), ("batched", 3, {"f4"}),
+    ("sequential", 2, {"f2", "f3"}),  # (first and last: pytest -m slow)
+    pytest.param("sequential", 1, {"f0", "f1"}, marks=pytest.mark.slow),
+    pytest.param("sequential", 3, {"f4"}, marks=pytest.mark.slow),
+])
 def test_a_failed_batch_fails_every_input_in_it_and_only_those(tmp_path, capsys, five_inputs, failing_batch,
                                                              tiny_random_model, chunking, which, failed):
     failing_batch["fail"] = {which}
