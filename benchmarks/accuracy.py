@@ -28,6 +28,7 @@ import platform
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/degrade.py
 ROOT = Path(__file__).resolve().parents[1]
 SPEECH = ROOT.parent / "shared" / "speech"
 MULTILINGUAL = ROOT.parent / "shared" / "speech-multilingual"
@@ -134,7 +135,6 @@ def conditions(args: argparse.Namespace) -> None:
     """Every workload under each condition of benchmarks/degrade.py, every mode and faster-whisper on each."""
     import soundfile as sf
 
-    sys.path.insert(0, str(Path(__file__).parent))
     import degrade
     from whisperctl import EngineConfig, Transcriber
     from whisperctl.wer import wer
@@ -180,24 +180,18 @@ def degraded(files: list[str], snr_db: float) -> dict[str, Path]:
     """Each file as a phone line would carry it (band-passed to 300-3400 Hz, through 8 kHz) with white noise
     ``snr_db`` below its RMS (seeded by the file's name), written once as 16 kHz WAV to a temporary folder."""
     import tempfile
-    import zlib
 
-    import numpy as np
     import soundfile as sf
-    from scipy.signal import butter, resample_poly, sosfiltfilt
 
+    import degrade
     from whisperctl import audio
 
     out = Path(tempfile.mkdtemp(prefix="whisperctl-degraded-"))
-    band = butter(6, (300, 3400), btype="bandpass", fs=8000, output="sos")
     paths = {}
     for f in files:
-        x = resample_poly(audio.load(str(SPEECH / f)), 1, 2)  # 16 kHz -> 8 kHz
-        x = resample_poly(sosfiltfilt(band, x), 2, 1)
-        rms = float(np.sqrt(np.mean(x**2))) or 1e-4
-        noise = np.random.default_rng(zlib.crc32(f.encode())).normal(0, rms * 10 ** (-snr_db / 20), len(x))
+        x = degrade.with_noise(degrade.phone_band(audio.load(str(SPEECH / f))), snr_db, seed=f)
         paths[f] = out / (f.replace("/", "__") + ".wav")
-        sf.write(paths[f], np.clip(x + noise, -1, 1).astype(np.float32), 16000)
+        sf.write(paths[f], x, 16000)
     return paths
 
 

@@ -34,7 +34,7 @@ def phone_band(x: np.ndarray) -> np.ndarray:
     from scipy.signal import butter, resample_poly, sosfiltfilt
 
     band = butter(6, (300, 3400), btype="bandpass", fs=8000, output="sos")
-    return resample_poly(sosfiltfilt(band, resample_poly(x, 1, 2)), 2, 1).astype(np.float32)
+    return resample_poly(sosfiltfilt(band, resample_poly(x, 1, 2)), 2, 1)
 
 
 def with_noise(x: np.ndarray, snr_db: float, seed: str) -> np.ndarray:
@@ -63,7 +63,7 @@ def make(condition: str, first: Path, second: Path | None = None) -> Path:
     if condition == "phone":
         x = phone_band(x)
     elif condition.startswith("phone-snr"):
-        x = with_noise(phone_band(x), float(condition[len("phone-snr"):]), first.name)
+        x = with_noise(phone_band(x).astype(np.float32), float(condition[len("phone-snr"):]), first.name)
     elif condition == "quiet":
         x = x * 10 ** (-30 / 20)
     elif condition in PAIRED:

@@ -7,7 +7,7 @@ the degraded audio), and for each VAD mode the speech regions it keeps are compu
 probability Silero gave its frames is printed, so a cause can be told apart (a low probability: the detector; a
 high one: padding or joining).
 
-    python benchmarks/vad_loss.py                         # every condition, modes silero and the default
+    python benchmarks/vad_loss.py                         # every condition, --vad silero and skip (the default)
     python benchmarks/vad_loss.py --conditions phone,quiet --list   # and list each lost word
 """
 
@@ -51,11 +51,12 @@ def words_without_vad(t, path: Path) -> list[tuple[float, float, str]]:
 
 def kept_mask(path: Path, mode: str, n: int) -> np.ndarray:
     """Which samples of ``path`` (mono, 16 kHz) the VAD mode ``mode`` passes to the decoder."""
-    from whisperctl import engine, audio
+    from whisperctl import audio, vad
     from whisperctl.config import DecodeOptions
 
-    opts = DecodeOptions(vad=mode)
-    stream = engine._speech(audio.stream(audio.AudioInput.from_arg(str(path))), opts)
+    opts = DecodeOptions(vad=mode)  # sequential chunking: the speech-only stream, as transcribe decodes it
+    stream = vad.speech_only(audio.stream(audio.AudioInput.from_arg(str(path))),
+                             vad.params_for(opts.vad_in_effect.value, *opts.vad_params))
     for _ in stream:
         pass
     kept = np.zeros(n, bool)
@@ -73,7 +74,7 @@ def probabilities(x: np.ndarray) -> np.ndarray:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--conditions", default=",".join(degrade.CONDITIONS))
-    ap.add_argument("--modes", default="silero,auto")
+    ap.add_argument("--modes", default="silero,skip")
     ap.add_argument("--list", action="store_true", help="list each dropped or cut word")
     args = ap.parse_args()
 

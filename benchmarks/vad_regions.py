@@ -45,7 +45,8 @@ def main() -> None:
         for a, b in spans:
             truth[int(a * sr):int(b * sr)] = True
         grid = [("silero", *p) for p in itertools.product((0.35, 0.5), (500, 1000, 2000), (200, 400))]
-        for mode, threshold, silence, pad in grid if not only_defaults else [("skip", 0.3, 4000, 1000), ("silero", 0.5, 2000, 400)]:
+        shipped = [("skip", 0.3, 4000, 1000), ("silero", 0.5, 2000, 400)]
+        for mode, threshold, silence, pad in shipped if only_defaults else grid:
             params = vad.params_for(mode, threshold, silence, pad)
             t0 = time.perf_counter()
             stream = vad.speech_only((audio[i:i + 160_000] for i in range(0, len(audio), 160_000)), params)

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import EXAMPLES, run_cli
+from conftest import run_cli
 
 SR = 16000
 

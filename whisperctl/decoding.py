@@ -210,7 +210,7 @@ class WindowDecoder:
                                              chunks, digests)
                 if not random_weights and not self.control.decode_tokens:
                     self._fallback(windows, languages, prompts, results, chunks, digests)
-                    self._unprompted_if_silent(windows, languages, prompts, results, chunks)
+                    self._unprompted_if_silent(windows, languages, prompts, results, chunks, digests)
                 for r, found in zip(results, candidates):
                     r.language_candidates = found
                 for r in results:
@@ -264,7 +264,7 @@ class WindowDecoder:
                 results[i] = best_attempt(tried, self.options)
 
     def _unprompted_if_silent(self, windows: Windows, languages, prompts, results: list[WindowResult],
-                              chunks: Sequence[np.ndarray] | None) -> None:
+                              chunks: Sequence[np.ndarray] | None, digests: dict[int, int]) -> None:
         """A window the silence rule would drop while it was prompted with earlier text is decoded again, fallback
         included, without the prompt, and that verdict stands. The prompt moves the no-speech probability: after
         one speaker's "Alright, thanks." the next window (a second, quieter voice) scored 0.79 no-speech with the
@@ -277,8 +277,9 @@ class WindowDecoder:
         sub = windows.rows(redo)
         langs, bare = [languages[i] for i in redo], [[] for _ in redo]
         audio = [chunks[i] for i in redo] if chunks is not None else None
-        again = self._sampled_pass(sub, langs, bare, list(range(len(redo))), self.options.temperature[0], audio, {})
-        self._fallback(sub, langs, bare, again, audio, {})
+        known = {j: digests[i] for j, i in enumerate(redo) if i in digests}  # audio digests the batch computed
+        again = self._sampled_pass(sub, langs, bare, list(range(len(redo))), self.options.temperature[0], audio, known)
+        self._fallback(sub, langs, bare, again, audio, known)
         for i, r in zip(redo, again):
             log.debug("window %d/%d: silent after its prompt; without it: no_speech=%s %r", i + 1, len(results),
                       "-" if r.no_speech_prob is None else f"{r.no_speech_prob:.3f}", r.text[:60])

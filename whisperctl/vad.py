@@ -53,18 +53,16 @@ class VadParams:
     speech_pad_ms: int = 400  # kept on each side of a region
     min_speech_ms: int = 250  # shorter regions are dropped
     max_speech_s: float = float("inf")  # longer regions are cut at their least speech-like frame
-    # The skip-only default (``--vad skip``): the model hears the audio at a steady level (Silero's probabilities
-    # fall with the level: a -30 dB recording's speech scores like noise), and the file's edges are skipped only
-    # when they are as long as a pause that would be skipped inside it.
-    level: bool = False
-    keep_short_edges: bool = False
+    # ``--vad skip`` (the default): the model hears the audio at a steady level (Silero's probabilities fall with
+    # the level: a -30 dB recording's speech scores like noise), and the file's head and tail are skipped only when
+    # they are as long as a pause that would be skipped inside it.
+    skip_only: bool = False
 
 
 def params_for(mode: str, threshold: float, min_silence_ms: int, speech_pad_ms: int) -> VadParams:
     """The detector's parameters for ``--vad skip`` or ``--vad silero`` (values from ``DecodeOptions.vad_params``)."""
-    skip = mode == "skip"
     return VadParams(threshold=threshold, min_silence_ms=min_silence_ms, speech_pad_ms=speech_pad_ms,
-                     level=skip, keep_short_edges=skip)
+                     skip_only=mode == "skip")
 
 
 #: The level the detector hears: the loud frames' RMS (the 95th percentile of every frame's so far) is brought to
@@ -280,10 +278,11 @@ class _Scan:
     def __init__(self, params: VadParams, probabilities=None):
         self.probs = probabilities if probabilities is not None else SpeechProbabilities()  # (a fake, in tests)
         self.detector = SpeechDetector(params)
-        self.leveller = Leveller() if params.level else None
+        self.skip_only = params.skip_only
+        self.leveller = Leveller() if params.skip_only else None
         self.pad = int(params.speech_pad_ms * SAMPLE_RATE / 1000)
-        # keep_short_edges: a head or tail shorter than a skippable pause is kept (the regions reach the file's edges)
-        self.edge = self.detector.min_silence * FRAME if params.keep_short_edges else 0
+        # skip_only: a head or tail shorter than a skippable pause is kept (the regions reach the file's edges)
+        self.edge = self.detector.min_silence * FRAME if params.skip_only else 0
         self.samples = 0
         self.found: list[Region] = []  # every settled region (for the record: a few per minute of speech)
         self.growing: Region | None = None  # the last padded region, which a later one may still join
@@ -305,12 +304,8 @@ class _Scan:
                 self.gaps.append((self._last_end + r.start) // 2)  # a cut inside long speech: its cut frame
             self._last_end = r.end
         out: list[Region] = []
-        if self.edge and closed and not self.found and self.growing is None and closed[0].start < self.edge:
-            closed = [Region(0, closed[0].end)] + closed[1:]  # the file's first region: a short head stays
-        if self.edge and final and closed and self.samples - closed[-1].end < self.edge:
-            closed = closed[:-1] + [Region(closed[-1].start, self.samples)]  # and a short tail
-        if self.edge and final and not closed and not self.found and self.growing is None and self.samples < self.edge:
-            closed = [Region(0, self.samples)]  # shorter than a skippable pause: nothing is skipped
+        if self.skip_only:
+            closed = self._keep_short_edges(closed, final)
         for r in pad_and_join(closed, self.pad, self.samples if final else None):
             if self.growing is not None and r.start <= self.growing.end:
                 self.growing = Region(self.growing.start, max(self.growing.end, r.end))
@@ -325,16 +320,28 @@ class _Scan:
         self.found.extend(out)
         return out
 
+    def _keep_short_edges(self, closed: list[Region], final: bool) -> list[Region]:
+        """``--vad skip``: the first region reaches back to the file's start, and the last (at the end) forward to its
+        end, when the stretch between is shorter than a skippable pause; an input shorter than one is kept whole."""
+        first = not self.found and self.growing is None
+        if closed and first and closed[0].start < self.edge:
+            closed = [Region(0, closed[0].end)] + closed[1:]
+        if final and closed and self.samples - closed[-1].end < self.edge:
+            closed = closed[:-1] + [Region(closed[-1].start, self.samples)]
+        if final and not closed and first and self.samples < self.edge:
+            closed = [Region(0, self.samples)]
+        return closed
+
     def next_start(self) -> int:
         """The earliest sample a region not yet found may start at (padded)."""
         det = self.detector
         start = (det.start if det.start is not None else det.frame) * FRAME
-        if self.edge and not self.found and self.growing is None and start < self.edge:
+        if self.skip_only and not self.found and self.growing is None and start < self.edge:
             return 0  # the head stays if speech starts within it
         return max(0, start - self.pad)
 
     def record(self) -> dict:
-        return record(self.found, self.samples, by="skip" if self.edge else "silero")
+        return record(self.found, self.samples, by="skip" if self.skip_only else "silero")
 
 
 class SpeechWindows(RegionStream):
