@@ -126,3 +126,60 @@ def test_skip_existing_redoes_a_recording_edited_in_the_middle(tmp_path, capsys,
     from whisperctl.audio import input_identity
 
     assert data["origin"]["fingerprint"] == input_identity(str(path))["fingerprint"]
+
+
+# -- 2. output as it finishes, whatever the inputs --------------------------------------------------------------
+
+@pytest.fixture
+def speech_and_silences(tmp_path):
+    """Twelve 5 s silent files (no speech for any VAD) and one 4 s noisy 'speech' file."""
+    import soundfile as sf
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(12):
+        sf.write(str(folder / f"silent{i:02d}.wav"), np.zeros(SR * 5, np.float32), SR)
+    sf.write(str(folder / "speech.wav"), (np.random.default_rng(2).standard_normal(SR * 4) * 0.1).astype(np.float32), SR)
+    return folder
+
+
+def _first_done_then(sources, on_first, tiny_random_model, **options):
+    """Run ``sources`` (sequential chunking), call ``on_first()`` at the first finished input; the results."""
+    from whisperctl import EngineConfig, Transcriber
+    from whisperctl.transcript import FileDone
+
+    t = Transcriber(EngineConfig(model=str(tiny_random_model), temperature=(0.0,), max_new_tokens=8, **options))
+    results = []
+    for event in t.events([str(s) for s in sources]):
+        if isinstance(event, FileDone):
+            if not results:
+                on_first()
+            results.append((event.source.name.rsplit("/", 1)[-1], event.result))
+    return results
+
+
+@pytest.mark.parametrize("vad", ["skip", "silero"])
+def test_an_input_without_speech_is_reported_before_later_inputs_are_read(speech_and_silences, tiny_random_model, vad):
+    """Speechless inputs take no decoding lane; each is still reported when done, not once the lanes are full
+    (1,001 such files: the first output came at 85 s of 91 s, and an interruption kept none). Deleting the last
+    input when the first result arrives shows whether the runner had read everything before reporting."""
+    silent = sorted(speech_and_silences.glob("silent*.wav"))
+    speech = speech_and_silences / "speech.wav"
+    results = _first_done_then([*silent, speech], speech.unlink, tiny_random_model, vad=vad)
+    from whisperctl.errors import WhisperctlError
+
+    assert [name for name, _ in results] == [p.name for p in silent] + ["speech.wav"]
+    assert all(not isinstance(r, Exception) and r.text == "" for _, r in results[:-1])
+    assert isinstance(results[-1][1], WhisperctlError), "every input was read before the first was reported"
+
+
+def test_speechless_inputs_do_not_hold_back_the_live_lanes(speech_and_silences, tiny_random_model):
+    """The speech input comes first and decodes while the silent ones wait: it is reported before they are all
+    read (the runner reads at most one speechless input per batch while lanes are live)."""
+    silent = sorted(speech_and_silences.glob("silent*.wav"))
+    speech = speech_and_silences / "speech.wav"
+    results = _first_done_then([speech, *silent], lambda: silent[-1].unlink(), tiny_random_model, vad="skip")
+    assert [name for name, _ in results] == ["speech.wav"] + [p.name for p in silent]
+    assert not isinstance(results[0][1], Exception)
+    assert all(not isinstance(r, Exception) for _, r in results[1:-1])
+    assert isinstance(results[-1][1], Exception), "every speechless input was read before the live lane decoded"

@@ -51,6 +51,7 @@ class InputLanes:
         self.events: collections.deque[Event] = collections.deque()
         self.duration = 0.0  # seconds of the stream read by its finished lanes
         self.done = False  # ended or failed: no more lanes, windows or events of its own
+        self.opened = 0  # lanes opened so far
 
     @property
     def sections_left(self) -> bool:
@@ -99,6 +100,7 @@ class LaneBook:
         if not self.has_room:
             raise RuntimeError(f"all {self.width} lanes are live")
         lane = Lane(owner, index, offset_s, seeker)
+        owner.opened += 1
         owner.lanes.append(lane)
         self.live.append(lane)
         return lane

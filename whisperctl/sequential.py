@@ -15,7 +15,9 @@ text goes; prompts of different lengths share the batch): a folder of clips and 
 ``batch_size`` windows at a time, with the same windows, prompts and rules in each lane as one file at a time.
 A section's first window is not prompted with the previous section's text.
 Events come out input after input, a file's sections in order: the first input's segments stream as they
-settle, the others' wait until it is done. Decoding goes through the same
+settle, the others' wait until it is done. An input in which no speech is found takes no lane and is reported as
+soon as it has been read; while lanes are live, one such input is read per batch (a folder of noise neither
+delays the first output nor the live lanes). Decoding goes through the same
 :class:`~whisperctl.decoding.WindowDecoder` as the batched mode, so the same fallback and silence rules apply.
 The audio is read as a stream: memory holds one window and one block per live lane of an unsectioned stream,
 and a section's audio (a minute and a half at most) per live section.
@@ -138,7 +140,7 @@ class SequentialRunner:
         waiting = collections.deque(inputs)
         book = LaneBook(self.options.batch_size, self._finish)
         while waiting or not book.idle:
-            self._open_lanes(waiting, book)
+            yield from self._open_lanes(waiting, book)
             batch: list[tuple[Lane, np.ndarray]] = []
             for lane in list(book.live):
                 if lane.owner.done:  # an earlier lane of its input failed in this loop: its lanes are gone
@@ -156,12 +158,17 @@ class SequentialRunner:
                 self._decode(batch, book)
             yield from book.ready()
 
-    def _open_lanes(self, waiting: collections.deque, book: LaneBook) -> None:
-        """Fill free lanes: the next sections of inputs already admitted (oldest first), then new inputs."""
+    def _open_lanes(self, waiting: collections.deque, book: LaneBook) -> Iterator[Event]:
+        """Fill free lanes: the next sections of inputs already admitted (oldest first), then new inputs.
+
+        An input that ends without taking a lane (no speech found, or unreadable) is reported at once, not after
+        the lanes are full; and while lanes are live, at most one such input is read before their next batch,
+        so a run of speechless inputs (a folder of noise) never holds back the live lanes' decoding."""
+        laneless = 0  # inputs admitted in this call that ended without a lane
         while book.has_room:
             owner = book.to_open()
             if owner is None:
-                if not waiting:
+                if not waiting or (laneless and book.live):
                     return
                 inp, blocks = waiting.popleft()
                 owner = book.admit(inp, self._new_builder(inp, blocks), Sections(blocks, self._section_s))
@@ -169,9 +176,12 @@ class SequentialRunner:
                 section = owner.sections.next()
             except WhisperctlError as exc:
                 book.fail(owner, exc)
-                continue
+                section = None
             if section is None:
                 book.sections_ended(owner)
+                if owner.done and not owner.opened:
+                    laneless += 1
+                yield from book.ready()
                 continue
             book.open(owner, section.index, section.offset / audio_mod.SAMPLE_RATE, Seeker(
                 section.blocks, self._prompt, self.options.condition_on_previous_text, self.loaded.timestamp_begin))
