@@ -46,6 +46,7 @@ class FileOutcome:
     audio_s: float = 0.0
     outputs: list[str] = dataclasses.field(default_factory=list)
     worker: str = ""  # node address and process id of the actor that finished it
+    warning: str | None = None  # what in the transcript is suspect (whisperctl.transcript.warning_summary)
 
 
 @dataclasses.dataclass
@@ -188,7 +189,8 @@ def _run(claims: dict[str, Claim], config: EngineConfig, options: DecodeOptions 
         for row in batch.to_dict("records"):
             name, error = row["input"], row["error"] or None
             yield FileOutcome(input=name, error=error, audio_s=float(row["audio_s"]), worker=row["worker"],
-                              outputs=[] if error else [str(p) for p in claims[name].paths])
+                              outputs=[] if error else [str(p) for p in claims[name].paths],
+                              warning=row.get("warning") or None)
 
 
 class _Worker:
@@ -208,10 +210,11 @@ class _Worker:
         import pandas as pd
 
         from .outputs import write_outputs
-        from .transcript import FileDone
+        from .transcript import FileDone, warning_summary
 
         claims = {name: _claim_from_row(row) for name, row in zip(batch["input"], batch["claim"])}
         out: dict[str, tuple[str, float] | None] = dict.fromkeys(claims)  # (error, audio seconds) once decided
+        warnings: dict[str, str] = {}
         failure: WhisperctlError | None = None
         try:
             for event in self.transcriber.events(list(claims), options=self.options):
@@ -227,6 +230,7 @@ class _Worker:
                     out[name] = (_reason(name, exc), 0.0)
                     continue
                 out[name] = ("", float(result.duration))
+                warnings[name] = warning_summary(result) or ""
         except WhisperctlError as exc:  # the batch as a whole (a usage or model problem)
             failure = exc
         for name, decided in out.items():
@@ -235,7 +239,7 @@ class _Worker:
         names = list(out)
         return pd.DataFrame({
             "input": names, "error": [out[n][0] for n in names], "audio_s": [out[n][1] for n in names],
-            "worker": [self.name] * len(names),
+            "worker": [self.name] * len(names), "warning": [warnings.get(n, "") for n in names],
         })
 
 

@@ -8,7 +8,10 @@ This module owns the decoding policy, the same for both chunking modes (openai-w
    whose mean token log-probability is below ``logprob_threshold`` is decoded again at the next temperature
    (sampled, seeded per pass so a rerun gives the same text), unless its no-speech probability says silence;
 3. a window whose no-speech probability exceeds ``no_speech_threshold`` while its log-probability is below
-   ``logprob_threshold`` is silence, and so is one whose text has no letter or digit: no text.
+   ``logprob_threshold`` is silence, and so is one whose text has no letter or digit: no text;
+4. a decode whose text becomes a repetition loop is stopped there (:mod:`whisperctl.repetition`) and fails like a
+   too-repetitive one; a window that fails at every temperature keeps its least-bad attempt
+   (:func:`best_attempt`) and carries a warning (:data:`WARNINGS`) into its segments and the transcript.
 
 It also detects the language of windows that have none and, as the run's :class:`~whisperctl.config.RunControl`
 says, halves the batch on CUDA out-of-memory or forces a fixed number of tokens per window (benchmarks). What runs the
@@ -31,12 +34,20 @@ from .backends import Backend, Prompt, SearchOptions, Windows, for_model
 from .config import DecodeOptions, RunControl, Timestamps
 from .errors import ModelError, OutOfMemoryError
 from .loaded import LoadedModel
+from .repetition import trailing_loop
 
 log = logging.getLogger(__name__)
 
 LANGUAGE_CANDIDATES = 5  # detected languages reported per file, best first
 LANGUAGE_SURE = 0.5  # a first window's top language at least this likely decides the file's language alone
 LANGUAGE_WINDOWS = 4  # else the mean over up to this many of the file's first windows (those in its first batch)
+
+#: Why a window's kept text is suspect: every temperature failed, and the least-bad attempt was kept.
+WARNINGS = {
+    "repetition_loop": "the text repeats itself (a decoding loop, stopped there)",
+    "repetitive_text": "the text compresses like a loop (gzip ratio above --compression-ratio-threshold)",
+    "low_logprob": "the decoder was unsure (mean log-probability below --logprob-threshold)",
+}
 
 
 @dataclasses.dataclass
@@ -56,6 +67,9 @@ class WindowResult:
     align_s: float = 0.0  # this window's share of the batch's word-alignment time
     # when this window's language was detected: the most likely languages with their probabilities, best first
     language_candidates: list[tuple[str, float]] | None = None
+    looped: bool = False  # the text ends in a repetition loop (whisperctl.repetition); the decode stopped there
+    # a code of WARNINGS when every temperature failed (the least-bad attempt was kept, see best_attempt); else None
+    warning: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,9 +94,11 @@ def compression_ratio(text: str) -> float:
 
 
 def needs_fallback(result: WindowResult, options: DecodeOptions) -> bool:
-    """openai-whisper's rule: too repetitive or too unlikely, unless the window is silence."""
+    """openai-whisper's rule: too repetitive or too unlikely, unless the window is silence; a decode stopped in a
+    repetition loop is too repetitive."""
     low_logprob = options.logprob_threshold is not None and result.avg_logprob < options.logprob_threshold
-    repetitive = options.compression_ratio_threshold is not None and result.compression_ratio > options.compression_ratio_threshold
+    repetitive = result.looped or (options.compression_ratio_threshold is not None
+                                   and result.compression_ratio > options.compression_ratio_threshold)
     silence = (
         options.no_speech_threshold is not None and result.no_speech_prob is not None
         and result.no_speech_prob > options.no_speech_threshold and low_logprob
@@ -105,11 +121,23 @@ def pick_language(probs: Any, codes: Sequence[str]) -> list[tuple[str, float]]:
 
 
 def best_attempt(attempts: Sequence[WindowResult], options: DecodeOptions) -> WindowResult:
-    """The attempt to keep when every temperature failed: the most likely one (mean token log-probability) among
-    those that are not too repetitive, or among all when each is (the first on ties)."""
+    """The attempt to keep when every temperature failed (faster-whisper's rule): the most likely one (mean token
+    log-probability) among those that are not too repetitive (loops are), or among all when each is (the first on
+    ties). A loop is kept only when every attempt was one, and then only up to where it was stopped."""
     limit = options.compression_ratio_threshold
-    plain = [r for r in attempts if limit is None or r.compression_ratio <= limit]
+    plain = [r for r in attempts if not r.looped and (limit is None or r.compression_ratio <= limit)]
     return max(plain or attempts, key=lambda r: r.avg_logprob)
+
+
+def warning_of(result: WindowResult, options: DecodeOptions) -> str | None:
+    """The :data:`WARNINGS` code of a kept decode that still fails the fallback rule (None when it passes or is
+    silence)."""
+    if result.silent or not needs_fallback(result, options):
+        return None
+    if result.looped:
+        return "repetition_loop"
+    limit = options.compression_ratio_threshold
+    return "repetitive_text" if limit is not None and result.compression_ratio > limit else "low_logprob"
 
 
 def is_silence(result: WindowResult, text: str, options: DecodeOptions) -> bool:
@@ -216,6 +244,8 @@ class WindowDecoder:
                 for r in results:
                     if not random_weights and is_silence(r, r.text, opts):
                         r.silent, r.tokens, r.text = True, [], ""
+                    if not random_weights and not self.control.decode_tokens:
+                        r.warning = warning_of(r, opts)
                 if opts.timestamps == Timestamps.WORD and not random_weights:
                     self._align(windows, results, [len(c) / SAMPLE_RATE for c in chunks])
         finally:
@@ -247,9 +277,9 @@ class WindowDecoder:
 
     def _fallback(self, windows: Windows, languages, prompts, results: list[WindowResult],
                   chunks: Sequence[np.ndarray] | None = None, digests: dict[int, int] | None = None) -> None:
-        """openai-whisper's temperature fallback; a window that fails at every temperature keeps its best attempt
-        (as faster-whisper: the highest mean log-probability among the attempts under the compression-ratio
-        threshold, or among all when none is), not the last, most random one."""
+        """openai-whisper's temperature fallback; a window that fails at every temperature keeps its least-bad
+        attempt (:func:`best_attempt`: as faster-whisper, the highest mean log-probability among the attempts under
+        the compression-ratio threshold, loops last), not the last, most random one."""
         attempts: dict[int, list[WindowResult]] = {}
         for temperature in self.options.temperature[1:]:
             redo = [i for i, r in enumerate(results) if needs_fallback(r, self.options)]
@@ -316,8 +346,11 @@ class WindowDecoder:
             max_new, min_new = forced, forced
         else:
             max_new, min_new = opts.max_new_tokens, 0
+        # a fixed amount of work (bench's forced tokens, random weights) is never cut short
+        stop_loops = not forced and not lm.random_weights
         search = SearchOptions(timestamps=self.timestamps, beam_size=opts.beam_size, temperature=temperature,
-                               max_new_tokens=max_new, min_new_tokens=min_new, seed=opts.seed, keys=keys)
+                               max_new_tokens=max_new, min_new_tokens=min_new, seed=opts.seed, keys=keys,
+                               stop_loops=stop_loops)
         found = self.backend.search(windows, rows, search, opts.task.value)
         out = []
         for i, row in enumerate(found.rows):
@@ -327,6 +360,7 @@ class WindowDecoder:
                 tokens=tokens, language=languages[i], avg_logprob=found.logprob_sums[i] / (len(tokens) + 1),
                 no_speech_prob=None if found.no_speech is None else found.no_speech[i],
                 compression_ratio=compression_ratio(text), temperature=temperature, text=text,
+                looped=stop_loops and trailing_loop([t for t in tokens if t < lm.eos_id]) is not None,
             ))
         return out
 

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 from .leanrules import LogitRules, RuleState
 from .leansearch import BeamSearch, GreedySearch
+from .repetition import LoopGuard
 from .leanstep import DecoderStep, SelfCache, select_rows
 
 #: Greedy rows read which of them ended every this many steps on a GPU (each read waits for the device).
@@ -72,6 +73,7 @@ class LeanDecoder:
         sot_index: int = 0,
         temperature: float = 0.0,
         seeds: Sequence[int] | None = None,
+        stop_loops: bool = False,
     ) -> tuple[list[list[int]], list[float] | None, list[float]]:
         """Greedy continuations of ``prompts`` (one per row of ``encoder_hidden``, all the same length); with
         ``temperature`` > 0, each token is sampled from the softmax of the ruled logits divided by it (transformers'
@@ -83,9 +85,11 @@ class LeanDecoder:
         row's probability of that token at the start-of-transcript position ``sot_index`` (openai-whisper's no-speech
         probability), read from the first step instead of a separate decoder pass; and each row's sum of the
         chosen tokens' log-probabilities under the model's distribution (before the logit rules), end-of-text
-        included."""
+        included. ``stop_loops``: a row whose text becomes a repetition loop ends there
+        (:mod:`whisperctl.repetition`)."""
         search = GreedySearch(self.eos, self.pad, temperature, seeds, self.sync_every)
-        return self._run(search, encoder_hidden, prompts, timestamps, max_new_tokens, min_new_tokens, no_speech_id, sot_index)
+        return self._run(search, encoder_hidden, prompts, timestamps, max_new_tokens, min_new_tokens, no_speech_id, sot_index,
+                         stop_loops)
 
     def beam(
         self,
@@ -97,15 +101,20 @@ class LeanDecoder:
         min_new_tokens: int = 0,
         no_speech_id: int | None = None,
         sot_index: int = 0,
+        stop_loops: bool = False,
     ) -> tuple[list[list[int]], list[float] | None, list[float]]:
         """Beam search over each row of ``encoder_hidden``; returns what :meth:`greedy` returns, for the
-        chosen hypothesis of each window (its tokens end with end-of-text when it finished)."""
+        chosen hypothesis of each window (its tokens end with end-of-text when it finished). ``stop_loops``: a
+        hypothesis whose text becomes a repetition loop finishes there."""
         search = BeamSearch(self.eos, self.pad, beam_size)
-        return self._run(search, encoder_hidden, prompts, timestamps, max_new_tokens, min_new_tokens, no_speech_id, sot_index)
+        return self._run(search, encoder_hidden, prompts, timestamps, max_new_tokens, min_new_tokens, no_speech_id, sot_index,
+                         stop_loops)
 
     def _run(self, search, encoder_hidden, prompts, timestamps: bool, max_new_tokens: int | None, min_new_tokens: int,
-             no_speech_id: int | None, sot_index: int) -> tuple[list[list[int]], list[float] | None, list[float]]:
-        """The step loop every strategy shares: step, score, rule, choose, keep the chosen rows' state."""
+             no_speech_id: int | None, sot_index: int, stop_loops: bool = False,
+             ) -> tuple[list[list[int]], list[float] | None, list[float]]:
+        """The step loop every strategy shares: step, score, rule, choose, keep the chosen rows' state. With
+        ``stop_loops``, every few steps the rows whose text is a repetition loop are given end-of-text."""
         import torch
 
         prompt_len = len(prompts[0])
@@ -120,6 +129,7 @@ class LeanDecoder:
         cache = SelfCache(self.step, len(start), prompt_len, max_len, encoder_hidden)
         state = RuleState(len(start), self.rules.timestamp_begin, device) if timestamps else None
         no_speech = None
+        guard = LoopGuard(self.eos) if stop_loops else None
         pos = 0
         for step in range(max_len - prompt_len):  # generate() stops when prompt + generated reach max_length
             n = tokens.shape[1]
@@ -131,6 +141,11 @@ class LeanDecoder:
                 no_speech = self._no_speech(hidden, scores, n, no_speech_id, sot_index)
             search.observe(scores)
             self.rules.apply(scores, step, min_new_tokens, state)
+            if guard is not None and guard.due(step):
+                looping = guard.looping(search.histories())
+                if looping:
+                    scores[looping] = float("-inf")
+                    scores[looping, self.eos] = 0.0
             choice = search.choose(scores, step)
             if choice.done:
                 break

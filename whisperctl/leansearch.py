@@ -91,6 +91,10 @@ class GreedySearch:
     def per_window(self, values: list[float] | None) -> list[float] | None:
         return values
 
+    def histories(self) -> list[list[int]]:
+        """Each current row's generated tokens so far (rows that ended: up to padding)."""
+        return self.generated[self.live, : self.steps].tolist()
+
     def finish(self) -> tuple[list[list[int]], list[float]]:
         out = []
         for row in self.generated[:, : self.steps].tolist():
@@ -178,6 +182,10 @@ class BeamSearch:
 
     def per_window(self, values: list[float] | None) -> list[float] | None:
         return None if values is None else values[:: self.beams]
+
+    def histories(self) -> list[list[int]]:
+        """Each current row's (hypothesis's) generated tokens so far."""
+        return self.history.tolist()
 
     def finish(self) -> tuple[list[list[int]], list[float]]:
         k = self.beams

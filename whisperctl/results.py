@@ -27,6 +27,11 @@ class Segment:
     no_speech_prob: float | None = None  # P(<|nospeech|>) at the window's start
     compression_ratio: float | None = None  # gzip ratio of the window's text (repetition loops score high)
     temperature: float | None = None  # of the decode that was kept (> 0: a fallback pass)
+    # the window's decode failed at every temperature and its least-bad attempt was kept: a code of
+    # whisperctl.decoding.WARNINGS ("repetition_loop", "repetitive_text", "low_logprob"); None when it passed
+    warning: str | None = None
+    # share of the segment's words in a phrase of 1-4 words repeated 3+ times in a row (0: none; a loop: near 1)
+    repetition: float | None = None
 
 
 @dataclasses.dataclass
@@ -46,6 +51,10 @@ class Transcript:
     # likely languages with theirs, [code, probability] best first; None when given or English-only
     language_probability: float | None = None
     language_candidates: list[list[Any]] | None = None
+    repetition: float = 0.0  # the text's repetition score, as a segment's
+    # time ranges whose text is suspect (segments with a warning, merged per code): code, message, start, end,
+    # segments, and the highest segment repetition score in the range; [] when none
+    warnings: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -14,9 +14,10 @@ from typing import Any, Callable, Union
 
 from . import longform
 from .audio import AudioInput, input_identity
-from .decoding import WindowResult
+from .decoding import WARNINGS, WindowResult
 from .errors import WhisperctlError
 from .hallucinations import SilenceFilter
+from .repetition import repeated_share
 from .loaded import LoadedModel
 from .results import Segment, Transcript
 
@@ -83,6 +84,7 @@ class TranscriptBuilder:
             "no_speech_prob": None if result.no_speech_prob is None else round(result.no_speech_prob, 4),
             "compression_ratio": round(result.compression_ratio, 3),
             "temperature": result.temperature,
+            "warning": result.warning,
         }
         if self.language is None:
             self.language = result.language
@@ -102,6 +104,8 @@ class TranscriptBuilder:
                 seg.start, seg.end = (round(t, 3) for t in time_map.span(seg.start, seg.end))
                 for word in seg.words or ():
                     word.start, word.end = (round(t, 3) for t in time_map.span(word.start, word.end))
+        for seg in new:
+            seg.repetition = repeated_share(seg.text)
         if self._filter is not None:
             new = self._filter.feed(new)
         self.segments.extend(new)
@@ -127,7 +131,8 @@ class TranscriptBuilder:
         return Transcript(
             source=self.source.name,
             origin=None if self.source.path is None else input_identity(self.source.name),
-            text="".join(s.text for s in self.segments).strip(),
+            text=(text := "".join(s.text for s in self.segments).strip()),
+            repetition=repeated_share(text),
             segments=self.segments,
             language=self.language,
             language_probability=self.language_candidates[0][1] if self.language_candidates else None,
@@ -142,4 +147,44 @@ class TranscriptBuilder:
                 "rtfx": round(duration / total, 2) if total > 0 else None,
             },
             speech=self.speech.record() if self.speech is not None else None,
+            warnings=warnings_of(self.segments),
         )
+
+
+def warnings_of(segments: list[Segment]) -> list[dict[str, Any]]:
+    """The transcript's warnings: consecutive segments with the same warning code merged into one time range."""
+    out: list[dict[str, Any]] = []
+    last: Segment | None = None
+    for seg in segments:
+        if seg.warning is None:
+            last = None
+            continue
+        if last is not None and out[-1]["code"] == seg.warning:
+            entry = out[-1]
+            entry["end"] = seg.end
+            entry["segments"] += 1
+            entry["repetition"] = max(entry["repetition"], seg.repetition or 0.0)
+        else:
+            out.append({"code": seg.warning, "message": WARNINGS.get(seg.warning, seg.warning), "start": seg.start,
+                        "end": seg.end, "segments": 1, "repetition": seg.repetition or 0.0})
+        last = seg
+    return out
+
+
+def warning_summary(t: Transcript) -> str | None:
+    """One line on what in ``t`` is suspect, with its time ranges (None when nothing is): what the CLI prints."""
+    if not t.warnings:
+        return None
+    parts = []
+    for code in dict.fromkeys(w["code"] for w in t.warnings):
+        spans = [w for w in t.warnings if w["code"] == code]
+        where = ", ".join(f"{_clock(w['start'])}-{_clock(w['end'])}" for w in spans[:4])
+        more = f" and {len(spans) - 4} more" if len(spans) > 4 else ""
+        parts.append(f"{WARNINGS.get(code, code)} at {where}{more} [{code}]")
+    return "; ".join(parts) + "; every temperature failed there and the least-bad attempt was kept"
+
+
+def _clock(seconds: float) -> str:
+    minutes, sec = divmod(max(seconds, 0.0), 60)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours}:{minutes:02d}:{sec:04.1f}" if hours else f"{minutes}:{sec:04.1f}"

@@ -49,6 +49,7 @@ class SearchOptions:
     min_new_tokens: int  # end-of-text is suppressed before this many tokens (bench's fixed work)
     seed: int  # the user's --seed, for sampled passes
     keys: Sequence[int] | None = None  # per row: a digest of the window's audio, so its draws do not depend on its batch
+    stop_loops: bool = False  # end a row once its text is a repetition loop (whisperctl.repetition)
 
 
 class Found(NamedTuple):

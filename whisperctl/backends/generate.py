@@ -64,6 +64,10 @@ class GenerateBackend:
             kw["do_sample"] = False
         if lm.multilingual:
             kw["task"] = task
+        if options.stop_loops:
+            from transformers import LogitsProcessorList
+
+            kw["logits_processor"] = LogitsProcessorList([_LoopStop(lm.eos_id)])
         if lm.unique_call:
             # One decoding pass per window: transformers would otherwise seek past the last timestamp and decode
             # the window's tail again with timestamps restarting at 0; the overlapping next window covers it.
@@ -137,6 +141,29 @@ class GenerateBackend:
 
     def token_logits(self, states: Any) -> Any:
         return self.model.proj_out(states)
+
+
+class _LoopStop:
+    """A logits processor for ``generate()``: gives end-of-text to rows whose generated text is a repetition loop
+    (the lean loop's :class:`~whisperctl.repetition.LoopGuard`, over the tokens after the prompt)."""
+
+    def __init__(self, eos: int):
+        from ..repetition import LoopGuard
+
+        self.guard, self.eos = LoopGuard(eos), eos
+        self.start: int | None = None  # the prompt's length: the first call sees the prompt alone
+        self.steps = 0
+
+    def __call__(self, input_ids, scores):
+        if self.start is None:
+            self.start = int(input_ids.shape[1])
+        self.steps += 1
+        if self.guard.due(self.steps):
+            looping = self.guard.looping(input_ids[:, self.start :].tolist())
+            if looping:
+                scores[looping] = float("-inf")
+                scores[looping, self.eos] = 0.0
+        return scores
 
 
 def _group_by_head(prompts: Sequence[Prompt]) -> list[tuple[list[int], list[int]]]:

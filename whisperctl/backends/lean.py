@@ -54,7 +54,8 @@ class LeanBackend:
     def _search_rows(self, hidden: Any, prompts: list[Prompt], idx: list[int], options: SearchOptions):
         full = [p.tokens for p in prompts]
         limits = dict(max_new_tokens=options.max_new_tokens, min_new_tokens=options.min_new_tokens,
-                      no_speech_id=self.loaded.no_speech_id, sot_index=full[0].index(self.loaded.sot_id))
+                      no_speech_id=self.loaded.no_speech_id, sot_index=full[0].index(self.loaded.sot_id),
+                      stop_loops=options.stop_loops)
         if options.temperature > 0:  # a sampled pass: each window draws from its own seeded generator
             seeds = [window_seed(options.seed, options.keys[i] if options.keys else i, options.temperature) for i in idx]
             return self.loop.greedy(hidden, full, options.timestamps, temperature=options.temperature, seeds=seeds, **limits)

@@ -30,6 +30,7 @@ def transcribe(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display, summary or notes; errors only."),
     verbose: bool = verbose_option(),
     failures_file: Optional[Path] = typer.Option(None, "--failures", help="Write failed inputs and reasons here (TSV)."),
+    strict: bool = typer.Option(False, "--strict", help="Count an input whose transcript has warnings (a repetition loop, every temperature failed) as failed: exit 1, listed in --failures; its outputs are still written."),
     ray: Optional[str] = typer.Option(None, "--ray", metavar="auto|ADDRESS", help="Run on a Ray cluster (extra whisperctl[ray]): auto (RAY_ADDRESS, a cluster joined with `ray start`, or a new local one) or its address. Needs -o."),
     workers: Optional[int] = typer.Option(None, "--workers", help="--ray: worker actors, one model each (default: as many as the cluster fits)."),
     gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="--ray: GPUs per worker (fractions share a GPU); 0 = CPU workers."),
@@ -74,7 +75,7 @@ def transcribe(
         raise typer.Exit(1)
     if ray is not None:
         _on_ray(files, problems, output_dir, config, formats, overwrite, skip_existing, quiet, failures_file,
-                ray, workers, gpus_per_worker, cpus_per_worker)
+                ray, workers, gpus_per_worker, cpus_per_worker, strict)
         return
 
     from ..engine import Transcriber
@@ -96,30 +97,31 @@ def transcribe(
                                 settings=output_settings(config))
             todo, skipped = plan.todo, plan.skipped
             failures += plan.problems
-        done, audio_seconds, started = _run_local(transcriber, todo, formats, output_dir, quiet, plan, failures,
-                                                  finished)
+        done, audio_seconds, started, warned = _run_local(transcriber, todo, formats, output_dir, quiet, plan,
+                                                          failures, finished, strict)
     except KeyboardInterrupt as exc:
         _stopped(exc, failures, [name for name in todo if name not in finished], failures_file, output_dir, files)
-    _finish(quiet or not (len(files) > 1 or failures or skipped), done, failures, skipped, audio_seconds,
-            time.perf_counter() - started, failures_file)
+    _finish(quiet or not (len(files) > 1 or failures or skipped or warned), done, failures, skipped, audio_seconds,
+            time.perf_counter() - started, failures_file, warned=0 if strict else warned)
 
 
 def _run_local(transcriber, todo: list[str], formats, output_dir: Optional[Path], quiet: bool, plan,
-               failures: list[tuple[str, str]], finished: set[str]) -> tuple[int, float, float]:
+               failures: list[tuple[str, str]], finished: set[str], strict: bool = False) -> tuple[int, float, float, int]:
     """Transcribe ``todo`` in this process, writing to stdout or the planned outputs; failures are appended to
-    ``failures`` and every input done or failed is added to ``finished``. Returns (done, audio seconds, start)."""
+    ``failures`` and every input done or failed is added to ``finished``; an input whose transcript has warnings
+    gets one line on stderr (and is a failure with ``strict``). Returns (done, audio seconds, start, warned)."""
     from ..outputs import write_outputs
     from ..writers import WRITERS
 
     show_progress = not quiet and sys.stderr.isatty()
     for name, why in failures:
         typer.echo(f"whisperctl: error: {name}: {why}", err=True)
-    done = 0
+    done = warned = 0
     audio_seconds = 0.0
     started = time.perf_counter()
     with contextlib.ExitStack() as resources:
         progress_ctx = resources.enter_context(_progress(len(todo))) if show_progress and todo else None
-        from ..transcript import SegmentReady
+        from ..transcript import SegmentReady, warning_summary
         from ..writers import SegmentStream
 
         # To stdout, txt/srt/vtt are written segment by segment as they settle (a long file shows text within
@@ -161,11 +163,25 @@ def _run_local(transcriber, todo: list[str], formats, output_dir: Optional[Path]
                 typer.echo(f"whisperctl: error: {exc}", err=True)
                 continue
             finished.add(inp.name)
-            done += 1
             audio_seconds += result.duration
             if progress_ctx:
                 progress_ctx.file_done()
-    return done, audio_seconds, started
+            if _warn(inp.name, warning_summary(result), failures, strict):
+                warned += 1
+                if strict:
+                    continue
+            done += 1
+    return done, audio_seconds, started, warned
+
+
+def _warn(name: str, summary: Optional[str], failures: list[tuple[str, str]], strict: bool) -> bool:
+    """One stderr line for an input whose transcript has warnings (a failure with --strict); whether it has."""
+    if summary is None:
+        return False
+    typer.echo(f"whisperctl: warning: {name}: {summary}", err=True)
+    if strict:
+        failures.append((name, f"warning: {summary}"))
+    return True
 
 
 def _stopped(exc: KeyboardInterrupt, failures: list[tuple[str, str]], unfinished: list[str],
@@ -205,12 +221,14 @@ def _next_step(output_dir: Optional[Path], files: list[str]) -> str:
 
 
 def _finish(quiet: bool, done: int, failures: list[tuple[str, str]], skipped: int, audio_seconds: float, wall: float,
-            failures_file: Optional[Path], where: str = "") -> None:
-    """The summary line, the --failures file and the exit code: the same for a local and a Ray run."""
+            failures_file: Optional[Path], where: str = "", warned: int = 0) -> None:
+    """The summary line, the --failures file and the exit code: the same for a local and a Ray run. ``warned``:
+    how many of the ``done`` inputs have warnings."""
     if not quiet:
         rtfx = f", RTFx {audio_seconds / wall:.1f}" if wall > 0 and audio_seconds else ""
+        with_warnings = f" ({warned} with warnings)" if warned and done else ""
         typer.echo(
-            f"whisperctl: {done} transcribed, {len(failures)} failed, {skipped} skipped; "
+            f"whisperctl: {done} transcribed{with_warnings}, {len(failures)} failed, {skipped} skipped; "
             f"{audio_seconds:.1f} s of audio in {wall:.1f} s{rtfx}{where}",
             err=True,
         )
@@ -223,7 +241,7 @@ def _finish(quiet: bool, done: int, failures: list[tuple[str, str]], skipped: in
 
 
 def _on_ray(files, problems, output_dir, config, formats, overwrite, skip_existing, quiet, failures_file,
-            address, workers, gpus_per_worker, cpus_per_worker) -> None:
+            address, workers, gpus_per_worker, cpus_per_worker, strict: bool = False) -> None:
     """``transcribe --ray``: the corpus on a Ray cluster (whisperctl/cluster.py), reported as a local run is."""
     from ..cluster import transcribe_corpus
 
@@ -232,14 +250,18 @@ def _on_ray(files, problems, output_dir, config, formats, overwrite, skip_existi
     started = time.perf_counter()
     progress_ctx = _progress(len(files)) if not quiet and sys.stderr.isatty() else None
     failed: list[tuple[str, str]] = []
+    warned: list[str] = []
 
     def on_file(outcome) -> None:
         if outcome.error is not None:
             failed.append((outcome.input, outcome.error))
             typer.echo(f"whisperctl: error: {outcome.input}: {outcome.error}", err=True)
-        elif progress_ctx is not None:
+            return
+        if progress_ctx is not None:
             progress_ctx.advance(outcome.input, outcome.audio_s)
             progress_ctx.file_done()
+        if _warn(outcome.input, outcome.warning, failed, strict):
+            warned.append(outcome.input)
 
     with contextlib.ExitStack() as resources:
         if progress_ctx:
@@ -253,10 +275,12 @@ def _on_ray(files, problems, output_dir, config, formats, overwrite, skip_existi
             _stopped(exc, list(problems) + failed, [], failures_file, output_dir, files)
     for name, why in report.problems:
         typer.echo(f"whisperctl: error: {name}: {why}", err=True)
-    failures = list(problems) + report.failures
+    failures = list(problems) + report.failures + ([(n, why) for n, why in failed if why.startswith("warning: ")]
+                                                   if strict else [])
     where = f" on Ray, {report.workers} worker(s)" if report.workers else ""
-    _finish(quiet, len(report.done), failures, report.skipped, sum(o.audio_s for o in report.done),
-            time.perf_counter() - started, failures_file, where)
+    done = len(report.done) - (len(warned) if strict else 0)
+    _finish(quiet, done, failures, report.skipped, sum(o.audio_s for o in report.done),
+            time.perf_counter() - started, failures_file, where, warned=0 if strict else len(warned))
 
 
 class _progress:
