@@ -11,9 +11,9 @@ from whisperctl.doctor import HostFacts, Status, estimate_batch, healthy, run_ch
 from whisperctl.eligibility import make_plan
 
 FACTS = HostFacts(
-    packages={"typer": "0.29", "rich": "15", "soundfile": "0.13", "librosa": "0.11", "soxr": "1.0", "numpy": "2.0",
+    packages={"typer": "0.29", "rich": "15", "soundfile": "0.13", "av": "18.1.0", "librosa": "0.11", "soxr": "1.0", "numpy": "2.0",
               "jiwer": "4", "psutil": "7", "accelerate": None, "bitsandbytes": None, "flash-attn": None},
-    libsndfile="1.2.2", mp3=True, ffmpeg="/usr/bin/ffmpeg", cpu_model="Test CPU", cores_physical=2, cores_logical=2,
+    libsndfile="1.2.2", mp3=True, cpu_model="Test CPU", cores_physical=2, cores_logical=2,
     torch_threads=2, isa=("avx2",), bundled_dir="/x/model", bundled_ok=True, converted=None, hf_cache="/hf",
 )
 

@@ -183,3 +183,93 @@ def test_speechless_inputs_do_not_hold_back_the_live_lanes(speech_and_silences, 
     assert not isinstance(results[0][1], Exception)
     assert all(not isinstance(r, Exception) for _, r in results[1:-1])
     assert isinstance(results[-1][1], Exception), "every speechless input was read before the live lane decoded"
+
+
+# -- 4. say when the output is unusable, and do not spend a minute producing it --------------------------------
+
+def _repeated_word(copies: int = 30) -> np.ndarray:
+    """One espeak word of examples/short.wav ("by", 5.54-5.86 s) said ``copies`` times with 80 ms between: 12 s
+    that make tiny.en loop (before: 223 words of "Please, please, …" at every temperature, 4,962 tokens decoded)."""
+    import soundfile as sf
+
+    from whisperctl import models  # noqa: F401  (the bundled model's example)
+
+    data, sr = sf.read("examples/short.wav", dtype="float32")
+    word = data[int(5.54 * sr) : int(5.86 * sr)]
+    return np.concatenate([np.concatenate([word, np.zeros(int(0.08 * sr), np.float32)]) for _ in range(copies)])
+
+
+@pytest.fixture
+def decoded_tokens(monkeypatch):
+    """Counts the tokens every decoding pass of the lean loop produced (each row's, all passes)."""
+    import whisperctl.leanloop as leanloop
+
+    real, seen = leanloop.LeanDecoder._run, {"tokens": 0, "passes": 0}
+
+    def run(self, *args, **kwargs):
+        rows, no_speech, sums = real(self, *args, **kwargs)
+        seen["tokens"] += sum(len(r) for r in rows)
+        seen["passes"] += 1
+        return rows, no_speech, sums
+
+    monkeypatch.setattr(leanloop.LeanDecoder, "_run", run)
+    return seen
+
+
+@pytest.mark.parametrize("options, max_tokens", [
+    ({"temperature": (0.0,)}, 120),  # no fallback: the one loop is stopped (before: 447 tokens)
+    ({}, 2000),  # the default fallback: every pass stopped (before: 4,962 tokens in 6 passes)
+    ({"temperature": (0.0,), "beam_size": 5}, 120),
+    ({"temperature": (0.0,), "decoder": "generate"}, None),  # transformers' generate(): the same rule
+])
+def test_a_looping_window_is_stopped_and_flagged(decoded_tokens, options, max_tokens):
+    from whisperctl import EngineConfig, Transcriber
+
+    result = Transcriber(EngineConfig(**options)).transcribe(_repeated_word())
+    if max_tokens is not None:
+        assert decoded_tokens["tokens"] <= max_tokens, decoded_tokens
+    assert len(result.text.split()) <= 60, result.text  # 30 words said; before: 223
+    codes = {w["code"] for w in result.warnings}
+    assert codes and codes <= {"repetition_loop", "repetitive_text"}, result.warnings
+    flagged = [s for s in result.segments if s.warning]
+    assert flagged and all(s.repetition is not None for s in flagged)
+    assert max(s.repetition for s in flagged) >= 0.5 and result.repetition >= 0.5
+    warning = result.warnings[0]
+    assert warning["start"] < 1 and warning["end"] > 10 and warning["message"]
+
+
+def test_the_cli_names_the_flagged_input_and_strict_fails_it(tmp_path, capsys):
+    import soundfile as sf
+
+    loop = tmp_path / "loop.wav"
+    sf.write(str(loop), _repeated_word(), SR)
+    out, failures = tmp_path / "out", tmp_path / "failures.tsv"
+    args = ["transcribe", loop, "examples/short.wav", "-o", out, "-f", "json", "--failures", failures]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if "warning" in line]
+    assert len(lines) == 2 and lines[0].startswith(f"whisperctl: warning: {loop}: ") and "0:00.0-0:12.0" in lines[0]
+    assert "2 transcribed (1 with warnings), 0 failed" in lines[1]
+    assert json.loads((out / "short.json").read_text())["warnings"] == []  # clean speech: no warning
+    assert json.loads((out / "loop.json").read_text())["warnings"][0]["code"] in ("repetition_loop", "repetitive_text")
+    assert failures.read_text() == "input\treason\n"
+
+    code, _, err = run_cli([*args, "--overwrite", "--strict"], capsys)
+    assert code == 1 and "1 transcribed (1 with warnings), 1 failed" not in err and "1 transcribed, 1 failed" in err, err
+    with failures.open() as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    assert [r["input"] for r in rows] == [str(loop)] and rows[0]["reason"].startswith("warning: ")
+    assert (out / "loop.json").exists()  # written all the same
+
+
+def test_repetition_rules():
+    from whisperctl.repetition import MIN_SPAN, repeated_share, trailing_loop
+
+    assert trailing_loop([1, 2, 3] * (MIN_SPAN // 3)) == (3, MIN_SPAN // 3)
+    assert trailing_loop(list(range(100)) + [7, 8] * (MIN_SPAN // 2)) == (2, MIN_SPAN // 2)
+    assert trailing_loop([7, 8] * (MIN_SPAN // 2 - 1)) is None  # too short a tail
+    assert trailing_loop([7, 8] * 40 + [9]) is None  # the loop must be at the end: the row moved on
+    assert trailing_loop(list(range(200))) is None
+    assert repeated_share("Control it. Control it, control it!") == 1.0
+    assert repeated_share("no, no") == 0.0 and repeated_share("") == 0.0
+    assert repeated_share("And so my fellow Americans, ask not what your country can do for you") == 0.0

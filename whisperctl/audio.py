@@ -1,8 +1,9 @@
 """Decode audio to 16 kHz mono float32, streamed in blocks so long files never sit whole in memory.
 
-wav/flac/ogg/mp3 (and anything else libsndfile reads) go through soundfile; other containers (m4a, mp4,
-webm …) through ffmpeg when it is on PATH. ``-`` reads standard input. Resampling uses soxr's streaming
-resampler, so block boundaries leave no seams.
+wav/flac/ogg/mp3 (and anything else libsndfile reads) go through soundfile; other containers (m4a, mp4, webm,
+opus, aac, wma, mkv …) through PyAV (FFmpeg's libraries inside the ``av`` wheel: in process, no ffmpeg binary).
+``-`` reads standard input. Both decode block by block and resample with soxr's streaming resampler (channels
+averaged, as one rule for every format), so block boundaries leave no seams and memory stays flat.
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ import glob
 import hashlib
 import io
 import os
-import shutil
 import stat
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
@@ -29,7 +28,7 @@ SAMPLE_RATE = 16_000
 AUDIO_EXTENSIONS = frozenset(
     {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".mp4", ".webm", ".aac", ".wma", ".mkv", ".aiff", ".aif"}
 )
-_FFMPEG_ONLY = frozenset({".m4a", ".mp4", ".webm", ".aac", ".wma", ".mkv"})
+_AV_ONLY = frozenset({".m4a", ".mp4", ".webm", ".aac", ".wma", ".mkv", ".mov", ".opus"})  # straight to PyAV
 _BLOCK_FRAMES = 1 << 18  # input frames per read (~6 s at 44.1 kHz)
 _BLOCK_SAMPLES = 1 << 22  # at most this many samples (frames × channels, 16 MiB of float32) per read
 #: Plausible headers. A 1 Hz header turned one read into a 16,000× upsampled 17 GB buffer; no audio format in
@@ -250,8 +249,8 @@ def duration_seconds(source: AudioInput) -> float | None:
 def stream(source: AudioInput, block_seconds: float = 30.0) -> Iterator[np.ndarray]:
     """Yield 16 kHz mono float32 blocks of the whole input. Raises :class:`AudioError` naming the input."""
     piped = _check_readable(source)
-    if source.path is not None and source.path.suffix.lower() in _FFMPEG_ONLY:
-        yield from _stream_ffmpeg(source)
+    if source.path is not None and not piped and source.path.suffix.lower() in _AV_ONLY:
+        yield from _stream_av(source, None, block_seconds)
         return
     if source.path is None:
         data: BinaryIO | None = _open_stdin()
@@ -265,15 +264,10 @@ def stream(source: AudioInput, block_seconds: float = 30.0) -> Iterator[np.ndarr
         data = None
     try:
         yield from _stream_soundfile(source, data, block_seconds)
-    except _NotSoundfile as exc:
-        if shutil.which("ffmpeg") is None:
-            raise AudioError(
-                f"{source.name}: not a format libsndfile can read ({exc}); install ffmpeg to decode it "
-                "(e.g. apt-get install ffmpeg), or convert it to wav/flac."
-            ) from None
+    except _NotSoundfile:
         if data is not None:
             data.seek(0)
-        yield from _stream_ffmpeg(source, data)
+        yield from _stream_av(source, data, block_seconds)
 
 
 def load(source: AudioInput | str | os.PathLike) -> np.ndarray:
@@ -475,48 +469,78 @@ def full_scale_factor(peak: float, name: str) -> float:
     return 1.0 / peak
 
 
-def _stream_ffmpeg(source: AudioInput, data: BinaryIO | None = None) -> Iterator[np.ndarray]:
-    exe = shutil.which("ffmpeg")
-    if exe is None:
-        raise AudioError(
-            f"{source.name}: this container needs ffmpeg, which is not on PATH; install ffmpeg "
-            "(e.g. apt-get install ffmpeg) or convert the file to wav/flac."
-        )
-    piped = source.path is None or data is not None
-    cmd = [exe, "-nostdin", "-v", "error", "-i", "pipe:0" if piped else str(source.path),
-           "-vn", "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE), "pipe:1"]
-    if piped:
-        cmd.remove("-nostdin")
-    proc = subprocess.Popen(
-        cmd,
-        stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    if data is not None:
-        import threading
-
-        def feed() -> None:
-            try:
-                proc.stdin.write(data.read())  # type: ignore[union-attr]
-                proc.stdin.close()  # type: ignore[union-attr]
-            except BrokenPipeError:
-                pass
-
-        threading.Thread(target=feed, daemon=True).start()
-    produced = 0
+def _stream_av(source: AudioInput, data: BinaryIO | None, block_seconds: float) -> Iterator[np.ndarray]:
+    """Decode the first audio stream of any container FFmpeg reads (m4a, mp4, webm, opus, aac, wma, mkv …) with
+    PyAV, in process: frames converted to float, channels averaged and resampled as the soundfile path does,
+    yielded in blocks of about ``block_seconds``."""
     try:
-        assert proc.stdout is not None
-        while chunk := proc.stdout.read(SAMPLE_RATE * 4 * 30):
-            usable = len(chunk) - len(chunk) % 4
-            block = np.frombuffer(chunk[:usable], dtype=np.float32)
-            produced += len(block)
-            yield _checked(block.copy(), source)
-        err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
-        if proc.wait() != 0 or produced == 0:
-            reason = err.splitlines()[-1] if err else "no audio stream"
-            raise AudioError(f"{source.name}: ffmpeg could not decode it: {reason}.")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        import av
+        import av.error
+    except ImportError:  # a dependency; only a broken installation lacks it
+        raise AudioError(f"{source.name}: not a format libsndfile reads, and PyAV is not installed to decode it; "
+                         "pip install av (or reinstall whisperctl), or convert the file to wav/flac.") from None
+    import soxr
+
+    target: Any = data if data is not None else os.fsdecode(source.path)
+    try:
+        container = av.open(target, mode="r", metadata_errors="ignore")
+    except av.error.FFmpegError as exc:
+        raise AudioError(f"{source.name}: not an audio file FFmpeg can read ({_av_reason(exc)}); the file is corrupt "
+                         "or not audio.") from None
+    except OSError as exc:
+        raise AudioError(f"{source.name}: cannot read: {exc.strerror or exc}.") from None
+    with container:
+        if not container.streams.audio:
+            kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+            raise AudioError(f"{source.name}: no audio stream in this file ({', '.join(kinds)} only); nothing to "
+                             "transcribe.")
+        stream = container.streams.audio[0]
+        converter = av.AudioResampler(format="fltp")  # float planes; the layout and rate as they are
+        resampler = None
+        rate = 0
+        pending: list[np.ndarray] = []
+        held = 0
+        decoded = 0
+        try:
+            for packet in container.demux(stream):
+                for frame in packet.decode():
+                    for plane in converter.resample(frame):
+                        block = plane.to_ndarray()  # (channels, samples)
+                        if rate == 0:
+                            rate = plane.sample_rate
+                            if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+                                raise AudioError(f"{source.name}: the stream says {rate} Hz, outside the plausible "
+                                                 f"{MIN_SAMPLE_RATE}–{MAX_SAMPLE_RATE} Hz; the file is corrupt.")
+                            if rate != SAMPLE_RATE:
+                                resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+                        mono = block.mean(axis=0, dtype=np.float32) if block.shape[0] > 1 else block[0].astype(np.float32)
+                        pending.append(_checked(mono, source))
+                        held += len(mono)
+                        decoded += len(mono)
+                        if held >= rate * block_seconds:
+                            out = _joined(pending, resampler, last=False)
+                            pending, held = [], 0
+                            if len(out):
+                                yield out
+        except av.error.FFmpegError as exc:
+            if decoded == 0:
+                raise AudioError(f"{source.name}: FFmpeg could not decode its audio ({_av_reason(exc)}); the file is "
+                                 "corrupt.") from None
+            raise AudioError(f"{source.name}: decoding failed mid-file ({_av_reason(exc)}); the file is truncated or "
+                             "corrupt.") from None
+        if decoded == 0:
+            raise AudioError(f"{source.name}: its audio stream holds no samples; the file is empty or corrupt.")
+        out = _joined(pending, resampler, last=True)
+        if len(out):
+            yield out
+
+
+def _joined(blocks: list[np.ndarray], resampler: Any, last: bool) -> np.ndarray:
+    mono = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+    out = resampler.resample_chunk(mono, last=last) if resampler is not None else mono
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _av_reason(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc)
+    return " ".join(str(text).split()) or type(exc).__name__

@@ -56,6 +56,7 @@ FLOORS: list[tuple[str, str, str, bool]] = [
     ("typer", "0.12", "the command line", True),
     ("rich", "13", "tables and progress", True),
     ("soundfile", "0.12", "audio decoding", True),
+    ("av", "12", "m4a/mp4/webm/opus decoding in process (PyAV: FFmpeg's libraries, no binary)", True),
     ("librosa", "0.10", "word-timestamp alignment (DTW)", True),
     ("soxr", "0.3", "resampling", True),
     ("numpy", "1.24", "arrays", True),
@@ -76,7 +77,6 @@ class HostFacts:
     packages: dict[str, str | None]  # distribution -> version (None: not installed)
     libsndfile: str | None = None
     mp3: bool = False
-    ffmpeg: str | None = None
     driver: str | None = None  # NVIDIA driver version
     driver_cuda: str | None = None  # highest CUDA the driver supports
     cpu_model: str = ""
@@ -189,7 +189,6 @@ def gather(verify_cache: bool = False) -> HostFacts:
         packages=packages,
         libsndfile=getattr(sf, "__libsndfile_version__", None),
         mp3="MP3" in sf.available_formats(),
-        ffmpeg=shutil.which("ffmpeg"),
         driver=driver,
         driver_cuda=driver_cuda,
         cpu_model=cpu_model,
@@ -311,9 +310,8 @@ def _version_checks(add: Callable[..., None], env: Environment, facts: HostFacts
         add("versions", "flash-attn", Status.PASS, f"{fa.version}, imports in a subprocess")
     lib = facts.libsndfile or "unknown"
     add("audio", "libsndfile", Status.PASS if facts.mp3 else Status.WARN,
-        f"{lib}; MP3 {'supported' if facts.mp3 else 'not supported'}", "" if facts.mp3 else "upgrade soundfile (≥ 0.12 bundles libsndfile with MP3) or install ffmpeg")
-    add("audio", "ffmpeg", Status.PASS if facts.ffmpeg else Status.INFO,
-        facts.ffmpeg or "not on PATH (needed for m4a/mp4/webm only)", "" if facts.ffmpeg else "apt-get install ffmpeg / brew install ffmpeg")
+        f"{lib}; MP3 {'supported' if facts.mp3 else 'not supported (PyAV decodes it instead)'}",
+        "" if facts.mp3 else "upgrade soundfile (≥ 0.12 bundles libsndfile with MP3)")
 
 
 def _device_checks(add: Callable[..., None], env: Environment, facts: HostFacts) -> None:
@@ -416,7 +414,7 @@ def _available_ram() -> int:
 
 
 #: Failures here disable an option, not the default path.
-OPTIONAL_CHECKS = frozenset({"flash-attn", "bitsandbytes", "accelerate", "ffmpeg", "libsndfile"})
+OPTIONAL_CHECKS = frozenset({"flash-attn", "bitsandbytes", "accelerate", "libsndfile"})
 
 
 def healthy(checks: list[Check]) -> bool:
