@@ -152,13 +152,11 @@ class _LoopStop:
 
         self.guard, self.eos = LoopGuard(eos), eos
         self.start: int | None = None  # the prompt's length: the first call sees the prompt alone
-        self.steps = 0
 
     def __call__(self, input_ids, scores):
         if self.start is None:
             self.start = int(input_ids.shape[1])
-        self.steps += 1
-        if self.guard.due(self.steps):
+        if self.guard.due(int(input_ids.shape[1]) - self.start):  # as the lean loop: after 8, 16 … tokens
             looping = self.guard.looping(input_ids[:, self.start :].tolist())
             if looping:
                 scores[looping] = float("-inf")
