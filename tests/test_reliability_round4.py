@@ -62,7 +62,10 @@ def test_a_failed_batch_fails_every_input_in_it_and_only_those(tmp_path, capsys,
                             "-f", "json", "--failures", failures], capsys)
     assert failing_batch["sizes"][:3] == [2, 2, 1], failing_batch  # the batches the test means
     assert code == 1, err
-    assert f"{5 - len(failed)} transcribed, {len(failed)} failed" in err
+    import re
+
+    # (random weights are unsure of every window: they may carry low_logprob warnings)
+    assert re.search(rf"{5 - len(failed)} transcribed( \(\d with warnings\))?, {len(failed)} failed", err), err
     written = {p.stem for p in out.glob("*.json")}
     assert written == {f"f{i}" for i in range(5)} - failed
     with failures.open() as fh:
@@ -273,3 +276,140 @@ def test_repetition_rules():
     assert repeated_share("Control it. Control it, control it!") == 1.0
     assert repeated_share("no, no") == 0.0 and repeated_share("") == 0.0
     assert repeated_share("And so my fellow Americans, ask not what your country can do for you") == 0.0
+
+
+# -- 5. resume an interrupted long file ---------------------------------------------------------------------------
+
+LONG = "examples/long.flac"  # 73 s of speech
+
+
+def _events_with_checkpoints(t, options, resume=None):
+    from whisperctl.transcript import Checkpoint, FileDone, SegmentReady
+
+    segments, points, result = [], [], None
+    for event in t.events([LONG], options, checkpoints=True, resume=resume):
+        if isinstance(event, SegmentReady):
+            segments.append(event.segment)
+        elif isinstance(event, Checkpoint):
+            points.append((len(segments), event.point))
+        elif isinstance(event, FileDone):
+            result = event.result
+    return segments, points, result
+
+
+@pytest.mark.parametrize("options", [{"section_length_s": 20.0}, {"vad": "none"}])
+def test_a_run_resumed_from_any_checkpoint_gives_the_uninterrupted_text(options):
+    """Sections decoded side by side (the default with a VAD) and one seeking loop over the whole file (--vad
+    none): from a checkpoint inside a section and from one at a section's end, the rest decodes to the same text
+    and segment times as the run that was not interrupted (the same windows and prompts)."""
+    from whisperctl import EngineConfig, Transcriber
+    from whisperctl.transcript import Resume
+
+    t = Transcriber(EngineConfig())
+    opts = t.options.replace(**options)
+    segments, points, whole = _events_with_checkpoints(t, opts)
+    assert len(points) >= 2 and whole.text
+    inside = next(p for p in points if p[1].seek > 0 and 0 < p[0] < len(segments))
+    chosen = [inside] + [p for p in points if p[1].seek == 0 and 0 < p[0] < len(segments)][:1]
+    for kept, point in chosen:
+        resumed_segments, _, resumed = _events_with_checkpoints(t, opts, lambda inp: Resume(segments[:kept], point))
+        assert resumed.text == whole.text, (point, kept)
+        assert [(s.start, s.end) for s in resumed.segments] == [(s.start, s.end) for s in whole.segments]
+        assert resumed.duration == whole.duration
+        assert len(resumed_segments) == len(segments) - kept  # only the segments after the point were decoded
+
+
+def test_sigkill_then_the_same_command_resumes_from_the_journal(tmp_path):
+    """A real process killed (SIGKILL) once its journal holds a checkpoint; the same command run again resumes
+    there (one line says so), writes the uninterrupted run's text and removes the journal."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = tmp_path / "long.flac"
+    shutil.copy(LONG, src)
+    exe = [sys.executable, "-c", "from whisperctl.cli import main; main()"]
+    args = ["transcribe", str(src), "-f", "json", "--vad", "none", "--batch-size", "1"]
+    ref = subprocess.run([*exe, *args, "-o", str(tmp_path / "ref"), "-q"], capture_output=True, text=True, timeout=120)
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "out"
+    journal = out / ".whisperctl" / "long.journal"
+    proc = subprocess.Popen([*exe, *args, "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
+        if journal.exists() and b'"checkpoint"' in journal.read_bytes():
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert b'"checkpoint"' in journal.read_bytes() and not (out / "long.json").exists()
+    with journal.open("ab") as fh:
+        fh.write(b'{"segment":{"start":99')  # a line torn by the kill: ignored
+    again = subprocess.run([*exe, *args, "-o", str(out)], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert "resuming after" in again.stderr
+    assert json.loads((out / "long.json").read_text())["text"] == json.loads((tmp_path / "ref" / "long.json").read_text())["text"]
+    assert not journal.exists()
+
+
+def test_a_journal_of_other_content_or_options_is_ignored(tmp_path):
+    from whisperctl import EngineConfig
+    from whisperctl.journal import Journal
+    from whisperctl.outputs import OutputDirectory, output_settings
+    from whisperctl.results import Segment
+    from whisperctl.transcript import ResumePoint
+    import shutil
+
+    src = tmp_path / "a.flac"
+    shutil.copy(LONG, src)
+    claim = OutputDirectory(tmp_path / "out", ["json"]).claim(str(src))
+    settings = output_settings(EngineConfig())
+    point = ResumePoint(0, 16000, 1, (1, 2, 3), 1.0, "en", 0.0)
+    j = Journal(claim, settings)
+    j.segment(Segment(0.0, 1.0, " one"))
+    j.checkpoint(point)
+    j.segment(Segment(1.0, 2.0, " two"))  # after the last checkpoint: not settled
+    j.close()
+    found = Journal(claim, settings).resume()
+    assert found is not None and [s.text for s in found.segments] == [" one"] and found.point == point
+    assert Journal(claim, {**settings, "beam_size": 5}).resume() is None  # other options: ignored, removed
+    assert not j.path.exists()
+
+    j = Journal(claim, settings)
+    j.segment(Segment(0.0, 1.0, " one"))
+    j.checkpoint(point)
+    j.close()
+    with src.open("r+b") as fh:  # the input changed
+        fh.seek(5000)
+        fh.write(b"\x00" * 16)
+    changed = OutputDirectory(tmp_path / "out", ["json"]).claim(str(src))
+    assert Journal(changed, settings).resume() is None and not j.path.exists()
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_the_cli_resumes_from_a_journal_unless_overwrite(tmp_path, capsys, tiny_random_model, overwrite):
+    import shutil
+
+    from whisperctl import EngineConfig
+    from whisperctl.journal import Journal
+    from whisperctl.outputs import OutputDirectory, output_settings
+    from whisperctl.results import Segment
+    from whisperctl.transcript import ResumePoint
+
+    src, out = tmp_path / "a.flac", tmp_path / "out"
+    shutil.copy(LONG, src)
+    flags = ["--model", str(tiny_random_model), "--temperature", "0", "--max-new-tokens", "8", "--vad", "none"]
+    config = EngineConfig(model=str(tiny_random_model), temperature=(0.0,), max_new_tokens=8, vad="none")
+    journal = Journal(OutputDirectory(out, ["json"]).claim(str(src)), output_settings(config))
+    journal.segment(Segment(0.0, 40.0, " kept from before"))
+    journal.checkpoint(ResumePoint(0, 40 * SR, 2, (), 40.0, "en", 0.0))
+    journal.close()
+    code, _, err = run_cli(["transcribe", src, "-o", out, "-f", "json", *flags, *(["--overwrite"] if overwrite else [])], capsys)
+    assert code == 0, err
+    text = json.loads((out / "a.json").read_text())["text"]
+    assert ("resuming after 40.0 s (1 segment(s) kept" in err) != overwrite, err
+    assert text.startswith("kept from before") != overwrite
+    assert not journal.path.exists()

@@ -28,7 +28,7 @@ from .eligibility import Environment, Plan, make_plan, memory_problem, probe
 from .errors import UsageError, WhisperctlError
 from .loaded import LoadedModel
 from .results import Segment, Transcript
-from .transcript import Event, FileDone, SegmentReady, TranscriptBuilder
+from .transcript import Event, FileDone, Resume, SegmentReady, TranscriptBuilder
 
 log = logging.getLogger(__name__)
 
@@ -130,16 +130,22 @@ class Transcriber:
         for event in self.events([source], options, control=control):
             if isinstance(event, SegmentReady):
                 yield event.segment
-            elif isinstance(event.result, Exception):
+            elif isinstance(event, FileDone) and isinstance(event.result, Exception):
                 raise event.result
 
     def events(
         self, sources: Iterable[Any], options: DecodeOptions | None = None, progress: ProgressFn | None = None,
         on_batch: BatchObserver | None = None, *, control: RunControl | None = None,
+        resume: Callable[[audio_mod.AudioInput], Resume | None] | None = None, checkpoints: bool = False,
     ) -> Iterator[Event]:
         """Every input's settled segments (SegmentReady) then its result (FileDone), input after input.
         ``options``: what to decode; ``control``: how the run is driven (forced token counts, out-of-memory
-        halving). Both default to the config's."""
+        halving). Both default to the config's.
+
+        Sequential chunking only (the others start over): with ``checkpoints``, a :class:`Checkpoint` follows
+        each window's segments (where decoding could go on from: what a journal records); ``resume(input)`` may
+        give an interrupted run's :class:`Resume` for an input, whose segments then come first in its transcript
+        and whose decoding goes on from its point (the same windows and prompts as without the interruption)."""
         opts, control = options or self.options, control or self.config.control
         self.check(opts)
         if opts.chunking != Chunking.SEQUENTIAL and opts.chunk_length_s < SHORT_CHUNK_SECONDS:
@@ -164,10 +170,13 @@ class Transcriber:
             return builder.finish(duration, config, runtime)
 
         if opts.chunking == Chunking.SEQUENTIAL:
-            from .sequential import SequentialRunner as runner_type
+            from .sequential import SequentialRunner
+
+            runner: Any = SequentialRunner(decoder, opts, finish, new_builder, progress, resume, checkpoints)
         else:
-            from .scheduler import BatchedScheduler as runner_type  # type: ignore[assignment]
-        runner = runner_type(decoder, opts, finish, new_builder, progress)
+            from .scheduler import BatchedScheduler
+
+            runner = BatchedScheduler(decoder, opts, finish, new_builder, progress)
         yield from runner.run([(inp, _speech(_blocks(inp, array), opts, inp.name)) for inp, array in inputs])
 
 

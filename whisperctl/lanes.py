@@ -14,7 +14,10 @@ next window, decodes the batch and reports back; the book decides the rest:
   sections at all ends with an empty transcript); a failure ends it at once, frees its lanes and gives one
   ``FileDone`` with the error (:meth:`fail`);
 - **events** come out input after input in admission order (:meth:`ready`): the first input's segments as they
-  settle, the others' once every input before them is done.
+  settle, the others' once every input before them is done;
+- **checkpoints** (when asked for): after the segments of each window the head hands on, a
+  :class:`~whisperctl.transcript.Checkpoint` saying where decoding could go on from (the window's seeking state,
+  which the runner gives with it), and one when the head finishes (the next section, from its start).
 
 Tested with a fake builder, fake sections and fake timed tokens (tests/test_lanes.py).
 """
@@ -26,7 +29,9 @@ from typing import Any, Callable, Protocol
 
 from .audio import AudioInput
 from .errors import WhisperctlError
-from .transcript import Event, FileDone, SegmentReady, TranscriptBuilder
+from .transcript import Checkpoint, Event, FileDone, ResumePoint, SegmentReady, TranscriptBuilder
+
+SeekState = tuple  # (section, seek, window, history): a lane's seeking state after a window, from the runner
 
 
 class SectionSource(Protocol):
@@ -45,13 +50,15 @@ class InputLanes:
     """An admitted input: its builder, its sections, its open lanes in stream order and the events it produced
     before its turn to emit."""
 
-    def __init__(self, source: AudioInput, builder: TranscriptBuilder, sections: SectionSource):
+    def __init__(self, source: AudioInput, builder: TranscriptBuilder, sections: SectionSource, checkpoints: bool = False):
         self.source, self.builder, self.sections = source, builder, sections
+        self.checkpoints = checkpoints and not builder.holds_back  # a held-back segment is not settled yet
         self.lanes: collections.deque[Lane] = collections.deque()  # open lanes, in stream order; [0] is the head
         self.events: collections.deque[Event] = collections.deque()
         self.duration = 0.0  # seconds of the stream read by its finished lanes
         self.done = False  # ended or failed: no more lanes, windows or events of its own
         self.opened = 0  # lanes opened so far
+        self.resume: Any = None  # where an interrupted run stood (a ResumePoint), until its section opens
 
     @property
     def sections_left(self) -> bool:
@@ -63,7 +70,7 @@ class Lane:
 
     def __init__(self, owner: InputLanes, index: int, offset_s: float, seeker: Any):
         self.owner, self.index, self.offset_s, self.seeker = owner, index, offset_s, seeker
-        self.held: list[tuple[list, Any]] = []  # (timed tokens, window key) decoded before it became the head
+        self.held: list[tuple[list, Any, Any]] = []  # (timed tokens, window key, seek state) before it became the head
         self.finished = False
 
 
@@ -90,8 +97,12 @@ class LaneBook:
         """The oldest admitted input with sections still to open; None: admit the next input, if any."""
         return next((owner for owner in self._order if owner.sections_left), None)
 
-    def admit(self, source: AudioInput, builder: TranscriptBuilder, sections: SectionSource) -> InputLanes:
-        owner = InputLanes(source, builder, sections)
+    def admit(self, source: AudioInput, builder: TranscriptBuilder, sections: SectionSource,
+              checkpoints: bool = False, duration: float = 0.0) -> InputLanes:
+        """Admit an input; ``checkpoints``: give its :class:`Checkpoint` s; ``duration``: seconds of its stream
+        already done (a resumed input)."""
+        owner = InputLanes(source, builder, sections, checkpoints)
+        owner.duration = duration
         self._order.append(owner)
         return owner
 
@@ -110,15 +121,16 @@ class LaneBook:
         if not owner.lanes and not owner.done:
             self._end(owner)
 
-    def decoded(self, lane: Lane, timed: list, key: Any) -> None:
-        """Window ``key`` of ``lane`` gave ``timed`` tokens: to the builder from the head, held otherwise."""
+    def decoded(self, lane: Lane, timed: list, key: Any, state: SeekState | None = None) -> None:
+        """Window ``key`` of ``lane`` gave ``timed`` tokens: to the builder from the head, held otherwise.
+        ``state``: the lane's seeking state after the window, for its checkpoint."""
         owner = lane.owner
         if owner.done:
             return
         if lane is owner.lanes[0]:
-            self._add(owner, timed, key)
+            self._add(owner, timed, key, state)
         else:
-            lane.held.append((timed, key))
+            lane.held.append((timed, key, state))
 
     def lane_finished(self, lane: Lane, read_s: float) -> None:
         """``lane``'s audio (``read_s`` seconds of its section) is all decoded: it stops being live; when it is
@@ -129,11 +141,12 @@ class LaneBook:
         owner = lane.owner
         owner.duration = max(owner.duration, lane.offset_s + read_s)
         while owner.lanes and owner.lanes[0].finished:
-            owner.lanes.popleft()
+            done = owner.lanes.popleft()
+            self._checkpoint(owner, (done.index + 1, 0, 0, ()))  # the next section, from its start
             if owner.lanes:
                 head = owner.lanes[0]
-                for timed, key in head.held:
-                    self._add(owner, timed, key)
+                for timed, key, state in head.held:
+                    self._add(owner, timed, key, state)
                 head.held = []
         if not owner.lanes and owner.sections.exhausted and not owner.done:
             self._end(owner)
@@ -159,10 +172,18 @@ class LaneBook:
                 self._order.popleft()
         return out
 
-    def _add(self, owner: InputLanes, timed: list, key: Any) -> None:
+    def _add(self, owner: InputLanes, timed: list, key: Any, state: SeekState | None = None) -> None:
         for segment in owner.builder.add(timed):
             owner.events.append(SegmentReady(owner.source, segment))
         owner.builder.forget([key])
+        self._checkpoint(owner, state)
+
+    def _checkpoint(self, owner: InputLanes, state: SeekState | None) -> None:
+        if not owner.checkpoints or state is None or owner.done:
+            return
+        section, seek, window, history = state
+        owner.events.append(Checkpoint(owner.source, ResumePoint(
+            section, seek, window, tuple(history), owner.builder.built_until, owner.builder.language, owner.duration)))
 
     def _end(self, owner: InputLanes) -> None:
         for segment in owner.builder.close(owner.duration):

@@ -37,10 +37,11 @@ from .decoding import WindowDecoder, WindowResult
 from .lanes import Lane, LaneBook
 from .sections import Sections
 from .errors import WhisperctlError
-from .transcript import Event, TranscriptBuilder, window_tokens
+from .transcript import Event, Resume, TranscriptBuilder, window_tokens
 
 WINDOW_S = 30.0
 PROMPT_RESET_TEMPERATURE = 0.5  # openai-whisper: a window decoded hotter than this does not prompt the next
+PROMPT_TOKENS_KEPT = 224  # a resume point keeps this much of the prompt (a window's prompt holds at most 223)
 
 
 def split_at_last_segment(tokens: list[int], timestamp_begin: int, window_s: float) -> tuple[list[int], float]:
@@ -69,7 +70,7 @@ class Seeker:
     decode and returns the tokens it keeps, with their window's start and duration."""
 
     def __init__(self, blocks: Iterable[np.ndarray], prompt: list[int], condition_on_previous_text: bool,
-                 timestamp_begin: int, window_s: float = WINDOW_S):
+                 timestamp_begin: int, window_s: float = WINDOW_S, resume: tuple[int, int, list[int]] | None = None):
         self._stream = iter(blocks)
         self._buffer = np.zeros(0, np.float32)
         self._buffer_start = 0  # absolute sample index of _buffer[0]
@@ -82,6 +83,14 @@ class Seeker:
         self.seek = 0  # sample where the next window starts
         self.key = 0  # index of the next window
         self.duration = 0.0  # seconds of audio read so far (the input's duration once window() returned None)
+        if resume is not None:  # (seek, window, history): go on where an interrupted run stood (see state)
+            self.seek, self.key, self._history = resume[0], resume[1], list(resume[2])
+
+    def state(self) -> tuple[int, int, list[int]]:
+        """(seek, next window's index, the prompt it would get): what :meth:`__init__`'s ``resume`` takes to give
+        the same windows and prompts from here on."""
+        history = self.conditioning if self._condition else []
+        return self.seek, self.key, history[-PROMPT_TOKENS_KEPT:]
 
     def window(self) -> np.ndarray | None:
         """The next window's samples (up to 30 s from ``seek``), or None when no audio is left."""
@@ -128,9 +137,11 @@ class SequentialRunner:
     :class:`~whisperctl.lanes.LaneBook`'s."""
 
     def __init__(self, decoder: WindowDecoder, options: DecodeOptions, finish: Callable[[TranscriptBuilder, float], Any],
-                 new_builder: Callable[[audio_mod.AudioInput, Any], TranscriptBuilder], progress: Callable[[str, float], None] | None = None):
+                 new_builder: Callable[[audio_mod.AudioInput, Any], TranscriptBuilder], progress: Callable[[str, float], None] | None = None,
+                 resume: Callable[[audio_mod.AudioInput], Resume | None] | None = None, checkpoints: bool = False):
         self.decoder, self.options, self.progress = decoder, options, progress
         self._finish, self._new_builder = finish, new_builder
+        self._resume, self._checkpoints = resume, checkpoints  # resume points per input; Checkpoint events
         self.loaded = decoder.loaded
         self._prompt = self.loaded.text_tokens(options.initial_prompt) if options.initial_prompt else []
         self._section_s = options.section_length_s
@@ -171,9 +182,18 @@ class SequentialRunner:
                 if not waiting or (laneless and book.live):
                     return
                 inp, blocks = waiting.popleft()
-                owner = book.admit(inp, self._new_builder(inp, blocks), Sections(blocks, self._section_s))
+                builder = self._new_builder(inp, blocks)
+                resume = self._resume(inp) if self._resume is not None else None
+                if resume is not None:
+                    builder.resume(resume)
+                owner = book.admit(inp, builder, Sections(blocks, self._section_s), self._checkpoints,
+                                   resume.point.duration if resume is not None else 0.0)
+                owner.resume = resume.point if resume is not None else None
             try:
                 section = owner.sections.next()
+                point = owner.resume
+                while section is not None and point is not None and section.index < point.section:
+                    section = owner.sections.next()  # done before the interruption (the VAD still hears it)
             except WhisperctlError as exc:
                 book.fail(owner, exc)
                 section = None
@@ -183,8 +203,11 @@ class SequentialRunner:
                     laneless += 1
                 yield from book.ready()
                 continue
+            point, owner.resume = owner.resume, None
+            at = (point.seek, point.window, list(point.history)) if point is not None and point.section == section.index else None
             book.open(owner, section.index, section.offset / audio_mod.SAMPLE_RATE, Seeker(
-                section.blocks, self._prompt, self.options.condition_on_previous_text, self.loaded.timestamp_begin))
+                section.blocks, self._prompt, self.options.condition_on_previous_text, self.loaded.timestamp_begin,
+                resume=at))
 
     def _decode(self, batch: list[tuple[Lane, np.ndarray]], book: LaneBook) -> None:
         t0 = time.perf_counter()
@@ -203,6 +226,6 @@ class SequentialRunner:
             lane.owner.builder.window_decoded(key, result, share)
             kept, start, duration = lane.seeker.advance(result, len(window))
             timed = window_tokens(self.loaded, key, kept, lane.offset_s + start, duration, result.token_times)
-            book.decoded(lane, timed, key)
+            book.decoded(lane, timed, key, (lane.index, *lane.seeker.state()) if self._checkpoints else None)
             if self.progress:
                 self.progress(lane.owner.source.name, min(lane.seeker.seek / audio_mod.SAMPLE_RATE, start + duration) - start)

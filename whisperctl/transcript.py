@@ -38,7 +38,50 @@ class FileDone:
     result: Union[Transcript, WhisperctlError]
 
 
-Event = Union[SegmentReady, FileDone]
+@dataclasses.dataclass(frozen=True)
+class ResumePoint:
+    """Where a sequential run of one input stands once a window's segments have all been emitted: decoding may
+    start again here and give the very windows, prompts and text that follow in an uninterrupted run.
+    ``section``: the section (lane) to start in (sections before it are done); ``seek``, ``window`` and
+    ``history``: that section's seeking state (sample in the section's stream, index of its next window, the
+    prompt tokens before it); ``built_until``: the end of the last segment in decoded-audio time; ``duration``:
+    seconds of the stream read by finished sections."""
+
+    section: int
+    seek: int
+    window: int
+    history: tuple[int, ...]
+    built_until: float
+    language: str | None
+    duration: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "history": list(self.history)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ResumePoint":
+        return cls(int(data["section"]), int(data["seek"]), int(data["window"]), tuple(int(t) for t in data["history"]),
+                   float(data["built_until"]), data.get("language"), float(data["duration"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Resume:
+    """An interrupted input's settled segments (in the original file's time) and the point to go on from."""
+
+    segments: list[Segment]
+    point: ResumePoint
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """``source``'s segments emitted so far are settled, and decoding could go on from ``point`` (sequential
+    chunking, when the run was asked for checkpoints: what a journal records)."""
+
+    source: AudioInput
+    point: ResumePoint
+
+
+Event = Union[SegmentReady, FileDone, Checkpoint]
 
 
 def window_tokens(
@@ -118,6 +161,22 @@ class TranscriptBuilder:
         new = self._filter.finish(self.speech.duration if self.speech is not None else duration)
         self.segments.extend(new)
         return new
+
+    @property
+    def built_until(self) -> float:
+        """End of the last segment built, in the decoded audio's time."""
+        return self._built_until
+
+    @property
+    def holds_back(self) -> bool:
+        """Whether a segment may be held back after :meth:`add` (the hallucination filter waits for the next)."""
+        return self._filter is not None
+
+    def resume(self, resume: Resume) -> None:
+        """Start from an interrupted run's settled segments (nothing built yet)."""
+        self.segments = list(resume.segments)
+        self._built_until = resume.point.built_until
+        self.language = resume.point.language
 
     def forget(self, keys: Any) -> None:
         """Drop the quality of windows whose segments are all built (memory stays flat on long files)."""

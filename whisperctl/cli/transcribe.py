@@ -98,7 +98,7 @@ def transcribe(
             todo, skipped = plan.todo, plan.skipped
             failures += plan.problems
         done, audio_seconds, started, warned = _run_local(transcriber, todo, formats, output_dir, quiet, plan,
-                                                          failures, finished, strict)
+                                                          failures, finished, strict, overwrite)
     except KeyboardInterrupt as exc:
         _stopped(exc, failures, [name for name in todo if name not in finished], failures_file, output_dir, files)
     _finish(quiet or not (len(files) > 1 or failures or skipped or warned), done, failures, skipped, audio_seconds,
@@ -106,7 +106,8 @@ def transcribe(
 
 
 def _run_local(transcriber, todo: list[str], formats, output_dir: Optional[Path], quiet: bool, plan,
-               failures: list[tuple[str, str]], finished: set[str], strict: bool = False) -> tuple[int, float, float, int]:
+               failures: list[tuple[str, str]], finished: set[str], strict: bool = False,
+               overwrite: bool = False) -> tuple[int, float, float, int]:
     """Transcribe ``todo`` in this process, writing to stdout or the planned outputs; failures are appended to
     ``failures`` and every input done or failed is added to ``finished``; an input whose transcript has warnings
     gets one line on stderr (and is a failure with ``strict``). Returns (done, audio seconds, start, warned)."""
@@ -121,7 +122,7 @@ def _run_local(transcriber, todo: list[str], formats, output_dir: Optional[Path]
     started = time.perf_counter()
     with contextlib.ExitStack() as resources:
         progress_ctx = resources.enter_context(_progress(len(todo))) if show_progress and todo else None
-        from ..transcript import SegmentReady, warning_summary
+        from ..transcript import Checkpoint, SegmentReady, warning_summary
         from ..writers import SegmentStream
 
         # To stdout, txt/srt/vtt are written segment by segment as they settle (a long file shows text within
@@ -129,9 +130,27 @@ def _run_local(transcriber, todo: list[str], formats, output_dir: Optional[Path]
         streamed = output_dir is None and formats[0] in SegmentStream.FORMATS
         stream: SegmentStream | None = None
         # closed on the way out, so an interruption ends the input streams now, not at garbage collection
-        events = resources.enter_context(contextlib.closing(
-            transcriber.events(todo, progress=progress_ctx.advance if progress_ctx else None)))
+        journals = _journals(transcriber, plan, todo, overwrite) if plan is not None else {}
+        resources.callback(lambda: [j.close() for j in journals.values()])
+
+        def resume(inp):
+            journal = journals.get(inp.name)
+            found = journal.resume() if journal is not None else None
+            if found is not None and not quiet:
+                at = found.segments[-1].end if found.segments else 0.0
+                typer.echo(f"whisperctl: {inp.name}: resuming after {at:.1f} s ({len(found.segments)} segment(s) kept "
+                           "from the interrupted run's journal)", err=True)
+            return found
+
+        events = resources.enter_context(contextlib.closing(transcriber.events(
+            todo, progress=progress_ctx.advance if progress_ctx else None, resume=resume if journals else None,
+            checkpoints=bool(journals))))
         for event in events:
+            if isinstance(event, Checkpoint):
+                journals[event.source.name].checkpoint(event.point)
+                continue
+            if isinstance(event, SegmentReady) and event.source.name in journals:
+                journals[event.source.name].segment(event.segment)
             if isinstance(event, SegmentReady):
                 if streamed:
                     if stream is None:
@@ -157,6 +176,8 @@ def _run_local(transcriber, todo: list[str], formats, output_dir: Optional[Path]
                     sys.stdout.flush()
                 else:
                     write_outputs(plan.claims[inp.name], formats, result)
+                    if inp.name in journals:
+                        journals.pop(inp.name).remove()
             except OutputError as exc:
                 finished.add(inp.name)
                 failures.append((inp.name, str(exc)))
@@ -172,6 +193,25 @@ def _run_local(transcriber, todo: list[str], formats, output_dir: Optional[Path]
                     continue
             done += 1
     return done, audio_seconds, started, warned
+
+
+def _journals(transcriber, plan, todo: list[str], overwrite: bool) -> dict:
+    """A journal per input written to --output-dir, so an interrupted input goes on where it stopped (sequential
+    chunking; not with --hallucination-silence-threshold, which holds segments back, nor for stdin); with
+    --overwrite the earlier runs' journals are removed first (see whisperctl/journal.py)."""
+    from ..config import Chunking
+    from ..journal import Journal
+    from ..outputs import output_settings
+
+    opts = transcriber.options
+    journals = {name: Journal(plan.claims[name], output_settings(transcriber.config)) for name in todo
+                if name in plan.claims}
+    if overwrite:
+        for journal in journals.values():
+            journal.remove()
+    if opts.chunking != Chunking.SEQUENTIAL or opts.hallucination_silence_threshold is not None:
+        return {}
+    return {name: j for name, j in journals.items() if j.usable}
 
 
 def _warn(name: str, summary: Optional[str], failures: list[tuple[str, str]], strict: bool) -> bool:
