@@ -413,3 +413,94 @@ def test_the_cli_resumes_from_a_journal_unless_overwrite(tmp_path, capsys, tiny_
     assert ("resuming after 40.0 s (1 segment(s) kept" in err) != overwrite, err
     assert text.startswith("kept from before") != overwrite
     assert not journal.path.exists()
+
+
+# -- 7. smaller findings (the rest: tests/test_reliability_round4_small.py) ----------------------------------------
+
+def test_stdin_on_a_terminal_is_a_usage_error_not_a_silent_wait():
+    """`whisperctl transcribe -` typed at a terminal waited silently for audio; on a real pseudo-terminal it now
+    says what to do and exits 2 at once."""
+    import os
+    import subprocess
+    import sys
+
+    master, slave = os.openpty()
+    try:
+        done = subprocess.run([sys.executable, "-c", "from whisperctl.cli import main; main()", "transcribe", "-"],
+                              stdin=slave, capture_output=True, text=True, timeout=60)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "whisperctl: error: -: standard input is a terminal, not audio: pipe audio in (cat talk.wav | whisperctl "
+        "transcribe -) or name the files."]
+
+
+def test_an_output_name_never_starts_with_a_dash(tmp_path, capsys, tiny_random_model):
+    import soundfile as sf
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sf.write(str(folder / "--help.wav"), (np.random.default_rng(3).standard_normal(SR * 2) * 0.1).astype(np.float32), SR)
+    out = tmp_path / "out"
+    code, _, err = run_cli(["transcribe", folder, "-o", out, "--model", tiny_random_model, "--temperature", "0",
+                            "--max-new-tokens", "8", "--vad", "none"], capsys)
+    assert code == 0, err
+    assert [p.name for p in out.glob("*.txt")] == ["__help.txt"]  # not --help.txt, which rm and cat read as a flag
+
+
+def test_a_file_that_shrinks_while_read_is_named_in_a_warning(tmp_path, caplog):
+    import os
+
+    import soundfile as sf
+
+    from whisperctl import audio
+
+    path = tmp_path / "growing.wav"
+    sf.write(str(path), (np.random.default_rng(0).standard_normal(SR * 120) * 0.1).astype(np.float32), SR)
+    read = 0
+    with caplog.at_level("WARNING", logger="whisperctl"):
+        for i, block in enumerate(audio.stream(audio.AudioInput.from_arg(path))):
+            read += len(block)
+            if i == 0:
+                os.truncate(path, path.stat().st_size // 2)  # a recorder rewriting it, a copy restarted …
+    assert read < SR * 90  # the transcript can only cover what was there
+    assert any("changed while it was read" in r.getMessage() and str(path) in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="whisperctl"):
+        list(audio.stream(audio.AudioInput.from_arg(path)))
+    assert not caplog.records  # a file left alone: no warning
+
+
+@pytest.mark.slow
+def test_a_terminated_ray_run_lists_its_unfinished_inputs_and_ray_stays_quiet(tmp_path):
+    """SIGTERM to `transcribe --ray` once it runs: exit 143, and --failures lists every input not finished (it
+    listed none); stderr holds whisperctl's lines only (not Ray's "Set ray log level …" or Ray Data's warnings)."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("ray")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(6):
+        shutil.copy(LONG, corpus / f"long{i}.flac")
+    out, failures = tmp_path / "out", tmp_path / "failures.tsv"
+    proc = subprocess.Popen([sys.executable, "-c", "from whisperctl.cli import main; main()", "transcribe", str(corpus),
+                             "--ray", "auto", "--workers", "1", "-o", str(out), "--failures", str(failures), "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**__import__("os").environ, "RAY_ADDRESS": ""})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and not list(out.glob("*.txt")):
+        time.sleep(0.05)  # the first input written: the cluster runs
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    rows = failures.read_text().splitlines()[1:]
+    written = {p.stem for p in out.glob("*.txt")}
+    assert rows and all("not finished" in row for row in rows), rows
+    assert {row.split("\t")[0].rsplit("/", 1)[-1].removesuffix(".flac") for row in rows} == {f"long{i}" for i in range(6)} - written
+    assert "logging.cc" not in err and "UserWarning" not in err, err

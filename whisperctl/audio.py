@@ -230,7 +230,21 @@ STDIN_CLOSED = "standard input is closed; pipe the audio in (cat clip.wav | whis
 def _open_stdin() -> BinaryIO:
     if sys.stdin is None:  # `whisperctl transcribe - <&-`: Python sets sys.stdin to None
         raise AudioError(f"-: {STDIN_CLOSED}")
+    if stdin_is_terminal():
+        raise AudioError(f"-: {STDIN_TERMINAL}")
     return _read_pipe(sys.stdin.buffer, "-")
+
+
+STDIN_TERMINAL = ("standard input is a terminal, not audio: pipe audio in (cat talk.wav | whisperctl transcribe -) "
+                  "or name the files.")
+
+
+def stdin_is_terminal() -> bool:
+    """Whether ``-`` would read a terminal (it would wait for keystrokes, silently)."""
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (ValueError, OSError):  # closed or detached
+        return False
 
 
 def duration_seconds(source: AudioInput) -> float | None:
@@ -336,12 +350,15 @@ def _stream_soundfile(source: AudioInput, data: BinaryIO | None, block_seconds: 
         scale = _float_scale(fh, source)
         resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ") if rate != SAMPLE_RATE else None
         frames = max(1024, min(max(_BLOCK_FRAMES, int(rate * block_seconds)), _BLOCK_SAMPLES // channels))
+        declared, read = (fh.frames if repaired is None else 0), 0
+        before = _file_state(source) if data is None else None
         while True:
             try:
                 block = fh.read(frames, dtype="float32", always_2d=True)
             except (sf.LibsndfileError, RuntimeError) as exc:
                 raise AudioError(f"{source.name}: decoding failed mid-file ({exc}); the file is truncated or corrupt.") from None
             last = len(block) < frames
+            read += len(block)
             mono = _checked(block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0], source)
             if scale != 1.0:
                 mono = mono * np.float32(scale)
@@ -350,7 +367,31 @@ def _stream_soundfile(source: AudioInput, data: BinaryIO | None, block_seconds: 
                 yield np.ascontiguousarray(out, dtype=np.float32)
             if last:
                 break
+    _warn_if_changed(source, before, f"{read} of the {declared} frames its header declares" if 0 < read < declared else None)
 
+
+def _file_state(source: AudioInput) -> tuple[int, int] | None:
+    """(size, modification time in ns) of a regular file input, to tell whether it changes while read."""
+    try:
+        st = os.stat(source.path) if source.path is not None else None
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns) if st is not None and stat.S_ISREG(st.st_mode) else None
+
+
+def _warn_if_changed(source: AudioInput, before: tuple[int, int] | None, short: str | None = None) -> None:
+    """Say once when the input changed while it was read (a recorder still writing it, a copy in progress, an
+    edit): the transcript then covers the audio as it was read, which may end early."""
+    after = _file_state(source) if before is not None else None
+    if before is None or (after == before and short is None):
+        return
+    import logging
+
+    what = (f"{before[0]} bytes when opened, {after[0]} now" if after is not None and after[0] != before[0]
+            else "modified" if after != before else short)
+    logging.getLogger("whisperctl").warning(
+        "%s: the input changed while it was read (%s); the transcript covers the audio as it was read and may end "
+        "early: run again once the file is complete.", source.name, what)
 
 def _repair_unfinished_wav(source: AudioInput, data: BinaryIO | None) -> BinaryIO | None:
     """A WAV whose data chunk says 0 bytes while audio follows it (a recorder that died before it wrote the final
@@ -496,6 +537,7 @@ def _stream_av(source: AudioInput, data: BinaryIO | None, block_seconds: float) 
                              "transcribe.")
         stream = container.streams.audio[0]
         converter = av.AudioResampler(format="fltp")  # float planes; the layout and rate as they are
+        before = _file_state(source) if data is None else None
         resampler = None
         rate = 0
         pending: list[np.ndarray] = []
@@ -533,6 +575,7 @@ def _stream_av(source: AudioInput, data: BinaryIO | None, block_seconds: float) 
         out = _joined(pending, resampler, last=True)
         if len(out):
             yield out
+    _warn_if_changed(source, before)
 
 
 def _joined(blocks: list[np.ndarray], resampler: Any, last: bool) -> np.ndarray:

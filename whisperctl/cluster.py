@@ -20,10 +20,12 @@ Ray is an optional extra (``pip install 'whisperctl[ray]'``); this module import
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -81,7 +83,7 @@ def transcribe_corpus(
     formats: Sequence[OutputFormat] = (OutputFormat.TXT,), *, options: DecodeOptions | None = None,
     overwrite: bool = False, skip_existing: bool = False, address: str = "auto", workers: int | None = None,
     cpus_per_worker: float | None = None, gpus_per_worker: float = 0.0, files_per_task: int = FILES_PER_TASK,
-    on_file: Callable[[FileOutcome], None] | None = None,
+    on_file: Callable[[FileOutcome], None] | None = None, on_start: Callable[[dict[str, Claim]], None] | None = None,
 ) -> CorpusReport:
     """Transcribe audio files (paths) on Ray into ``output_dir``: the library form of ``transcribe --ray``.
 
@@ -90,7 +92,9 @@ def transcribe_corpus(
     address (``ray://host:10001``, ``host:6379``); an already initialised Ray is used as it is. ``workers``: actors,
     each with one loaded model (default: as many as the cluster's GPUs or CPUs hold at ``gpus_per_worker`` /
     ``cpus_per_worker``); ``cpus_per_worker`` defaults to 1 (and sets torch's threads unless the config does).
-    ``on_file`` is called in the driver as each file's outcome arrives (progress)."""
+    ``on_file`` is called in the driver as each file's outcome arrives (progress); ``on_start`` with the claims of
+    the inputs to transcribe (not skipped or refused) before the cluster runs: what an interruption may leave
+    unfinished (:meth:`~whisperctl.outputs.Claim.done_now` tells, outcomes arrive per task of several files)."""
     config = config or EngineConfig()
     formats = list(formats)
     _check_resources(workers, cpus_per_worker, gpus_per_worker, files_per_task)
@@ -103,10 +107,13 @@ def transcribe_corpus(
     report = CorpusReport([], plan.skipped, plan.problems)
     if not plan.todo:
         return report  # nothing to do: the cluster is not even contacted
+    if on_start is not None:
+        on_start(dict(plan.claims))
     ray = require_ray()
     _connect(ray, address)
     cpus = 1.0 if cpus_per_worker is None else cpus_per_worker
-    count = workers or _fitting_workers(ray, cpus, gpus_per_worker)
+    # no more actors than tasks: Ray Data warns (on stderr) about actors that could never get one
+    count = min(workers or _fitting_workers(ray, cpus, gpus_per_worker), math.ceil(len(plan.todo) / files_per_task))
     report.workers = count
     try:
         for outcome in _run(plan.claims, config, options, formats, count, cpus, gpus_per_worker, files_per_task):
@@ -144,15 +151,40 @@ def _connect(ray: Any, address: str) -> None:
     # caller's, so a terminated --ray run stops as a local run does (the CLI's: partial outputs removed, exit 143)
     previous = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
     try:
-        if address == "auto":
-            ray.init(**kwargs)  # RAY_ADDRESS, else the cluster `ray start` made here, else a new local one
-        else:
-            ray.init(address=address, **kwargs)
+        with _native_stderr_quiet():
+            if address == "auto":
+                ray.init(**kwargs)  # RAY_ADDRESS, else the cluster `ray start` made here, else a new local one
+            else:
+                ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise WhisperctlError(f"--ray {address}: cannot reach a Ray cluster: {str(exc).splitlines()[0]}") from None
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _native_stderr_quiet():
+    """File descriptor 2 to /dev/null while Ray's C++ core starts in this process: it prints "Set ray log level from
+    environment variable RAY_BACKEND_LOG_LEVEL …" there whatever the level (errors still raise; with
+    WHISPERCTL_DEBUG=1 nothing is hidden)."""
+    if os.environ.get("WHISPERCTL_DEBUG"):
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        yield
+        return
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _fitting_workers(ray: Any, cpus: float, gpus: float) -> int:

@@ -88,6 +88,11 @@ class Claim:
         want = {"fingerprint": fingerprint, "settings": settings_id(self.settings)}
         return [p for p in self.paths if made.get(p.suffix[1:]) == want and p.exists()]
 
+    def done_now(self) -> bool:
+        """Whether every output is current now, by the record as it is on disk (a worker elsewhere may have
+        written them since this claim was made)."""
+        return dataclasses.replace(self, previous=_read_record(self.record)).current() == [p for p in self.paths]
+
     def replacing(self, extensions: list[str]) -> None:
         """Before these outputs are replaced: they no longer count as anything's (a failure or an interruption
         part-way through leaves them to be made again)."""

@@ -111,9 +111,11 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
 
 
 def safe_stem(stem: str) -> str:
-    """A file name stem that cannot leave the output directory or hide as a dotfile."""
+    """A file name stem that cannot leave the output directory, hide as a dotfile or read as an option (a leading
+    ``-``: ``--help.txt`` is a file that ``rm`` or ``cat`` take for a flag)."""
     cleaned = _UNSAFE.sub("_", stem).strip(" .") or "audio"
-    return cleaned[:200]
+    dashes = len(cleaned) - len(cleaned.lstrip("-"))
+    return ("_" * dashes + cleaned[dashes:])[:200]
 
 
 def write_atomic(path: Path, content: str, exclusive: bool = False) -> bool:

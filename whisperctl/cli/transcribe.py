@@ -68,6 +68,11 @@ def transcribe(
         from ..cluster import require_ray
 
         require_ray()
+    if "-" in inputs:
+        from ..audio import STDIN_TERMINAL, stdin_is_terminal
+
+        if stdin_is_terminal():
+            raise UsageError(f"-: {STDIN_TERMINAL}")
     files, problems = expand_inputs(inputs)
     if not files and problems:
         for name, why in problems:
@@ -291,8 +296,11 @@ def _on_ray(files, problems, output_dir, config, formats, overwrite, skip_existi
     progress_ctx = _progress(len(files)) if not quiet and sys.stderr.isatty() else None
     failed: list[tuple[str, str]] = []
     warned: list[str] = []
+    todo: dict = {}  # the inputs sent to the cluster (not skipped or refused), with their claims
+    finished: set[str] = set()
 
     def on_file(outcome) -> None:
+        finished.add(outcome.input)
         if outcome.error is not None:
             failed.append((outcome.input, outcome.error))
             typer.echo(f"whisperctl: error: {outcome.input}: {outcome.error}", err=True)
@@ -309,10 +317,12 @@ def _on_ray(files, problems, output_dir, config, formats, overwrite, skip_existi
         try:
             report = transcribe_corpus(files, output_dir, config, formats, overwrite=overwrite,
                                        skip_existing=skip_existing, address=address, workers=workers,
-                                       cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker, on_file=on_file)
+                                       cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker, on_file=on_file,
+                                       on_start=todo.update)
         except KeyboardInterrupt as exc:
-            # which inputs the plan skipped is known only inside transcribe_corpus: no list of unfinished ones here
-            _stopped(exc, list(problems) + failed, [], failures_file, output_dir, files)
+            # outcomes come per task of several files: an input whose outputs a worker wrote is finished too
+            unfinished = [name for name, claim in todo.items() if name not in finished and not claim.done_now()]
+            _stopped(exc, list(problems) + failed, unfinished, failures_file, output_dir, files)
     for name, why in report.problems:
         typer.echo(f"whisperctl: error: {name}: {why}", err=True)
     failures = list(problems) + report.failures + ([(n, why) for n, why in failed if why.startswith("warning: ")]
