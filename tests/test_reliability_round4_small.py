@@ -1,0 +1,43 @@
+"""Issue 39's smaller findings (docs/reliability.md, "Round 4"): each case through the CLI or the public API, each
+test failing before its fix."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import EXAMPLES, ROOT, run_cli
+from whisperctl.bench import engines, runner
+
+TESTS = Path(__file__).resolve().parent
+
+
+# ------------------------------------------------------------ one key spelled two ways in a preset
+@pytest.mark.parametrize("toml, message", [
+    ("[engine]\nbeam_size = 2\nbeam-size = 5\n", "'beam_size' and 'beam-size' in [engine] are one key spelled two ways"),
+    ("beam-size = 2\n[engine]\nbeam_size = 5\n", "'beam-size' at the top level and 'beam_size' in [engine] are the same key"),
+    ("[bench]\nbatch_sizes = '1'\nbatch-sizes = '8'\n", "'batch_sizes' and 'batch-sizes' in [bench] are one key spelled two ways"),
+])
+def test_a_preset_key_given_twice_is_a_usage_error_naming_both(tmp_path, capsys, no_model_load, toml, message):
+    preset = tmp_path / "p.toml"
+    preset.write_text(toml)
+    code, _, err = run_cli(["transcribe", EXAMPLES / "short.wav", "--config", preset], capsys)
+    assert code == 2
+    assert err == f"whisperctl: error: --config {preset}: {message}; keep one.\n"
+
+
+def test_preset_keys_come_back_spelled_with_underscores(tmp_path):
+    """A [bench] key written with hyphens (batch-sizes) was accepted and then never read."""
+    from whisperctl.config import load_config_file
+
+    preset = tmp_path / "p.toml"
+    preset.write_text("beam-size = 2\n[bench]\nbatch-sizes = '1,2'\n")
+    assert load_config_file(preset) == {"engine": {"beam_size": 2}, "bench": {"batch_sizes": "1,2"}}
