@@ -41,3 +41,16 @@ def test_preset_keys_come_back_spelled_with_underscores(tmp_path):
     preset = tmp_path / "p.toml"
     preset.write_text("beam-size = 2\n[bench]\nbatch-sizes = '1,2'\n")
     assert load_config_file(preset) == {"engine": {"beam_size": 2}, "bench": {"batch_sizes": "1,2"}}
+
+
+# ------------------------------------------------------------ HF_HOME that is a file
+@pytest.mark.parametrize("variable", ["HF_HOME", "HF_HUB_CACHE"])
+def test_hugging_face_cache_variable_naming_a_file_says_so(tmp_path, capsys, monkeypatch, no_model_load, variable):
+    not_a_dir = tmp_path / "hf"
+    not_a_dir.write_text("not a directory\n")
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv(variable, str(not_a_dir))
+    code, _, err = run_cli(["transcribe", EXAMPLES / "short.wav", "--model", "tiny"], capsys)
+    assert code == 2
+    assert err == (f"whisperctl: error: --model tiny: {variable}={not_a_dir} is a file, not a directory: the Hugging "
+                   f"Face cache cannot be there. Point {variable} at a directory, or unset it.\n")
