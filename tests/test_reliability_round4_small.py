@@ -54,3 +54,25 @@ def test_hugging_face_cache_variable_naming_a_file_says_so(tmp_path, capsys, mon
     assert code == 2
     assert err == (f"whisperctl: error: --model tiny: {variable}={not_a_dir} is a file, not a directory: the Hugging "
                    f"Face cache cannot be there. Point {variable} at a directory, or unset it.\n")
+
+
+# ------------------------------------------------------------ an ID3 tag larger than the file
+def _mp3_with_id3_claiming(tmp_path, size: int) -> Path:
+    synchsafe = bytes((size >> shift) & 0x7F for shift in (21, 14, 7, 0))
+    path = tmp_path / "tagged.mp3"
+    path.write_bytes(b"ID3\x04\x00\x00" + synchsafe + b"\xff\xfb\x90\x64" + bytes(100))
+    return path
+
+
+def test_an_id3_tag_claiming_more_than_the_file_is_named_as_the_reason(tmp_path, capsys):
+    from whisperctl import audio
+    from whisperctl.errors import AudioError
+
+    mp3 = _mp3_with_id3_claiming(tmp_path, 0x0FFFFFFF)  # 256 MiB, the largest a tag can claim
+    reason = ("its ID3 tag claims 268435455 bytes (256.0 MiB) but the whole file has 114, so no audio follows the tag; "
+              "the file is truncated or corrupt.")
+    with pytest.raises(AudioError) as caught:
+        audio.load(mp3)
+    assert str(caught.value) == f"{mp3}: {reason}"
+    code, _, err = run_cli(["transcribe", mp3, "-q"], capsys, stdin=mp3.read_bytes())
+    assert code == 1 and err == f"whisperctl: error: {mp3}: {reason}\n"
