@@ -76,3 +76,28 @@ def test_an_id3_tag_claiming_more_than_the_file_is_named_as_the_reason(tmp_path,
     assert str(caught.value) == f"{mp3}: {reason}"
     code, _, err = run_cli(["transcribe", mp3, "-q"], capsys, stdin=mp3.read_bytes())
     assert code == 1 and err == f"whisperctl: error: {mp3}: {reason}\n"
+
+
+# ------------------------------------------------------------ out of memory on the CPU
+@pytest.mark.parametrize("failure", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried to "
+                 "allocate 123 bytes. Error code 12 (Cannot allocate memory)"),
+    MemoryError(),
+])
+def test_running_out_of_ram_is_an_out_of_memory_error_naming_the_fix(tiny_random_model, monkeypatch, failure):
+    from whisperctl import EngineConfig, Transcriber
+    from whisperctl.errors import OutOfMemoryError
+    from whisperctl.loaded import LoadedModel
+
+    def features(self, chunks):
+        raise failure
+
+    monkeypatch.setattr(LoadedModel, "features", features)
+    config = EngineConfig(model=str(tiny_random_model), vad="none", chunking="batched", batch_size=4, beam_size=2,
+                          quantization="none")
+    with pytest.raises(OutOfMemoryError) as caught:
+        Transcriber(config).transcribe(np.zeros(16000 * 70, np.float32))
+    failed = " (an allocation of 123 bytes failed)" if isinstance(failure, RuntimeError) else ""
+    assert str(caught.value) == (
+        f"out of memory (RAM) decoding a batch of 3 window(s) at beam size 2 with model "
+        f"'{tiny_random_model}' in fp32 on cpu{failed}. Try a smaller --batch-size or --beam-size, or --quantize int8.")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import time
 import zlib
 from typing import Any, Callable, Hashable, Sequence
@@ -31,7 +32,7 @@ import numpy as np
 
 from .audio import SAMPLE_RATE
 from .backends import Backend, Prompt, SearchOptions, Windows, for_model
-from .config import DecodeOptions, RunControl, Timestamps
+from .config import DecodeOptions, Quantization, RunControl, Timestamps
 from .errors import ModelError, OutOfMemoryError
 from .loaded import LoadedModel
 from .repetition import trailing_loop
@@ -190,7 +191,11 @@ class WindowDecoder:
             return self._decode_once(chunks, list(languages), prompts, groups)
         except OutOfMemoryError:
             raise
+        except MemoryError as exc:
+            raise self._out_of_ram(chunks, exc) from None
         except RuntimeError as exc:
+            if _is_out_of_ram(exc):
+                raise self._out_of_ram(chunks, exc) from None
             if not _is_oom(exc):
                 raise ModelError(f"decoding failed on {self.loaded.plan.device}: {str(exc).splitlines()[0]}") from exc
             _free_cuda_cache()
@@ -206,6 +211,22 @@ class WindowDecoder:
             self.batch_limit = half
             return self.decode(chunks[:half], languages[:half], prompts[:half], groups[:half]) + self.decode(
                 chunks[half:], languages[half:], prompts[half:], groups[half:])
+
+    def _out_of_ram(self, chunks: Sequence[np.ndarray], exc: BaseException) -> OutOfMemoryError:
+        """The host's memory ran out (torch's ``DefaultCPUAllocator: can't allocate memory``, or a MemoryError):
+        what was being decoded, and what needs less memory. CUDA's out-of-memory halves the batch instead."""
+        plan, opts = self.loaded.plan, self.options
+        tried = re.search(r"tried to allocate (\d+) bytes", str(exc))
+        size = int(tried.group(1)) if tried else 0
+        amount = f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size} bytes"
+        failed = f" (an allocation of {amount} failed)" if tried else ""
+        fixes = ["a smaller --batch-size" + (" or --beam-size" if opts.beam_size > 1 else "")]
+        if plan.quantization == Quantization.NONE:
+            fixes.append("--quantize int8")
+        return OutOfMemoryError(
+            f"out of memory (RAM) decoding a batch of {len(chunks)} window(s) at beam size {opts.beam_size} with model "
+            f"'{self.loaded.source.describe()}' in {plan.dtype.value} on {plan.device}{failed}. "
+            f"Try {', or '.join(fixes)}.")
 
     def decode_pass(
         self, chunks: Sequence[np.ndarray], languages: Sequence[str | None] | None = None,
@@ -458,6 +479,12 @@ def _is_oom(exc: BaseException) -> bool:
     except ImportError:
         pass
     return "out of memory" in str(exc).lower()
+
+
+def _is_out_of_ram(exc: BaseException) -> bool:
+    """torch's allocation failure in host memory (``DefaultCPUAllocator: can't allocate memory``)."""
+    text = str(exc)
+    return "DefaultCPUAllocator" in text or "can't allocate memory" in text
 
 
 def _free_cuda_cache() -> None:
