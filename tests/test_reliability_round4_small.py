@@ -101,3 +101,20 @@ def test_running_out_of_ram_is_an_out_of_memory_error_naming_the_fix(tiny_random
     assert str(caught.value) == (
         f"out of memory (RAM) decoding a batch of 3 window(s) at beam size 2 with model "
         f"'{tiny_random_model}' in fp32 on cpu{failed}. Try a smaller --batch-size or --beam-size, or --quantize int8.")
+
+
+# ------------------------------------------------------------ --chunk-length that sequential chunking ignores
+def test_chunk_length_with_sequential_chunking_is_said_to_be_unused(tiny_random_model, capsys, tmp_path):
+    common = [EXAMPLES / "short.wav", "-q", "--model", tiny_random_model, "--max-new-tokens", "2", "--temperature", "0"]
+    unused = ("whisperctl: WARNING: --chunk-length {} s is not used: sequential chunking (the default) always decodes "
+              "30 s windows; --chunk-length applies to --chunking batched|vad.")
+    said = lambda err: [line for line in err.splitlines() if "--chunk-length" in line]  # noqa: E731
+    _, _, err = run_cli(["transcribe", *common, "--chunk-length", "10"], capsys)
+    assert said(err) == [unused.format(10)]
+    preset = tmp_path / "p.toml"
+    preset.write_text("chunk_length_s = 20.0\n")
+    _, _, err = run_cli(["transcribe", *common, "--config", preset], capsys)
+    assert said(err) == [unused.format(20)]
+    for flags in ([], ["--chunk-length", "30"], ["--chunking", "batched", "--chunk-length", "10"]):
+        _, _, err = run_cli(["transcribe", *common, *flags], capsys)
+        assert said(err) == [], flags
