@@ -78,6 +78,34 @@ def test_an_id3_tag_claiming_more_than_the_file_is_named_as_the_reason(tmp_path,
     assert code == 1 and err == f"whisperctl: error: {mp3}: {reason}\n"
 
 
+# ------------------------------------------------------------ --max-new-tokens that cuts windows
+def test_windows_cut_at_max_new_tokens_are_said_once(capsys, tmp_path):
+    import soundfile as sf
+
+    samples, rate = sf.read(EXAMPLES / "short.wav", dtype="float32")
+    clip = tmp_path / "clip.wav"  # its first sentence alone: a short decode, a faster test
+    sf.write(clip, samples[: int(3.2 * rate)], rate)
+    note = ("whisperctl: WARNING: --max-new-tokens 8: 1 window(s) were cut at the limit; their text is incomplete "
+            "(raise the limit, or leave it out for the model's maximum).\n")
+    common = ["transcribe", clip, "-q", "--temperature", "0"]  # -q: warnings only; T=0: no fallback passes
+    code, out, err = run_cli([*common, "--max-new-tokens", "8"], capsys)
+    assert code == 0 and out.strip() and err == note
+    code, out, err = run_cli(common, capsys)
+    assert code == 0 and "offline" in out and err == ""
+
+
+def test_bench_says_cut_windows_once_per_run_and_never_for_forced_token_counts(tiny_random_model, capsys):
+    bench = ["bench", "--model", tiny_random_model, "--compare", "sdpa", "--batch-sizes", "1", "--warmup", "1",
+             "--repeats", "2", "--temperature", "0"]
+    said = lambda err: [line for line in err.splitlines() if "cut at the limit" in line]  # noqa: E731
+    code, _, err = run_cli([*bench, "--max-new-tokens", "2"], capsys)
+    assert code == 0, err
+    assert said(err) == ["whisperctl: WARNING: --max-new-tokens 2: windows were cut at the limit in 1 of 1 row(s); "
+                         "their texts and WER are of incomplete text."]
+    code, _, err = run_cli([*bench, "--decode-tokens", "2"], capsys)
+    assert code == 0 and said(err) == [], err
+
+
 # ------------------------------------------------------------ out of memory on the CPU
 @pytest.mark.parametrize("failure", [
     RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried to "

@@ -71,6 +71,7 @@ class WindowResult:
     looped: bool = False  # the text ends in a repetition loop (whisperctl.repetition); the decode stopped there
     # a code of WARNINGS when every temperature failed (the least-bad attempt was kept, see best_attempt); else None
     warning: str | None = None
+    cut: bool = False  # the decode stopped at --max-new-tokens, not at end-of-text: the text is incomplete
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +84,7 @@ class BatchStats:
     encoder_s: float  # encoder forward time (CUDA synchronised)
     tokens: int  # generated tokens in the kept decodes
     audio_s: float
+    cut: int = 0  # kept decodes with text that stopped at --max-new-tokens (their text is incomplete)
 
 
 BatchObserver = Callable[[BatchStats], None]
@@ -164,6 +166,7 @@ class WindowDecoder:
         self.on_batch = on_batch
         self.backend: Backend = for_model(loaded)
         self.batch_limit: int | None = None  # learnt from CUDA out-of-memory during this call
+        self.cut_windows = 0  # kept decodes with text that stopped at --max-new-tokens (the caller says so once)
         # Windows are decoded with timestamps: without them Whisper sometimes ends a 30 s window early (measured:
         # 20 % WER on the LJ file with int8), and seams and seeking need token times. Random weights (speed runs)
         # decode untimed, a fixed amount of work.
@@ -211,6 +214,13 @@ class WindowDecoder:
             self.batch_limit = half
             return self.decode(chunks[:half], languages[:half], prompts[:half], groups[:half]) + self.decode(
                 chunks[half:], languages[half:], prompts[half:], groups[half:])
+
+    def cut_note(self) -> str | None:
+        """One line for the end of the call when windows stopped at ``--max-new-tokens`` (None when none did)."""
+        if not self.cut_windows:
+            return None
+        return (f"--max-new-tokens {self.options.max_new_tokens}: {self.cut_windows} window(s) were cut at the limit; "
+                "their text is incomplete (raise the limit, or leave it out for the model's maximum).")
 
     def _out_of_ram(self, chunks: Sequence[np.ndarray], exc: BaseException) -> OutOfMemoryError:
         """The host's memory ran out (torch's ``DefaultCPUAllocator: can't allocate memory``, or a MemoryError):
@@ -272,6 +282,8 @@ class WindowDecoder:
         finally:
             if timer is not None:
                 timer.remove()
+        cut = sum(r.cut and not r.silent and not random_weights for r in results)
+        self.cut_windows += cut
         for i, r in enumerate(results):
             log.debug("window %d/%d: T=%.1f avg_logprob=%.3f no_speech=%s ratio=%.2f %s %r", i + 1, len(results),
                       r.temperature, r.avg_logprob, "-" if r.no_speech_prob is None else f"{r.no_speech_prob:.3f}",
@@ -280,7 +292,7 @@ class WindowDecoder:
             self.on_batch(BatchStats(
                 size=len(chunks), seconds=time.perf_counter() - t0, features_s=features_s,
                 encoder_s=timer.seconds if timer else 0.0, tokens=sum(len(r.tokens) for r in results),
-                audio_s=sum(len(c) for c in chunks) / SAMPLE_RATE,
+                audio_s=sum(len(c) for c in chunks) / SAMPLE_RATE, cut=cut,
             ))
         return results
 
@@ -376,12 +388,13 @@ class WindowDecoder:
         out = []
         for i, row in enumerate(found.rows):
             tokens = [t for t in row if t != lm.eos_id]
+            cut = not forced and max_new is not None and len(tokens) >= max_new and not (row and row[-1] == lm.eos_id)
             text = lm.decode(tokens)
             out.append(WindowResult(
                 tokens=tokens, language=languages[i], avg_logprob=found.logprob_sums[i] / (len(tokens) + 1),
                 no_speech_prob=None if found.no_speech is None else found.no_speech[i],
                 compression_ratio=compression_ratio(text), temperature=temperature, text=text,
-                looped=stop_loops and trailing_loop([t for t in tokens if t < lm.eos_id]) is not None,
+                looped=stop_loops and trailing_loop([t for t in tokens if t < lm.eos_id]) is not None, cut=cut,
             ))
         return out
 

@@ -140,7 +140,8 @@ class Transcriber:
     ) -> Iterator[Event]:
         """Every input's settled segments (SegmentReady) then its result (FileDone), input after input.
         ``options``: what to decode; ``control``: how the run is driven (forced token counts, out-of-memory
-        halving). Both default to the config's."""
+        halving). Both default to the config's. Windows cut at ``--max-new-tokens`` are said in one warning when
+        the call ends, or, to an ``on_batch`` observer, counted in each batch's :class:`BatchStats`."""
         opts, control = options or self.options, control or self.config.control
         self.check(opts)
         _note_chunk_length(opts)
@@ -163,7 +164,12 @@ class Transcriber:
         else:
             from .scheduler import BatchedScheduler as runner_type  # type: ignore[assignment]
         runner = runner_type(decoder, opts, finish, new_builder, progress)
-        yield from runner.run([(inp, _speech(_blocks(inp, array), opts, inp.name)) for inp, array in inputs])
+        try:
+            yield from runner.run([(inp, _speech(_blocks(inp, array), opts, inp.name)) for inp, array in inputs])
+        finally:  # also when the caller stops early (transcribe() returns at its input's result)
+            note = decoder.cut_note() if on_batch is None else None
+            if note:
+                log.warning("%s", note)
 
 
 def _note_chunk_length(opts: DecodeOptions) -> None:

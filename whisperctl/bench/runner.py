@@ -14,11 +14,12 @@ import csv
 import dataclasses
 import datetime
 import gc
+import logging
 import statistics
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -295,6 +296,7 @@ def run(
         _cuda_reset(plan.device)
     compare_rows(rows, spec)
     _compare_decoders(rows, spec)
+    _note_cut_windows(rows, spec)
     return {
         "schema": SCHEMA,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -305,6 +307,15 @@ def run(
     }
 
 
+def _note_cut_windows(rows: list[dict[str, Any]], spec: BenchSpec) -> None:
+    """One warning for the run when windows stopped at --max-new-tokens (each batch counts them in ``cut``)."""
+    cut = [r for r in rows if any(b.get("cut") for s in r.get("samples", []) for b in s["batches"])]
+    if cut:
+        logging.getLogger("whisperctl").warning(
+            "--max-new-tokens %s: windows were cut at the limit in %d of %d row(s); their texts and WER are of "
+            "incomplete text.", spec.base.max_new_tokens, len(cut), len(rows))
+
+
 def measure(transcriber: Any, config: EngineConfig, inputs: list[BenchInput], spec: BenchSpec, device: str) -> dict[str, Any]:
     import torch
 
@@ -312,8 +323,8 @@ def measure(transcriber: Any, config: EngineConfig, inputs: list[BenchInput], sp
     options, control = config.decode_options(), config.run_control(halve_on_oom=False)
     _cuda_reset(device)
     warm = inputs[0].samples[: int(config.batch_size * config.chunk_length_s * audio_mod.SAMPLE_RATE)]
-    for _ in range(spec.warmup):
-        transcriber.transcribe(warm, options, name="warmup", control=control)
+    for _ in range(spec.warmup):  # batches observed (and dropped), so windows cut at --max-new-tokens go unsaid
+        _texts(transcriber.transcribe_many([("warmup", warm)], options, on_batch=lambda stats: None, control=control))
     samples: list[dict[str, Any]] = []
     texts: list[str] = []
     audio_s = sum(i.duration for i in inputs)
@@ -330,10 +341,7 @@ def measure(transcriber: Any, config: EngineConfig, inputs: list[BenchInput], sp
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             wall = time.perf_counter() - t0
-            for _, result in results:
-                if isinstance(result, Exception):
-                    raise result
-            texts = [r.text for _, r in results]
+            texts = _texts(results)
             samples.append({"repeat": repeat, "wall_s": wall, "audio_s": audio_s, "rtfx": audio_s / wall, "batches": batches})
     latencies = [b["seconds"] for s in samples for b in s["batches"]]
     tok_rates = [sum(b["tokens"] for b in s["batches"]) / max(sum(b["seconds"] for b in s["batches"]), 1e-9) for s in samples]
@@ -360,6 +368,16 @@ def measure(transcriber: Any, config: EngineConfig, inputs: list[BenchInput], sp
 
             out["wer"] = wer([r for r, _ in refs], [t for _, t in refs])
     return out
+
+
+def _texts(results: Iterable[tuple[Any, Any]]) -> list[str]:
+    """The transcripts of a ``transcribe_many`` call; the first input's error is the row's."""
+    texts = []
+    for _, result in results:
+        if isinstance(result, Exception):
+            raise result
+        texts.append(result.text)
+    return texts
 
 
 def compare_rows(rows: list[dict[str, Any]], spec: BenchSpec) -> None:
