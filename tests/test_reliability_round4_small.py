@@ -20,6 +20,81 @@ from whisperctl.bench import engines, runner
 TESTS = Path(__file__).resolve().parent
 
 
+# ------------------------------------------------------------ an interrupted bench keeps the rows that finished
+@pytest.mark.parametrize("stop, code", [("KeyboardInterrupt", 130), ("Terminated", 143)])
+def test_an_interrupted_bench_writes_the_rows_that_finished_marked_partial(tiny_random_model, monkeypatch, capsys,
+                                                                           tmp_path, stop, code):
+    """Ctrl-C (or SIGTERM) during the second configuration: the first row is in every output, marked partial."""
+    from whisperctl.cli import Terminated
+
+    measured = []
+    real = runner.measure
+
+    def measure(*args, **kwargs):
+        measured.append(args[1].attention.value)
+        if len(measured) == 2:
+            raise Terminated() if stop == "Terminated" else KeyboardInterrupt()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "measure", measure)
+    out = {kind: tmp_path / f"r.{kind}" for kind in ("json", "csv", "md")}
+    code_, stdout, err = run_cli(["bench", "--model", tiny_random_model, "--compare", "eager,sdpa", "--batch-sizes", "1",
+                                  "--warmup", "0", "--repeats", "1", "--max-new-tokens", "2", "--temperature", "0",
+                                  "--json", out["json"], "--csv", out["csv"], "--markdown", out["md"]], capsys)
+    assert code_ == code, err
+    assert measured == ["eager", "sdpa"]
+    data = json.loads(out["json"].read_text())
+    assert data["partial"] is True
+    assert [(r["attention"], r["status"]) for r in data["rows"]] == [("eager", "ok"), ("sdpa", "interrupted")]
+    assert data["rows"][0]["samples"] and data["rows"][0]["rtfx_median"] > 0
+    with out["csv"].open() as fh:
+        assert [(r["attention"], r["status"]) for r in csv.DictReader(fh)] == [("eager", "ok"), ("sdpa", "interrupted")]
+    assert "PARTIAL: interrupted; 1 of 2 row(s) did not finish" in out["md"].read_text()
+    assert "PARTIAL" in stdout and "interrupted" in stdout
+    word = "terminated" if stop == "Terminated" else "interrupted"
+    assert err.splitlines()[-1] == (f"whisperctl: {word}; the 1 of 2 row(s) that finished are written to {out['json']}, "
+                                    f"{out['csv']}, {out['md']}, marked partial")
+
+
+@pytest.fixture
+def fake_engines(monkeypatch, tmp_path):
+    """Parent and children find tests/bench_fake_engines.py; temporary files go to a folder of this test's own."""
+    import tempfile
+
+    monkeypatch.setenv(engines.PLUGINS_ENV, "bench_fake_engines")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    log = tmp_path / "engines.log"
+    monkeypatch.setenv("FAKE_ENGINE_LOG", str(log))
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    return log, temp
+
+
+def test_an_interrupted_engines_bench_keeps_the_repeats_that_finished(fake_engines, monkeypatch, capsys, tmp_path):
+    from whisperctl.bench import compare
+
+    real, spawned = compare._spawn, []
+
+    def spawn(name, *args):
+        spawned.append(name)
+        if len(spawned) == 2:
+            raise KeyboardInterrupt()
+        return real(name, *args)
+
+    monkeypatch.setattr(compare, "_spawn", spawn)
+    code, _, err = run_cli(["bench", "--engines", "fake,fake-twin", "--warmup", "0", "--repeats", "2", "--threads", "1",
+                            "--json", tmp_path / "e.json"], capsys)
+    assert code == 130, err
+    data = json.loads((tmp_path / "e.json").read_text())
+    assert data["partial"] is True
+    assert [(r["engine"], r["status"]) for r in data["rows"]] == [
+        ("fake", "ok (1/2 repeats; then interrupted)"), ("fake-twin", "interrupted")]
+    assert len(data["rows"][0]["samples"]) == 1 and data["rows"][0]["rtfx_median"] > 0
+    assert list(fake_engines[1].iterdir()) == []  # the decoded inputs are removed all the same
+
+
 # ------------------------------------------------------------ one key spelled two ways in a preset
 @pytest.mark.parametrize("toml, message", [
     ("[engine]\nbeam_size = 2\nbeam-size = 5\n", "'beam_size' and 'beam-size' in [engine] are one key spelled two ways"),
