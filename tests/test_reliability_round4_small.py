@@ -95,6 +95,48 @@ def test_an_interrupted_engines_bench_keeps_the_repeats_that_finished(fake_engin
     assert list(fake_engines[1].iterdir()) == []  # the decoded inputs are removed all the same
 
 
+# ------------------------------------------------------------ a killed bench --engines leaves no process or audio
+def _wait_for(what, seconds: float):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = what()
+        if found:
+            return found
+        time.sleep(0.05)
+    return what()
+
+
+def _gone(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # dead, not yet reaped by its new parent
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_a_killed_engines_bench_leaves_no_engine_process_and_no_audio(fake_engines, capsys):
+    log, temp = fake_engines
+    bench = ["bench", "--engines", "fake", "--warmup", "0", "--repeats", "1", "--threads", "1", "-q"]
+    parent = subprocess.Popen([sys.executable, "-c", "from whisperctl.cli import main; main()", *bench], env={**os.environ, "FAKE_ENGINE_SLEEP": "120"}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        started = _wait_for(lambda: log.exists() and log.read_text().strip(), 120)
+        assert started, "the engine's process never started"
+        child = json.loads(started.splitlines()[0])["pid"]
+        assert list(temp.glob("whisperctl-engines-*/input-0.npy"))  # the decoded audio, while the run lives
+        parent.kill()
+        parent.wait(10)
+        assert _wait_for(lambda: _gone(child), 5), "the engine's process outlived its bench"
+    finally:
+        parent.kill()
+        parent.wait()
+    log.unlink()
+    code, _, err = run_cli(bench, capsys)  # the next run removes what the killed one could not
+    assert code == 0, err
+    assert list(temp.iterdir()) == []
+
+
 # ------------------------------------------------------------ one key spelled two ways in a preset
 @pytest.mark.parametrize("toml, message", [
     ("[engine]\nbeam_size = 2\nbeam-size = 5\n", "'beam_size' and 'beam-size' in [engine] are one key spelled two ways"),

@@ -5,7 +5,8 @@ engine reads (decoding and resampling are out of the comparison). Each repeat ru
 process (:mod:`whisperctl.bench.child`), in the listed order on even repeats and reversed on odd ones (A B C,
 C B A, …) so no engine always runs first on a cold cache or last on a hot CPU. Each row reports medians over the
 repeats; the texts are the last repeat's. Every engine gets the same model weights, device, threads, dtype, beam
-size and language (:class:`~.engines.EngineRequest`); each row says what the engine actually ran.
+size and language (:class:`~.engines.EngineRequest`); each row says what the engine actually ran. Neither the
+engines' processes nor the saved inputs outlive the run, however it ends (:mod:`whisperctl.bench.processes`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ import datetime
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,6 +25,7 @@ import numpy as np
 from ..config import EngineConfig
 from ..eligibility import Environment, environment_summary, make_plan
 from ..errors import EligibilityError, UsageError
+from . import processes
 from .engines import EngineRequest, check_model, parse_engines, registry
 from .report import INTERRUPTED
 from .runner import SCHEMA, BenchInput, stop_with
@@ -97,16 +97,16 @@ def _child_env(request: EngineRequest) -> dict[str, str]:
 def _spawn(name: str, bench: EngineBench, inputs: list[dict[str, Any]], scratch: Path, tag: str) -> dict[str, Any]:
     spec_path, result_path, log_path = scratch / f"{tag}.spec.json", scratch / f"{tag}.result.json", scratch / f"{tag}.log"
     spec = {"engine": name, "request": dataclasses.asdict(bench.request), "inputs": inputs, "warmup": bench.warmup,
-            "result": str(result_path)}
+            "result": str(result_path), "parent_pid": os.getpid()}
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
     with log_path.open("wb") as log:
-        proc = subprocess.run([sys.executable, "-m", "whisperctl.bench.child", str(spec_path)], stdout=log,
-                              stderr=subprocess.STDOUT, env=_child_env(bench.request), check=False)
+        returncode = processes.run_child([sys.executable, "-m", "whisperctl.bench.child", str(spec_path)], log,
+                                         _child_env(bench.request))
     try:
         result = json.loads(result_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
-        result = {"error": f"the {name} process exited with {proc.returncode}: {' / '.join(tail) or 'no output'}"}
+        result = {"error": f"the {name} process exited with {returncode}: {' / '.join(tail) or 'no output'}"}
     return result
 
 
@@ -117,8 +117,7 @@ def run(bench: EngineBench, inputs: list[BenchInput], env: Environment, on_progr
     samples: dict[str, list[dict[str, Any]]] = {n: [] for n in bench.engines}
     failed: dict[str, str] = {}
     stopped: KeyboardInterrupt | None = None
-    with tempfile.TemporaryDirectory(prefix="whisperctl-engines-") as tmp:
-        scratch = Path(tmp)
+    with processes.scratch() as scratch:
         files = []
         try:
             for i, item in enumerate(inputs):
