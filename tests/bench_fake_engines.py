@@ -2,7 +2,8 @@
 parent and child processes through ``WHISPERCTL_BENCH_ENGINES=bench_fake_engines``.
 
 ``fake`` and ``fake-twin`` answer "hello world" for a 1 s input and "good friend" otherwise, and append what they
-were asked for to the file named by ``FAKE_ENGINE_LOG``; ``fake-crash`` fails to load; ``fake-missing`` needs a
+were asked for to the file named by ``FAKE_ENGINE_LOG`` (with their process id), taking ``FAKE_ENGINE_SLEEP`` seconds
+per input when that is set; ``fake-crash`` fails to load; ``fake-missing`` needs a
 distribution that is not installed."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 
 from whisperctl.bench.engines import Engine, EngineRequest, register
 
@@ -24,6 +26,7 @@ class FakeSession:
                     "chunking": "whole file", "vad": request.vad or "none", "fallback": False}
 
     def transcribe(self, samples) -> str:
+        time.sleep(float(os.environ.get("FAKE_ENGINE_SLEEP", "0")))
         return "hello world" if len(samples) == 16000 else "good friend"
 
 

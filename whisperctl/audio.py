@@ -281,7 +281,16 @@ def stream(source: AudioInput, block_seconds: float = 30.0) -> Iterator[np.ndarr
     except _NotSoundfile:
         if data is not None:
             data.seek(0)
-        yield from _stream_av(source, data, block_seconds)
+        produced = False
+        try:
+            for block in _stream_av(source, data, block_seconds):
+                produced = True
+                yield block
+        except AudioError:
+            overrun = None if produced else _id3_overrun(source, data)
+            if overrun is None:
+                raise
+            raise AudioError(f"{source.name}: {overrun}") from None
 
 
 def load(source: AudioInput | str | os.PathLike) -> np.ndarray:
@@ -293,6 +302,30 @@ def load(source: AudioInput | str | os.PathLike) -> np.ndarray:
 
 class _NotSoundfile(Exception):
     pass
+
+
+def _id3_overrun(source: AudioInput, data: BinaryIO | None) -> str | None:
+    """Why an MP3 that no decoder could open has no audio, when its ID3v2 tag says it is larger than the whole file
+    (libsndfile then says "File does not exist", FFmpeg "Invalid data"); None when the tag is not the reason."""
+    try:
+        if data is not None:
+            data.seek(0)
+            head, size = data.read(10), data.seek(0, os.SEEK_END)
+            data.seek(0)
+        else:
+            with open(os.fsencode(source.path), "rb") as fh:
+                head, size = fh.read(10), os.fstat(fh.fileno()).st_size
+    except OSError:
+        return None
+    if len(head) < 10 or head[:3] != b"ID3" or head[3] == 0xFF or any(b & 0x80 for b in head[6:10]):
+        return None
+    claimed = 0
+    for byte in head[6:10]:  # a "synchsafe" integer: 7 bits a byte
+        claimed = claimed << 7 | byte
+    if 10 + claimed <= size:
+        return None
+    return (f"its ID3 tag claims {claimed} bytes ({claimed / 2**20:.1f} MiB) but the whole file has {size}, so no "
+            "audio follows the tag; the file is truncated or corrupt.")
 
 
 def _check_readable(source: AudioInput) -> bool:

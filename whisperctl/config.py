@@ -581,7 +581,9 @@ def load_config_file(path: str | Path) -> dict[str, dict[str, Any]]:
     """Read and check a TOML preset: ``{"engine": {...}, "bench": {...}}``.
 
     Engine keys sit under ``[engine]`` or at the top level. A misspelled table or key, a table that is not a
-    table, or a file that is not UTF-8 TOML is a :class:`UsageError` naming the file; nothing is ignored silently.
+    table, a key given twice (``beam_size`` and ``beam-size``, or at the top level and in ``[engine]``) or a file
+    that is not UTF-8 TOML is a :class:`UsageError` naming the file; nothing is ignored silently. Keys come back
+    spelled with underscores.
     """
     p = Path(path)
     where = f"--config {p}"
@@ -599,24 +601,35 @@ def load_config_file(path: str | Path) -> dict[str, dict[str, Any]]:
         raise UsageError(f"{where}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8.") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"{where}: cannot read it as TOML: {getattr(exc, 'strerror', None) or exc}") from None
-    engine_keys = EngineConfig.field_names()
+    valid = {"engine": EngineConfig.field_names(), "bench": BENCH_KEYS}
     out: dict[str, dict[str, Any]] = {"engine": {}, "bench": {}}
+    written: dict[tuple[str, str], tuple[str, str]] = {}  # (table, key with underscores) → (key as written, where)
+
+    def put(table: str, key: str, value: Any, place: str) -> None:
+        name = str(key).replace("-", "_")
+        if isinstance(value, dict):
+            raise UsageError(f"{where}: [{table}] {key} must be a value, not a table.")
+        if name not in valid[table]:
+            raise UsageError(f"{where}: unknown key '{key}' in [{table}].{_did_you_mean(key, valid[table])} "
+                             f"Valid: {', '.join(sorted(valid[table]))}.")
+        if (table, name) in written:  # TOML itself refuses only the same spelling twice in one table
+            first, first_place = written[(table, name)]
+            both = (f"'{first}' and '{key}' {place} are one key spelled two ways" if first_place == place
+                    else f"'{first}' {first_place} and '{key}' {place} are the same key")
+            raise UsageError(f"{where}: {both}; keep one.")
+        written[(table, name)] = (str(key), place)
+        out[table][name] = value
+
     for key, value in data.items():
         if key in out:
             if not isinstance(value, dict):
                 raise UsageError(f"{where}: '{key}' must be a table ([{key}]), got {type(value).__name__} {value!r}.")
-            out[key].update(value)
+            for inner, inner_value in value.items():
+                put(key, inner, inner_value, f"in [{key}]")
         elif isinstance(value, dict):
             raise UsageError(f"{where}: unknown table [{key}]. Valid: [engine], [bench].{_did_you_mean(key, out)}")
         else:
-            out["engine"][key] = value  # top-level engine keys (flat presets)
-    for table, valid in (("engine", engine_keys), ("bench", BENCH_KEYS)):
-        for key, value in out[table].items():
-            if isinstance(value, dict):
-                raise UsageError(f"{where}: [{table}] {key} must be a value, not a table.")
-            if str(key).replace("-", "_") not in valid:
-                raise UsageError(f"{where}: unknown key '{key}' in [{table}].{_did_you_mean(key, valid)} "
-                                 f"Valid: {', '.join(sorted(valid))}.")
+            put("engine", key, value, "at the top level")  # top-level engine keys (flat presets)
     return out
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import time
 import zlib
 from typing import Any, Callable, Hashable, Sequence
@@ -31,7 +32,7 @@ import numpy as np
 
 from .audio import SAMPLE_RATE
 from .backends import Backend, Prompt, SearchOptions, Windows, for_model
-from .config import DecodeOptions, RunControl, Timestamps
+from .config import DecodeOptions, Quantization, RunControl, Timestamps
 from .errors import ModelError, OutOfMemoryError
 from .loaded import LoadedModel
 from .repetition import trailing_loop
@@ -70,6 +71,7 @@ class WindowResult:
     looped: bool = False  # the text ends in a repetition loop (whisperctl.repetition); the decode stopped there
     # a code of WARNINGS when every temperature failed (the least-bad attempt was kept, see best_attempt); else None
     warning: str | None = None
+    cut: bool = False  # the decode stopped at --max-new-tokens, not at end-of-text: the text is incomplete
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +84,7 @@ class BatchStats:
     encoder_s: float  # encoder forward time (CUDA synchronised)
     tokens: int  # generated tokens in the kept decodes
     audio_s: float
+    cut: int = 0  # kept decodes with text that stopped at --max-new-tokens (their text is incomplete)
 
 
 BatchObserver = Callable[[BatchStats], None]
@@ -163,6 +166,7 @@ class WindowDecoder:
         self.on_batch = on_batch
         self.backend: Backend = for_model(loaded)
         self.batch_limit: int | None = None  # learnt from CUDA out-of-memory during this call
+        self.cut_windows = 0  # kept decodes with text that stopped at --max-new-tokens (the caller says so once)
         # Windows are decoded with timestamps: without them Whisper sometimes ends a 30 s window early (measured:
         # 20 % WER on the LJ file with int8), and seams and seeking need token times. Random weights (speed runs)
         # decode untimed, a fixed amount of work.
@@ -190,7 +194,11 @@ class WindowDecoder:
             return self._decode_once(chunks, list(languages), prompts, groups)
         except OutOfMemoryError:
             raise
+        except MemoryError as exc:
+            raise self._out_of_ram(chunks, exc) from None
         except RuntimeError as exc:
+            if _is_out_of_ram(exc):
+                raise self._out_of_ram(chunks, exc) from None
             if not _is_oom(exc):
                 raise ModelError(f"decoding failed on {self.loaded.plan.device}: {str(exc).splitlines()[0]}") from exc
             _free_cuda_cache()
@@ -206,6 +214,29 @@ class WindowDecoder:
             self.batch_limit = half
             return self.decode(chunks[:half], languages[:half], prompts[:half], groups[:half]) + self.decode(
                 chunks[half:], languages[half:], prompts[half:], groups[half:])
+
+    def cut_note(self) -> str | None:
+        """One line for the end of the call when windows stopped at ``--max-new-tokens`` (None when none did)."""
+        if not self.cut_windows:
+            return None
+        return (f"--max-new-tokens {self.options.max_new_tokens}: {self.cut_windows} window(s) were cut at the limit; "
+                "their text is incomplete (raise the limit, or leave it out for the model's maximum).")
+
+    def _out_of_ram(self, chunks: Sequence[np.ndarray], exc: BaseException) -> OutOfMemoryError:
+        """The host's memory ran out (torch's ``DefaultCPUAllocator: can't allocate memory``, or a MemoryError):
+        what was being decoded, and what needs less memory. CUDA's out-of-memory halves the batch instead."""
+        plan, opts = self.loaded.plan, self.options
+        tried = re.search(r"tried to allocate (\d+) bytes", str(exc))
+        size = int(tried.group(1)) if tried else 0
+        amount = f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size} bytes"
+        failed = f" (an allocation of {amount} failed)" if tried else ""
+        fixes = ["a smaller --batch-size" + (" or --beam-size" if opts.beam_size > 1 else "")]
+        if plan.quantization == Quantization.NONE:
+            fixes.append("--quantize int8")
+        return OutOfMemoryError(
+            f"out of memory (RAM) decoding a batch of {len(chunks)} window(s) at beam size {opts.beam_size} with model "
+            f"'{self.loaded.source.describe()}' in {plan.dtype.value} on {plan.device}{failed}. "
+            f"Try {', or '.join(fixes)}.")
 
     def decode_pass(
         self, chunks: Sequence[np.ndarray], languages: Sequence[str | None] | None = None,
@@ -251,6 +282,8 @@ class WindowDecoder:
         finally:
             if timer is not None:
                 timer.remove()
+        cut = sum(r.cut and not r.silent and not random_weights for r in results)
+        self.cut_windows += cut
         for i, r in enumerate(results):
             log.debug("window %d/%d: T=%.1f avg_logprob=%.3f no_speech=%s ratio=%.2f %s %r", i + 1, len(results),
                       r.temperature, r.avg_logprob, "-" if r.no_speech_prob is None else f"{r.no_speech_prob:.3f}",
@@ -259,7 +292,7 @@ class WindowDecoder:
             self.on_batch(BatchStats(
                 size=len(chunks), seconds=time.perf_counter() - t0, features_s=features_s,
                 encoder_s=timer.seconds if timer else 0.0, tokens=sum(len(r.tokens) for r in results),
-                audio_s=sum(len(c) for c in chunks) / SAMPLE_RATE,
+                audio_s=sum(len(c) for c in chunks) / SAMPLE_RATE, cut=cut,
             ))
         return results
 
@@ -355,12 +388,13 @@ class WindowDecoder:
         out = []
         for i, row in enumerate(found.rows):
             tokens = [t for t in row if t != lm.eos_id]
+            cut = not forced and max_new is not None and len(tokens) >= max_new and not (row and row[-1] == lm.eos_id)
             text = lm.decode(tokens)
             out.append(WindowResult(
                 tokens=tokens, language=languages[i], avg_logprob=found.logprob_sums[i] / (len(tokens) + 1),
                 no_speech_prob=None if found.no_speech is None else found.no_speech[i],
                 compression_ratio=compression_ratio(text), temperature=temperature, text=text,
-                looped=stop_loops and trailing_loop([t for t in tokens if t < lm.eos_id]) is not None,
+                looped=stop_loops and trailing_loop([t for t in tokens if t < lm.eos_id]) is not None, cut=cut,
             ))
         return out
 
@@ -458,6 +492,12 @@ def _is_oom(exc: BaseException) -> bool:
     except ImportError:
         pass
     return "out of memory" in str(exc).lower()
+
+
+def _is_out_of_ram(exc: BaseException) -> bool:
+    """torch's allocation failure in host memory (``DefaultCPUAllocator: can't allocate memory``)."""
+    text = str(exc)
+    return "DefaultCPUAllocator" in text or "can't allocate memory" in text
 
 
 def _free_cuda_cache() -> None:

@@ -136,13 +136,6 @@ def _nvidia_driver() -> tuple[str | None, str | None]:
     return (drv.group(1) if drv else None), (cuda.group(1) if cuda else None)
 
 
-def _hf_cache() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
-    return Path(home) / "hub"
-
-
 def gather(verify_cache: bool = False) -> HostFacts:
     """The host's facts. The bundled model's SHA-256 is always checked (75 MB, about 0.1 s); converted cache
     entries get the quick check every load does (sizes; a hash of each file whose modification time changed)
@@ -180,7 +173,7 @@ def gather(verify_cache: bool = False) -> HostFacts:
             converted = str(entry)
     abandoned = [str(p) for p in cache.remove_abandoned()]
     cache_dir = cache.cache_root()
-    hub = _hf_cache()
+    hub = models.hf_cache_dir()[0]
     cached = tuple(
         alias for alias, repo in models.ALIASES.items() if (hub / f"models--{repo.replace('/', '--')}").is_dir()
     )

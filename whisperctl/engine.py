@@ -22,7 +22,8 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from . import __version__, audio as audio_mod, models
-from .config import SHORT_CHUNK_SECONDS, Chunking, DecodeOptions, EngineConfig, RunControl, Task, Timestamps, Vad, Weights
+from .config import (MAX_CHUNK_SECONDS, SHORT_CHUNK_SECONDS, Chunking, DecodeOptions, EngineConfig, RunControl, Task,
+                     Timestamps, Vad, Weights)
 from .decoding import BatchObserver, WindowDecoder
 from .eligibility import Environment, Plan, make_plan, memory_problem, probe
 from .errors import UsageError, WhisperctlError
@@ -140,7 +141,8 @@ class Transcriber:
     ) -> Iterator[Event]:
         """Every input's settled segments (SegmentReady) then its result (FileDone), input after input.
         ``options``: what to decode; ``control``: how the run is driven (forced token counts, out-of-memory
-        halving). Both default to the config's.
+        halving). Both default to the config's. Windows cut at ``--max-new-tokens`` are said in one warning when
+        the call ends, or, to an ``on_batch`` observer, counted in each batch's :class:`BatchStats`.
 
         Sequential chunking only (the others start over): with ``checkpoints``, a :class:`Checkpoint` follows
         each window's segments (where decoding could go on from: what a journal records); ``resume(input)`` may
@@ -148,13 +150,7 @@ class Transcriber:
         and whose decoding goes on from its point (the same windows and prompts as without the interruption)."""
         opts, control = options or self.options, control or self.config.control
         self.check(opts)
-        if opts.chunking != Chunking.SEQUENTIAL and opts.chunk_length_s < SHORT_CHUNK_SECONDS:
-            import logging
-
-            logging.getLogger("whisperctl").warning(
-                "--chunk-length %g s: windows this short cut words at every seam and lose their context; accuracy "
-                "drops steeply below %g s (Whisper is trained on 30 s windows; 15-30 s is usual).",
-                opts.chunk_length_s, SHORT_CHUNK_SECONDS)
+        _note_chunk_length(opts)
         lm = self.loaded
         inputs = [_as_input(s) for s in sources]
         decoder = WindowDecoder(lm, opts, on_batch, control=control)
@@ -177,7 +173,26 @@ class Transcriber:
             from .scheduler import BatchedScheduler
 
             runner = BatchedScheduler(decoder, opts, finish, new_builder, progress)
-        yield from runner.run([(inp, _speech(_blocks(inp, array), opts, inp.name)) for inp, array in inputs])
+        try:
+            yield from runner.run([(inp, _speech(_blocks(inp, array), opts, inp.name)) for inp, array in inputs])
+        finally:  # also when the caller stops early (transcribe() returns at its input's result)
+            note = decoder.cut_note() if on_batch is None else None
+            if note:
+                log.warning("%s", note)
+
+
+def _note_chunk_length(opts: DecodeOptions) -> None:
+    """Say once per call when ``--chunk-length`` (a flag or a preset's ``chunk_length_s``) does not do what it
+    seems: sequential chunking ignores it, and very short batched windows lose accuracy."""
+    if opts.chunking == Chunking.SEQUENTIAL:
+        if opts.chunk_length_s != MAX_CHUNK_SECONDS:
+            log.warning("--chunk-length %g s is not used: sequential chunking (the default) always decodes %g s "
+                        "windows; --chunk-length applies to --chunking batched|vad.", opts.chunk_length_s,
+                        MAX_CHUNK_SECONDS)
+    elif opts.chunk_length_s < SHORT_CHUNK_SECONDS:
+        log.warning("--chunk-length %g s: windows this short cut words at every seam and lose their context; accuracy "
+                    "drops steeply below %g s (Whisper is trained on 30 s windows; 15-30 s is usual).",
+                    opts.chunk_length_s, SHORT_CHUNK_SECONDS)
 
 
 def _speech(blocks: Iterable[np.ndarray], opts: DecodeOptions, name: str = "<audio>") -> Iterable[Any]:

@@ -238,9 +238,11 @@ def resolve(name: str) -> ModelSource:
     if text == BUNDLED_ALIAS and bundled_dir() is not None:
         return ModelSource("bundled", str(bundled_dir()), text, True)
     if text in ALIASES:
+        _check_hf_cache(text)
         repo = ALIASES[text]
         return ModelSource("hub", repo, text, repo.endswith(".en"))
     if _HUB_ID.match(text) and ".." not in text:
+        _check_hf_cache(text)
         return ModelSource("hub", text, text, text.endswith(".en"))
     if text.startswith((".", "/", "~")) or "/" in text and text.count("/") > 1:
         raise UsageError(f"--model {text}: no such directory.")
@@ -252,6 +254,26 @@ def resolve(name: str) -> ModelSource:
         f"--model {text}: unknown model. Use an alias ({', '.join([*ALIASES, *PACKAGED])}), a hub id like "
         f"'openai/whisper-small', or a local directory.{hint}"
     )
+
+
+def hf_cache_dir() -> tuple[Path, str | None]:
+    """The Hugging Face hub cache as huggingface_hub finds it, and the variable that placed it (None: the default)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]), "HF_HUB_CACHE"
+    for var, parent in (("HF_HOME", ""), ("XDG_CACHE_HOME", "huggingface")):
+        if os.environ.get(var):
+            return Path(os.environ[var]) / parent / "hub", var
+    return Path("~/.cache/huggingface/hub").expanduser(), None
+
+
+def _check_hf_cache(name: str) -> None:
+    """A hub model needs the Hugging Face cache: a variable pointing it at a file made every model a "cache miss"."""
+    _, var = hf_cache_dir()
+    given = Path(os.environ[var]).expanduser() if var else None
+    if given is not None and given.exists() and not given.is_dir():
+        what = "a file" if given.is_file() else "not a regular file"
+        raise UsageError(f"--model {name}: {var}={given} is {what}, not a directory: the Hugging Face cache cannot be "
+                         f"there. Point {var} at a directory, or unset it.")
 
 
 def _ct2_vocab_size(path: Path) -> int | None:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from .engines import SAMPLE_RATE, EngineRequest, registry
+from .processes import die_with_parent
 
 
 class _VramPeak:
@@ -148,6 +149,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    if spec.get("parent_pid"):  # started by bench --engines: never outlive it
+        die_with_parent(int(spec["parent_pid"]))
     logging.getLogger("whisperctl").setLevel(logging.ERROR)
     try:
         result = measure(spec)

@@ -5,7 +5,8 @@ engine reads (decoding and resampling are out of the comparison). Each repeat ru
 process (:mod:`whisperctl.bench.child`), in the listed order on even repeats and reversed on odd ones (A B C,
 C B A, …) so no engine always runs first on a cold cache or last on a hot CPU. Each row reports medians over the
 repeats; the texts are the last repeat's. Every engine gets the same model weights, device, threads, dtype, beam
-size and language (:class:`~.engines.EngineRequest`); each row says what the engine actually ran.
+size and language (:class:`~.engines.EngineRequest`); each row says what the engine actually ran. Neither the
+engines' processes nor the saved inputs outlive the run, however it ends (:mod:`whisperctl.bench.processes`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ import datetime
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,8 +25,10 @@ import numpy as np
 from ..config import EngineConfig
 from ..eligibility import Environment, environment_summary, make_plan
 from ..errors import EligibilityError, UsageError
+from . import processes
 from .engines import EngineRequest, check_model, parse_engines, registry
-from .runner import SCHEMA, BenchInput
+from .report import INTERRUPTED
+from .runner import SCHEMA, BenchInput, stop_with
 
 #: words listed per worst file in the table (the JSON has them all)
 _DROPPED_SHOWN = 6
@@ -96,42 +97,46 @@ def _child_env(request: EngineRequest) -> dict[str, str]:
 def _spawn(name: str, bench: EngineBench, inputs: list[dict[str, Any]], scratch: Path, tag: str) -> dict[str, Any]:
     spec_path, result_path, log_path = scratch / f"{tag}.spec.json", scratch / f"{tag}.result.json", scratch / f"{tag}.log"
     spec = {"engine": name, "request": dataclasses.asdict(bench.request), "inputs": inputs, "warmup": bench.warmup,
-            "result": str(result_path)}
+            "result": str(result_path), "parent_pid": os.getpid()}
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
     with log_path.open("wb") as log:
-        proc = subprocess.run([sys.executable, "-m", "whisperctl.bench.child", str(spec_path)], stdout=log,
-                              stderr=subprocess.STDOUT, env=_child_env(bench.request), check=False)
+        returncode = processes.run_child([sys.executable, "-m", "whisperctl.bench.child", str(spec_path)], log,
+                                         _child_env(bench.request))
     try:
         result = json.loads(result_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
-        result = {"error": f"the {name} process exited with {proc.returncode}: {' / '.join(tail) or 'no output'}"}
+        result = {"error": f"the {name} process exited with {returncode}: {' / '.join(tail) or 'no output'}"}
     return result
 
 
 def run(bench: EngineBench, inputs: list[BenchInput], env: Environment, on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run the comparison and return the self-describing result (docs/bench.md, "--engines")."""
+    """Run the comparison and return the self-describing result (docs/bench.md, "--engines"). Interrupted, it
+    raises :class:`~.runner.BenchInterrupted` holding what finished."""
     say = on_progress or (lambda msg: None)
     samples: dict[str, list[dict[str, Any]]] = {n: [] for n in bench.engines}
     failed: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(prefix="whisperctl-engines-") as tmp:
-        scratch = Path(tmp)
+    stopped: KeyboardInterrupt | None = None
+    with processes.scratch() as scratch:
         files = []
-        for i, item in enumerate(inputs):
-            path = scratch / f"input-{i}.npy"
-            np.save(path, np.ascontiguousarray(item.samples, dtype=np.float32))
-            files.append({"name": item.name, "path": str(path)})
-        for repeat in range(bench.repeats):
-            order = list(bench.engines) if repeat % 2 == 0 else list(reversed(bench.engines))
-            for position, name in enumerate(order):
-                if name in failed:
-                    continue
-                say(f"repeat {repeat + 1}/{bench.repeats}: {name}")
-                result = _spawn(name, bench, files, scratch, f"{repeat}-{position}")
-                if "error" in result:
-                    failed[name] = result["error"]
-                    continue
-                samples[name].append({**result, "repeat": repeat, "position": position})
+        try:
+            for i, item in enumerate(inputs):
+                path = scratch / f"input-{i}.npy"
+                np.save(path, np.ascontiguousarray(item.samples, dtype=np.float32))
+                files.append({"name": item.name, "path": str(path)})
+            for repeat in range(bench.repeats):
+                order = list(bench.engines) if repeat % 2 == 0 else list(reversed(bench.engines))
+                for position, name in enumerate(order):
+                    if name in failed:
+                        continue
+                    say(f"repeat {repeat + 1}/{bench.repeats}: {name}")
+                    result = _spawn(name, bench, files, scratch, f"{repeat}-{position}")
+                    if "error" in result:
+                        failed[name] = result["error"]
+                        continue
+                    samples[name].append({**result, "repeat": repeat, "position": position})
+        except KeyboardInterrupt as exc:
+            stopped = exc
     audio_s = sum(i.duration for i in inputs)
     rows = [_row(n, samples[n], failed.get(n), inputs, audio_s, bench) for n in bench.engines]
     rows += [{"engine": n, "model": bench.base.model, "status": f"skipped: {why}"} for n, why in bench.skipped]
@@ -139,13 +144,13 @@ def run(bench: EngineBench, inputs: list[BenchInput], env: Environment, on_progr
     engines = registry()
     environment = environment_summary(env) | _host_summary(bench.request)
     environment["engines"] = {n: engines[n].version() for n in bench.engines}
-    return {
+    return stop_with({
         "schema": SCHEMA, "kind": "engines",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "environment": environment, "spec": bench.to_dict(),
         "inputs": [{"name": i.name, "duration_s": round(i.duration, 3), "has_reference": i.reference is not None} for i in inputs],
         "rows": rows,
-    }
+    }, stopped)
 
 
 def _host_summary(request: EngineRequest) -> dict[str, Any]:
@@ -165,16 +170,18 @@ def describe(ran: dict[str, Any]) -> str:
 
 def _row(name: str, runs: list[dict[str, Any]], error: str | None, inputs: list[BenchInput], audio_s: float,
          bench: EngineBench) -> dict[str, Any]:
+    """One engine's row; ``error``: why its runs stopped (None with fewer runs than repeats: interrupted)."""
     row: dict[str, Any] = {"engine": name, "model": bench.request.model, "device": bench.request.device,
                            "threads": bench.request.threads}
+    then = f"error: {error}" if error is not None else INTERRUPTED
     if not runs:
-        row["status"] = f"error: {error}"
+        row["status"] = then
         return row
     last = runs[-1]
     ran = last["ran"]
     median = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
     row.update({
-        "status": "ok" if error is None else f"ok ({len(runs)}/{bench.repeats} repeats; then error: {error})",
+        "status": "ok" if len(runs) == bench.repeats else f"ok ({len(runs)}/{bench.repeats} repeats; then {then})",
         "version": last.get("version"), "ran": ran, "ran_summary": describe(ran),
         "attention": ran.get("attention"), "dtype": ran.get("compute"), "batch_size": ran.get("batch"),
         "imports_s": median("imports_s"), "load_s": median("load_s"), "wall_s": median("wall_s"),

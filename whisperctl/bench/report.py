@@ -29,6 +29,10 @@ ENGINE_COLUMNS: list[tuple[str, str]] = [
 ]
 
 
+#: The status of a row an interruption left unfinished (the result then says ``"partial": true``).
+INTERRUPTED = "interrupted"
+
+
 def is_engines(result: dict[str, Any]) -> bool:
     return result.get("kind") == "engines"
 
@@ -75,6 +79,9 @@ def header(result: dict[str, Any]) -> str:
         f"baseline {spec['baseline']}; weights {weights}"
         + (" (text and WER blank: random weights)" if weights == "random" else ""),
     ]
+    if result.get("partial"):
+        unfinished = sum(r.get("status") == INTERRUPTED for r in result["rows"])
+        lines.append(f"PARTIAL: interrupted; {unfinished} of {len(result['rows'])} row(s) did not finish")
     return "\n".join(lines)
 
 

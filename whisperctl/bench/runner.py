@@ -14,11 +14,12 @@ import csv
 import dataclasses
 import datetime
 import gc
+import logging
 import statistics
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from .. import audio as audio_mod
 from ..config import MAX_BATCH_SIZE, Attention, Chunking, Decoder, DType, EngineConfig, Quantization, Vad, parse_choice
 from ..eligibility import Environment, environment_summary, make_plan
 from ..errors import EligibilityError, OutOfMemoryError, UsageError, WhisperctlError
+from .report import INTERRUPTED
 
 SCHEMA = "whisperctl.bench/1"
 
@@ -234,6 +236,16 @@ def _row_key(row: dict[str, Any]) -> tuple:
     return (row["model"], row["dtype"], row["quantization"], row["batch_size"], row["decoder_option"])
 
 
+class BenchInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or the caller's SIGTERM, as ``__cause__``) stopped a benchmark: ``result`` is the self-describing
+    result of what finished, with ``"partial": true`` and a row ``status: "interrupted"`` for each configuration that
+    did not. A ``KeyboardInterrupt``, so a caller that does not look for it still stops."""
+
+    def __init__(self, result: dict[str, Any]):
+        super().__init__("the benchmark was interrupted")
+        self.result = result
+
+
 def run(
     spec: BenchSpec,
     inputs: list[BenchInput],
@@ -241,25 +253,69 @@ def run(
     on_progress: Callable[[str], None] | None = None,
     transcriber_factory: Callable[[EngineConfig, Environment], Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the matrix and return the self-describing result (see docs/bench.md for the schema)."""
+    """Run the matrix and return the self-describing result (see docs/bench.md for the schema). Interrupted, it
+    raises :class:`BenchInterrupted` holding the rows that finished."""
+    rows: list[dict[str, Any]] = []
+    stopped: KeyboardInterrupt | None = None
+    try:
+        for row in _rows(spec, inputs, env, on_progress or (lambda msg: None), transcriber_factory):
+            rows.append(row)
+    except KeyboardInterrupt as exc:
+        stopped = exc
+        planned = [(config, bs) for config in spec.configs() for bs in spec.batch_sizes]  # one row each, in order
+        rows += [{**_identity(config), "batch_size": bs, "status": INTERRUPTED} for config, bs in planned[len(rows):]]
+    compare_rows(rows, spec)
+    _compare_decoders(rows, spec)
+    _note_cut_windows(rows, spec)
+    result = {
+        "schema": SCHEMA,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "environment": environment_summary(env) | host_summary(),
+        "spec": spec.to_dict(),
+        "inputs": [{"name": i.name, "duration_s": round(i.duration, 3), "has_reference": i.reference is not None} for i in inputs],
+        "rows": rows,
+    }
+    return stop_with(result, stopped)
+
+
+def stop_with(result: dict[str, Any], stopped: KeyboardInterrupt | None) -> dict[str, Any]:
+    """``result``, or after an interruption :class:`BenchInterrupted` with it marked partial."""
+    if stopped is None:
+        return result
+    result["partial"] = True
+    raise BenchInterrupted(result) from stopped
+
+
+def _note_cut_windows(rows: list[dict[str, Any]], spec: BenchSpec) -> None:
+    """One warning for the run when windows stopped at --max-new-tokens (each batch counts them in ``cut``)."""
+    cut = [r for r in rows if any(b.get("cut") for s in r.get("samples", []) for b in s["batches"])]
+    if cut:
+        logging.getLogger("whisperctl").warning(
+            "--max-new-tokens %s: windows were cut at the limit in %d of %d row(s); their texts and WER are of "
+            "incomplete text.", spec.base.max_new_tokens, len(cut), len(rows))
+
+
+def _identity(config: EngineConfig) -> dict[str, Any]:
+    return {"model": config.model, "attention": config.attention.value, "dtype": config.dtype.value,
+            "quantization": config.quantization.value, "weights": config.weights,
+            "decoder_option": config.decoder.value}  # as asked (--decoders); "decoder": what ran
+
+
+def _rows(spec: BenchSpec, inputs: list[BenchInput], env: Environment, say: Callable[[str], None],
+          transcriber_factory: Callable[[EngineConfig, Environment], Any] | None) -> Iterator[dict[str, Any]]:
+    """One finished row per (configuration, batch size), in :meth:`BenchSpec.configs` order."""
     from ..engine import Transcriber
 
     factory = transcriber_factory or Transcriber
-    rows: list[dict[str, Any]] = []
-    say = on_progress or (lambda msg: None)
     for config in spec.configs():
-        base_row = {
-            "model": config.model, "attention": config.attention.value, "dtype": config.dtype.value,
-            "quantization": config.quantization.value, "weights": config.weights,
-            "decoder_option": config.decoder.value,  # as asked (--decoders); "decoder": what ran
-        }
+        base_row = _identity(config)
         try:
             plan = make_plan(config, env)
         except EligibilityError as exc:
             reason = str(exc).split(": ", 1)[1] if ": " in str(exc) else str(exc)
             reason, _, fix = reason.partition(". Fix: ")
             for bs in spec.batch_sizes:
-                rows.append({**base_row, "batch_size": bs, "status": f"skipped: {reason}", "fix": fix.rstrip(".")})
+                yield {**base_row, "batch_size": bs, "status": f"skipped: {reason}", "fix": fix.rstrip(".")}
             say(f"{config.model} {config.attention.value} {config.dtype.value}: skipped")
             continue
         base_row["dtype"] = plan.dtype.value
@@ -276,7 +332,7 @@ def run(
             load_s = time.perf_counter() - t0
         except WhisperctlError as exc:
             for bs in spec.batch_sizes:
-                rows.append({**base_row, "batch_size": bs, "status": f"error: {exc}"})
+                yield {**base_row, "batch_size": bs, "status": f"error: {exc}"}
             continue
         for bs in spec.batch_sizes:
             row = {**base_row, "batch_size": bs, "load_s": round(load_s, 3),
@@ -290,19 +346,9 @@ def run(
                 row["status"] = f"OOM at batch {bs}"
             except WhisperctlError as exc:
                 row["status"] = f"error: {exc}"
-            rows.append(row)
+            yield row
         del transcriber
         _cuda_reset(plan.device)
-    compare_rows(rows, spec)
-    _compare_decoders(rows, spec)
-    return {
-        "schema": SCHEMA,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "environment": environment_summary(env) | host_summary(),
-        "spec": spec.to_dict(),
-        "inputs": [{"name": i.name, "duration_s": round(i.duration, 3), "has_reference": i.reference is not None} for i in inputs],
-        "rows": rows,
-    }
 
 
 def measure(transcriber: Any, config: EngineConfig, inputs: list[BenchInput], spec: BenchSpec, device: str) -> dict[str, Any]:
@@ -312,8 +358,8 @@ def measure(transcriber: Any, config: EngineConfig, inputs: list[BenchInput], sp
     options, control = config.decode_options(), config.run_control(halve_on_oom=False)
     _cuda_reset(device)
     warm = inputs[0].samples[: int(config.batch_size * config.chunk_length_s * audio_mod.SAMPLE_RATE)]
-    for _ in range(spec.warmup):
-        transcriber.transcribe(warm, options, name="warmup", control=control)
+    for _ in range(spec.warmup):  # batches observed (and dropped), so windows cut at --max-new-tokens go unsaid
+        _texts(transcriber.transcribe_many([("warmup", warm)], options, on_batch=lambda stats: None, control=control))
     samples: list[dict[str, Any]] = []
     texts: list[str] = []
     audio_s = sum(i.duration for i in inputs)
@@ -330,10 +376,7 @@ def measure(transcriber: Any, config: EngineConfig, inputs: list[BenchInput], sp
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             wall = time.perf_counter() - t0
-            for _, result in results:
-                if isinstance(result, Exception):
-                    raise result
-            texts = [r.text for _, r in results]
+            texts = _texts(results)
             samples.append({"repeat": repeat, "wall_s": wall, "audio_s": audio_s, "rtfx": audio_s / wall, "batches": batches})
     latencies = [b["seconds"] for s in samples for b in s["batches"]]
     tok_rates = [sum(b["tokens"] for b in s["batches"]) / max(sum(b["seconds"] for b in s["batches"]), 1e-9) for s in samples]
@@ -360,6 +403,16 @@ def measure(transcriber: Any, config: EngineConfig, inputs: list[BenchInput], sp
 
             out["wer"] = wer([r for r, _ in refs], [t for _, t in refs])
     return out
+
+
+def _texts(results: Iterable[tuple[Any, Any]]) -> list[str]:
+    """The transcripts of a ``transcribe_many`` call; the first input's error is the row's."""
+    texts = []
+    for _, result in results:
+        if isinstance(result, Exception):
+            raise result
+        texts.append(result.text)
+    return texts
 
 
 def compare_rows(rows: list[dict[str, Any]], spec: BenchSpec) -> None:

@@ -109,23 +109,31 @@ def bench(
     from ..eligibility import probe
 
     env = probe()
+    stopped: Optional[runner.BenchInterrupted] = None
     with contextlib.ExitStack() as resources:
         on_progress = None
         if sys.stderr.isatty() and not quiet:
             from rich.console import Console
 
             on_progress = resources.enter_context(Console(stderr=True).status("benchmarking…")).update
-        if engine_bench is not None:
-            from ..bench import compare
+        try:
+            if engine_bench is not None:
+                from ..bench import compare
 
-            result = compare.run(engine_bench, inputs, env, on_progress=on_progress)
-        else:
-            result = runner.run(spec, inputs, env, on_progress=on_progress)
+                result = compare.run(engine_bench, inputs, env, on_progress=on_progress)
+            else:
+                result = runner.run(spec, inputs, env, on_progress=on_progress)
+        except runner.BenchInterrupted as exc:  # Ctrl-C or SIGTERM: the rows that finished are still reported
+            result, stopped = exc.result, exc
     result["command"] = "whisperctl " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if previous is not None:
         report.add_previous(result, previous)
     report.print_table(result)
     outs.write(result)
+    if stopped is not None:
+        from . import Interrupted, Terminated
+
+        raise Interrupted(isinstance(stopped.__cause__, Terminated), outs.kept(result)) from stopped
     if all(not r["status"].startswith(("ok", "skipped")) for r in result["rows"]):
         raise typer.Exit(1)
 
@@ -161,6 +169,15 @@ class _Outputs:
         _check_distinct_outputs(outputs)
         for path, flag in outputs:
             check_output_file(path, flag)
+
+    def kept(self, result: dict[str, Any]) -> str:
+        """Where an interrupted run's finished rows went (the next step the interruption message names)."""
+        from ..bench.report import INTERRUPTED
+
+        done = sum(r.get("status") != INTERRUPTED for r in result["rows"])
+        files = [str(p) for p in (self.json, self.csv, self.markdown, self.plot) if p is not None]
+        where = f"written to {', '.join(files)}, marked partial" if files else "in the table above"
+        return f"the {done} of {len(result['rows'])} row(s) that finished are {where}"
 
     def write(self, result: dict[str, Any]) -> None:
         from ..bench import report
