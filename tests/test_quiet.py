@@ -15,9 +15,11 @@ def _transcribe(model, *flags):
     return ["transcribe", str(EXAMPLES / "short.wav"), "--model", str(model), "--max-new-tokens", "4", *flags]
 
 
-def test_cpu_transcribe_prints_nothing_on_stderr(capsys, tiny_random_model, monkeypatch):
+def test_cpu_transcribe_prints_nothing_on_stderr(capsys, monkeypatch):
+    """The bundled model on speech: nothing to say (random weights cut at a few tokens get warnings, rightly)."""
     monkeypatch.delenv("WHISPERCTL_DEBUG", raising=False)
-    code, out, err = run_cli(_transcribe(tiny_random_model), capsys)
+    run_cli(["transcribe", str(EXAMPLES / "short.wav")], capsys)  # (the first use converts the model, once, and says so)
+    code, out, err = run_cli(["transcribe", str(EXAMPLES / "short.wav")], capsys)
     assert code == 0 and out.strip()
     assert err == ""  # was "whisperctl: auto → sdpa (flash_attention_2 not usable: …)" on every CPU run
 

@@ -272,12 +272,14 @@ def test_damaged_assembled_copy_is_joined_again_and_doctor_sees_it(packaged_tiny
 def test_chunk_length_below_five_seconds_is_said(capsys, tiny_random_model):
     common = [EXAMPLES / "short.wav", "-q", "--model", tiny_random_model, "--max-new-tokens", "2", "--temperature", "0",
               "--vad", "none", "--chunking", "batched"]  # (the default sequential loop has no chunk length)
+    # (random weights with 2 tokens per window also get the --max-new-tokens note and low_logprob warnings)
     code, _, err = run_cli(["transcribe", *common, "--chunk-length", "2"], capsys)
     assert code == 0, err
-    assert err == ("whisperctl: WARNING: --chunk-length 2 s: windows this short cut words at every seam and lose their "
-                   "context; accuracy drops steeply below 5 s (Whisper is trained on 30 s windows; 15-30 s is usual).\n")
+    assert [line for line in err.splitlines() if "chunk-length" in line] == [
+        "whisperctl: WARNING: --chunk-length 2 s: windows this short cut words at every seam and lose their "
+        "context; accuracy drops steeply below 5 s (Whisper is trained on 30 s windows; 15-30 s is usual)."]
     code, _, err = run_cli(["transcribe", *common, "--chunk-length", "5"], capsys)
-    assert code == 0 and err == ""
+    assert code == 0 and "chunk-length" not in err
 
 
 def test_clips_past_the_end_of_the_file_are_said(capsys, tiny_random_model):
@@ -288,8 +290,10 @@ def test_clips_past_the_end_of_the_file_are_said(capsys, tiny_random_model):
                    "end of the file (7.87 s long); no clip holds audio, so the transcript is empty.\n")
     code, _, err = run_cli(["transcribe", *common, "--clip-timestamps", "1,3,60,90"], capsys)
     assert code == 0
-    assert err == (f"whisperctl: WARNING: {EXAMPLES / 'short.wav'}: --clip-timestamps 60–90 s starts past the end of "
-                   "the file (7.87 s long); it holds no audio.\n")
+    # (random weights with 2 tokens per window also get the --max-new-tokens note and low_logprob warnings)
+    assert [line for line in err.splitlines() if "clip-timestamps" in line] == [
+        f"whisperctl: WARNING: {EXAMPLES / 'short.wav'}: --clip-timestamps 60–90 s starts past the end of "
+        "the file (7.87 s long); it holds no audio."]
 
 
 # ----------------------------------------------------------------- SIGTERM during a --ray run
