@@ -93,9 +93,10 @@ def _three_sentences(tmp_path):
 
 def test_the_vad_stream_offers_the_middle_of_each_pause(tmp_path):
     from whisperctl import audio, vad
+    from whisperctl.inputs import AudioInput
 
     path, _, starts = _three_sentences(tmp_path)
-    stream = vad.speech_only(audio.stream(audio.AudioInput.from_arg(str(path))), vad.VadParams())
+    stream = vad.speech_only(audio.stream(AudioInput.from_arg(str(path))), vad.VadParams())
     joined = sum(len(b) for b in stream)
     cuts = stream.cut_points()
     assert len(cuts) == 2 and all(0 < c < joined for c in cuts)

@@ -21,7 +21,9 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from . import __version__, audio as audio_mod, models
+from . import audio as audio_mod, models
+from .inputs import AudioInput
+from .version import __version__
 from .config import SHORT_CHUNK_SECONDS, Chunking, DecodeOptions, EngineConfig, RunControl, Task, Timestamps, Vad, Weights
 from .decoding import BatchObserver, WindowDecoder
 from .eligibility import Environment, Plan, make_plan, memory_problem, probe
@@ -117,7 +119,7 @@ class Transcriber:
     def transcribe_many(
         self, sources: Iterable[Any], options: DecodeOptions | None = None, progress: ProgressFn | None = None,
         on_batch: BatchObserver | None = None, *, control: RunControl | None = None,
-    ) -> Iterator[tuple[audio_mod.AudioInput, Transcript | WhisperctlError]]:
+    ) -> Iterator[tuple[AudioInput, Transcript | WhisperctlError]]:
         """Yield (input, transcript or error) in input order; one bad input never stops the others.
         ``sources``: paths, AudioInputs, or (name, 16 kHz mono float32 array) pairs."""
         for event in self.events(sources, options, progress, on_batch, control=control):
@@ -136,7 +138,7 @@ class Transcriber:
     def events(
         self, sources: Iterable[Any], options: DecodeOptions | None = None, progress: ProgressFn | None = None,
         on_batch: BatchObserver | None = None, *, control: RunControl | None = None,
-        resume: Callable[[audio_mod.AudioInput], Resume | None] | None = None, checkpoints: bool = False,
+        resume: Callable[[AudioInput], Resume | None] | None = None, checkpoints: bool = False,
     ) -> Iterator[Event]:
         """Every input's settled segments (SegmentReady) then its result (FileDone), input after input.
         ``options``: what to decode; ``control``: how the run is driven (forced token counts, out-of-memory
@@ -161,7 +163,7 @@ class Transcriber:
         config = {**self.config.to_dict(), **opts.to_dict(), **control.to_dict()}
         runtime = self.runtime_info(opts)
 
-        def new_builder(inp: audio_mod.AudioInput, stream: Any) -> TranscriptBuilder:
+        def new_builder(inp: AudioInput, stream: Any) -> TranscriptBuilder:
             speech = stream if opts.cuts_audio else None  # then a regions.RegionStream (see _speech)
             return TranscriptBuilder(inp, lm.decode, lm.is_word_start, with_words=opts.timestamps == Timestamps.WORD,
                                      speech=speech, silence_threshold=opts.hallucination_silence_threshold)
@@ -197,17 +199,17 @@ def _speech(blocks: Iterable[np.ndarray], opts: DecodeOptions, name: str = "<aud
     return vad.speech_only(blocks, params)
 
 
-def _as_input(source: Any) -> tuple[audio_mod.AudioInput, np.ndarray | None]:
+def _as_input(source: Any) -> tuple[AudioInput, np.ndarray | None]:
     """(input, its array or None): arrays travel with their input, so two arrays of one name stay apart."""
     if isinstance(source, tuple):
         name, array = source
-        return audio_mod.AudioInput(str(name), None), array
+        return AudioInput(str(name), None), array
     if isinstance(source, np.ndarray):
-        return audio_mod.AudioInput("<array>", None), source
-    return (source if isinstance(source, audio_mod.AudioInput) else audio_mod.AudioInput.from_arg(source)), None
+        return AudioInput("<array>", None), source
+    return (source if isinstance(source, AudioInput) else AudioInput.from_arg(source)), None
 
 
-def _blocks(inp: audio_mod.AudioInput, array: np.ndarray | None) -> Iterator[np.ndarray]:
+def _blocks(inp: AudioInput, array: np.ndarray | None) -> Iterator[np.ndarray]:
     if array is None:
         yield from audio_mod.stream(inp)
         return

@@ -16,7 +16,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from . import audio as audio_mod, longform
+from . import longform
+from .inputs import AudioInput
 from .config import Chunking, DecodeOptions
 from .decoding import WindowDecoder
 from .errors import WhisperctlError
@@ -28,7 +29,7 @@ ProgressFn = Callable[[str, float], None]  # (input name, seconds of audio just 
 
 @dataclasses.dataclass(frozen=True)
 class _Input:
-    source: audio_mod.AudioInput
+    source: AudioInput
     blocks: Iterable[np.ndarray]
     builder: TranscriptBuilder
     windows: FileWindows
@@ -39,7 +40,7 @@ Item = tuple[_Input, WindowKey, longform.Window]  # a window waiting in the batc
 
 class BatchedScheduler:
     def __init__(self, decoder: WindowDecoder, options: DecodeOptions, finish: Callable[[TranscriptBuilder, float], Any],
-                 new_builder: Callable[[audio_mod.AudioInput, Any], TranscriptBuilder], progress: ProgressFn | None = None):
+                 new_builder: Callable[[AudioInput, Any], TranscriptBuilder], progress: ProgressFn | None = None):
         self.decoder, self.options, self.progress = decoder, options, progress
         self._finish, self._new_builder = finish, new_builder
         lm = decoder.loaded
@@ -52,7 +53,7 @@ class BatchedScheduler:
             vad_tail_s=options.vad_params[2] / 1000 + 0.3,  # a VAD window ends a pad after its last speech
         )
 
-    def run(self, inputs: list[tuple[audio_mod.AudioInput, Iterable[np.ndarray]]]) -> Iterator[Event]:
+    def run(self, inputs: list[tuple[AudioInput, Iterable[np.ndarray]]]) -> Iterator[Event]:
         """Events in input order per file: its segments as they settle, then its FileDone."""
         opts = self.options
         files = [_Input(inp, blocks, self._new_builder(inp, blocks), FileWindows(self.windowing)) for inp, blocks in inputs]

@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from . import audio as audio_mod, longform
+from .inputs import AudioInput
 from .config import DecodeOptions
 from .decoding import WindowDecoder, WindowResult
 from .lanes import Lane, LaneBook
@@ -137,8 +138,8 @@ class SequentialRunner:
     :class:`~whisperctl.lanes.LaneBook`'s."""
 
     def __init__(self, decoder: WindowDecoder, options: DecodeOptions, finish: Callable[[TranscriptBuilder, float], Any],
-                 new_builder: Callable[[audio_mod.AudioInput, Any], TranscriptBuilder], progress: Callable[[str, float], None] | None = None,
-                 resume: Callable[[audio_mod.AudioInput], Resume | None] | None = None, checkpoints: bool = False):
+                 new_builder: Callable[[AudioInput, Any], TranscriptBuilder], progress: Callable[[str, float], None] | None = None,
+                 resume: Callable[[AudioInput], Resume | None] | None = None, checkpoints: bool = False):
         self.decoder, self.options, self.progress = decoder, options, progress
         self._finish, self._new_builder = finish, new_builder
         self._resume, self._checkpoints = resume, checkpoints  # resume points per input; Checkpoint events
@@ -146,7 +147,7 @@ class SequentialRunner:
         self._prompt = self.loaded.text_tokens(options.initial_prompt) if options.initial_prompt else []
         self._section_s = options.section_length_s
 
-    def run(self, inputs: list[tuple[audio_mod.AudioInput, Iterable[np.ndarray]]]) -> Iterator[Event]:
+    def run(self, inputs: list[tuple[AudioInput, Iterable[np.ndarray]]]) -> Iterator[Event]:
         """Events input after input: each input's segments as they settle, then its FileDone."""
         waiting = collections.deque(inputs)
         book = LaneBook(self.options.batch_size, self._finish)

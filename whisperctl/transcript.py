@@ -13,7 +13,7 @@ import time
 from typing import Any, Callable, Union
 
 from . import longform
-from .audio import AudioInput, input_identity
+from .inputs import AudioInput, input_identity
 from .decoding import WARNINGS, WindowResult
 from .errors import WhisperctlError
 from .hallucinations import SilenceFilter
