@@ -97,7 +97,7 @@ class Transcriber:
             "word_alignment_attention": "eager" if opts.timestamps == Timestamps.WORD else None,
             "quantization": plan.quantization.value,
             # what ran every decoding pass (greedy, beam, sampled fallback): "lean" (whisperctl's loop) or "generate"
-            "decoder": lm.backend_name if lm else None,
+            "decoder": lm.backend.name if lm else None,
             "threads": torch.get_num_threads() if plan.device == "cpu" else None,
             "load_seconds": lm.load_seconds if lm else None,
             "versions": {"whisperctl": __version__, "torch": self.env.torch, "transformers": self.env.transformers},

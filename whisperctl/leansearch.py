@@ -221,9 +221,15 @@ class RowDraws:
         minus the log of Exp(1) noise), whose noise each row draws from its own generator."""
         import torch
 
+        return torch.argmax(self.perturbed(scores, temperature), dim=-1)
+
+    def perturbed(self, scores, temperature: float):
+        """The scaled scores minus the log of each row's Exp(1) noise: their argmax is a draw (:meth:`sample`)."""
+        import torch
+
         noise = torch.stack([torch.empty(scores.shape[1], dtype=scores.dtype, device=scores.device).exponential_(generator=g)
                              for g in self.generators])
-        return torch.argmax(scores / temperature - noise.log(), dim=-1)
+        return scores / temperature - noise.log()
 
     def keep(self, index) -> None:
         self.generators = [self.generators[i] for i in index.tolist()]
