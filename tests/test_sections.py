@@ -58,9 +58,11 @@ def test_no_pause_after_the_minimum_leaves_one_section_and_a_short_tail_stays():
 
 
 def test_a_stream_without_pauses_or_sections_off_is_one_lazy_section():
-    blocks = [np.zeros(SR, np.float32)] * 3
-    section = Sections(blocks, 60.0).next()
-    assert section.blocks is blocks  # read as the loop needs it, not held
+    from whisperctl.regions import WholeStream
+
+    whole = WholeStream([np.zeros(SR, np.float32)] * 3)
+    section = Sections(whole, 60.0).next()
+    assert section.blocks is whole  # read as the loop needs it, not held
     stream = FakeSpeech(200.0, [70.0])
     off = Sections(stream, 0.0)
     assert off.next().blocks is stream and off.next() is None

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from .eligibility import Environment, Plan, make_plan, memory_problem, probe
 from .errors import UsageError, WhisperctlError
 from .loaded import LoadedModel
 from .results import Segment, Transcript
+
+if TYPE_CHECKING:
+    from .regions import SpeechStream
 from .transcript import Event, FileDone, Resume, SegmentReady, TranscriptBuilder
 
 log = logging.getLogger(__name__)
@@ -163,34 +166,29 @@ class Transcriber:
         config = {**self.config.to_dict(), **opts.to_dict(), **control.to_dict()}
         runtime = self.runtime_info(opts)
 
-        def new_builder(inp: AudioInput, stream: Any) -> TranscriptBuilder:
-            speech = stream if opts.cuts_audio else None  # then a regions.RegionStream (see _speech)
+        def new_builder(inp: AudioInput, stream: SpeechStream) -> TranscriptBuilder:
             return TranscriptBuilder(inp, lm.decode, lm.is_word_start, with_words=opts.timestamps == Timestamps.WORD,
-                                     speech=speech, silence_threshold=opts.hallucination_silence_threshold)
+                                     speech=stream, silence_threshold=opts.hallucination_silence_threshold)
 
         def finish(builder: TranscriptBuilder, duration: float) -> Transcript:
             return builder.finish(duration, config, runtime)
 
-        if opts.chunking == Chunking.SEQUENTIAL:
-            from .sequential import SequentialRunner
+        from .runners import RunContext, runner_for
 
-            runner: Any = SequentialRunner(decoder, opts, finish, new_builder, progress, resume, checkpoints)
-        else:
-            from .scheduler import BatchedScheduler
-
-            runner = BatchedScheduler(decoder, opts, finish, new_builder, progress)
+        runner = runner_for(RunContext(decoder, opts, new_builder, finish, progress), resume, checkpoints)
         yield from runner.run([(inp, _speech(_blocks(inp, array), opts, inp.name)) for inp, array in inputs])
 
 
-def _speech(blocks: Iterable[np.ndarray], opts: DecodeOptions, name: str = "<audio>") -> Iterable[Any]:
-    """The input's blocks; or only the clips' audio with its time map (``--clip-timestamps``); or the VAD's view
-    of them: windows cut at pauses (``--chunking vad``), or the speech-only audio with its time map."""
-    if opts.clip_timestamps is not None:
-        from . import regions
+def _speech(blocks: Iterable[np.ndarray], opts: DecodeOptions, name: str = "<audio>") -> SpeechStream:
+    """The input's blocks as the runner reads them: all of them; or only the clips' audio with its time map
+    (``--clip-timestamps``); or the VAD's view of them: windows cut at pauses (``--chunking vad``), or the
+    speech-only audio with its time map."""
+    from . import regions
 
+    if opts.clip_timestamps is not None:
         return regions.clips_only(blocks, opts.clips, name)
     if opts.vad_in_effect == Vad.NONE:
-        return blocks
+        return regions.WholeStream(blocks)
     from . import vad
 
     params = vad.params_for(opts.vad_in_effect.value, *opts.vad_params)
