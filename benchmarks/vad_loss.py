@@ -53,9 +53,10 @@ def kept_mask(path: Path, mode: str, n: int) -> np.ndarray:
     """Which samples of ``path`` (mono, 16 kHz) the VAD mode ``mode`` passes to the decoder."""
     from whisperctl import audio, vad
     from whisperctl.config import DecodeOptions
+    from whisperctl.inputs import AudioInput
 
     opts = DecodeOptions(vad=mode)  # sequential chunking: the speech-only stream, as transcribe decodes it
-    stream = vad.speech_only(audio.stream(audio.AudioInput.from_arg(str(path))),
+    stream = vad.speech_only(audio.stream(AudioInput.from_arg(str(path))),
                              vad.params_for(opts.vad_in_effect.value, *opts.vad_params))
     for _ in stream:
         pass

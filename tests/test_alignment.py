@@ -6,7 +6,8 @@ loaded a second time) with eager attention and ``output_attentions``, through th
 
 import pytest
 
-from whisperctl import EngineConfig, Transcriber, alignment, leanloop, loaded as loaded_mod, loading
+from whisperctl import EngineConfig, Transcriber, alignment, leanloop, loading
+from whisperctl.backends.generate import transformers_model
 
 JFK = "whisper/jfk.flac"
 
@@ -63,8 +64,8 @@ def test_forced_pass_weights_equal_transformers_attentions(native, speech, monke
     heads = [tuple(h) for h in lm.model.generation_config.alignment_heads]
     encoded = hidden[:1].expand(2, -1, -1)
     with torch.inference_mode():
-        states, weights = lm.alignment_decoder().cross_attention(encoded, ids, heads)
-        their_states, theirs = _transformers_cross_attention(lm.transformers_model())(None, encoded, ids, heads)
+        states, weights = lm.backend.loop.cross_attention(encoded, ids, heads)
+        their_states, theirs = _transformers_cross_attention(transformers_model(lm))(None, encoded, ids, heads)
     assert weights.dtype == torch.float32 and weights.shape == (2, len(heads), len(full), hidden.shape[1])
     torch.testing.assert_close(weights, theirs, atol=1e-5, rtol=1e-4)
     # the hidden states where the tokens are real (past them, repeated end-of-text tokens drift apart in int8)
@@ -79,8 +80,6 @@ def test_native_word_timestamps_load_no_second_model(speech, references, monkeyp
     loads = []
     real_load = loading.load_model
     monkeypatch.setattr(loading, "load_model", lambda *a, **k: loads.append(k) or real_load(*a, **k))
-    monkeypatch.setattr(loaded_mod.LoadedModel, "transformers_model",
-                        lambda self: pytest.fail("word timing loaded transformers' model a second time"))
     t = Transcriber(EngineConfig(timestamps="word"))
     result = t.transcribe(str(speech / JFK))
     assert t.loaded.native and len(loads) == 1
@@ -94,7 +93,7 @@ def test_native_word_timestamps_load_no_second_model(speech, references, monkeyp
 
 def test_word_times_match_the_transformers_alignment(native, speech, monkeypatch):
     ours = _words(native.transcribe(str(speech / JFK)))
-    monkeypatch.setattr(leanloop.LeanDecoder, "cross_attention", _transformers_cross_attention(native.loaded.transformers_model()))
+    monkeypatch.setattr(leanloop.LeanDecoder, "cross_attention", _transformers_cross_attention(transformers_model(native.loaded)))
     reference = _words(native.transcribe(str(speech / JFK)))
     assert [w.word for w in ours] == [w.word for w in reference]
     gaps = [abs(a.start - b.start) + abs(a.end - b.end) for a, b in zip(ours, reference)]
@@ -109,8 +108,8 @@ def test_generate_decoder_aligns_on_the_model_it_decoded_with(native, speech, mo
     monkeypatch.setattr(loading, "load_model", lambda *a, **k: loads.append(k) or real_load(*a, **k))
     t = Transcriber(EngineConfig(timestamps="word", decoder="generate"))
     words = _words(t.transcribe(str(speech / JFK)))
-    assert len(loads) == 1 and t.loaded.lean_loop is None and not t.loaded.native
-    assert t.loaded.alignment_decoder() is t.loaded.alignment_decoder()
+    assert len(loads) == 1 and t.loaded.backend.name == "generate" and not t.loaded.native
+    assert t.loaded.backend.alignment_decoder() is t.loaded.backend.alignment_decoder()
     reference = _words(native.transcribe(str(speech / JFK)))
     assert [w.word for w in words] == [w.word for w in reference]
     gaps = [abs(a.start - b.start) + abs(a.end - b.end) for a, b in zip(words, reference)]

@@ -7,6 +7,7 @@ import pytest
 import soundfile as sf
 
 from whisperctl import audio
+from whisperctl.inputs import AudioInput
 from whisperctl.errors import AudioError
 
 
@@ -45,7 +46,7 @@ def test_streaming_matches_whole_file(tmp_path):
     p = tmp_path / "long.wav"
     x = np.random.default_rng(0).uniform(-0.5, 0.5, 44100 * 20).astype(np.float32)
     sf.write(p, x, 44100, subtype="FLOAT")
-    blocks = list(audio.stream(audio.AudioInput.from_arg(p), block_seconds=3.0))
+    blocks = list(audio.stream(AudioInput.from_arg(p), block_seconds=3.0))
     assert len(blocks) > 3
     import soxr
 
@@ -135,7 +136,7 @@ def test_containers_decode_in_process_without_an_ffmpeg_binary(tmp_path, monkeyp
     spectrum = np.abs(np.fft.rfft(got[4000:36000]))
     assert abs(np.argmax(spectrum) * 16000 / 32000 - 440) < 2  # the tone, at its pitch: resampled correctly
     assert 0.4 < float(got[4000:36000].std()) * np.sqrt(2) < 0.6  # the tone's amplitude: channels averaged, not summed
-    blocks = list(audio.stream(audio.AudioInput.from_arg(path), block_seconds=1.0))
+    blocks = list(audio.stream(AudioInput.from_arg(path), block_seconds=1.0))
     assert len(blocks) >= 3 and abs(sum(map(len, blocks)) - len(got)) <= 1  # streamed block by block
 
 

@@ -31,7 +31,7 @@ def bf16_lean(tiny_random_model):
 
 
 def _searches(lm, hidden, prompts):
-    loop = lm.lean_loop
+    loop = lm.backend.loop
     return [
         loop.greedy(hidden, prompts, True, max_new_tokens=20, no_speech_id=lm.no_speech_id),
         loop.greedy(hidden, prompts, True, max_new_tokens=20, temperature=1.0, seeds=[1, 2]),
@@ -60,12 +60,12 @@ def test_the_lean_loop_follows_the_model_dtype(bf16_lean):
     import torch
 
     lm = bf16_lean
-    assert lm.backend_name == "lean" and not lm.native
-    step = lm.lean_loop.step
+    assert lm.backend.name == "lean" and not lm.native
+    step = lm.backend.loop.step
     with torch.inference_mode():
         hidden = lm.model.get_encoder()(lm.features(_noise(30)))[0]
         keys, values = step.buffers(1, 8, hidden)
-        logits = lm.lean_loop.first_logits(hidden, lm.sot_id)
+        logits = lm.backend.loop.first_logits(hidden, lm.sot_id)
     assert hidden.dtype == torch.bfloat16
     assert {k.dtype for k in keys + values} == {torch.bfloat16}
     assert logits.dtype == torch.float32 and torch.isfinite(logits).any()
@@ -131,16 +131,15 @@ class _ScriptedBackend:
         return Found([list(row) for _ in prompts], [0.1] * len(prompts), [self.sums[options.temperature]] * len(prompts))
 
 
-def test_the_policy_falls_back_through_any_backend(tiny_random_model, monkeypatch):
+def test_the_policy_falls_back_through_any_backend(tiny_random_model):
     """Too unlikely at 0 and 0.2, fine at 0.4: the policy asks the backend again, hotter, with each window's audio
     key (so its draws do not depend on its batch), and keeps the pass that met the thresholds."""
     from whisperctl import decoding
 
     lm = Transcriber(EngineConfig(model=str(tiny_random_model), quantization="none")).loaded
     backend = _ScriptedBackend(lm, {0.0: -30.0, 0.2: -30.0, 0.4: -1.0})
-    monkeypatch.setattr(decoding, "for_model", lambda loaded: backend)
     options = EngineConfig(temperature=(0.0, 0.2, 0.4, 0.6)).decode_options()
-    results = WindowDecoder(lm, options).decode(_noise(3, 4), [None, None])
+    results = WindowDecoder(lm, options, backend=backend).decode(_noise(3, 4), [None, None])
     # above 0 each window draws best_of (5) candidates, keyed by its audio and the draw's number
     assert [(t, n) for t, n, _ in backend.passes] == [(0.0, 2), (0.2, 10), (0.4, 10)]
     keys = backend.passes[1][2]
@@ -172,18 +171,35 @@ class _DrawsBackend(_ScriptedBackend):
         return Found(rows, [0.1] * len(prompts), [self.SUMS[c] for c in draws])
 
 
-def test_a_sampled_pass_keeps_each_windows_most_likely_draw_per_token(tiny_random_model, monkeypatch):
-    from whisperctl import decoding
+def test_a_sampled_pass_keeps_each_windows_most_likely_draw_per_token(tiny_random_model):
 
     lm = Transcriber(EngineConfig(model=str(tiny_random_model), quantization="none")).loaded
     backend = _DrawsBackend(lm, {})
-    monkeypatch.setattr(decoding, "for_model", lambda loaded: backend)
     options = EngineConfig(temperature=(0.0, 0.5)).decode_options()
     per_token = {c: s / len(lm.text_tokens(t)) for (c, t), s in zip(_DrawsBackend.TEXTS.items(), _DrawsBackend.SUMS.values())}
     assert max(per_token, key=per_token.get) == 1 and max(_DrawsBackend.SUMS, key=_DrawsBackend.SUMS.get) == 3
-    results = WindowDecoder(lm, options).decode(_noise(3, 2), [None, None])
+    results = WindowDecoder(lm, options, backend=backend).decode(_noise(3, 2), [None, None])
     assert [r.text.strip() for r in results] == ["one long and likely text"] * 2
     assert [r.temperature for r in results] == [0.5, 0.5]
     backend.copies = 1
-    one = WindowDecoder(lm, options.replace(best_of=1)).decode(_noise(3, 2), [None, None])
+    one = WindowDecoder(lm, options.replace(best_of=1), backend=backend).decode(_noise(3, 2), [None, None])
     assert [r.text.strip() for r in one] == ["no", "no"]  # one draw: draw 0, whatever it says
+
+
+def test_every_backend_draws_a_window_from_its_own_seed(tiny_random_model):
+    """A sampled pass gives a window the same tokens alone or in any batch, with the lean loop and with
+    transformers' generate() (the generate backend seeded the whole batch once: reproducible on the CPU path
+    only), and both backends draw the same noise, so on fp32 weights they sample the same tokens."""
+    options = EngineConfig(temperature=(1.0,), best_of=1, compression_ratio_threshold=None, logprob_threshold=None,
+                           max_new_tokens=24).decode_options()
+    chunks = _noise(5, 3, 4)
+    found = {}
+    for decoder in ("lean", "generate"):
+        lm = Transcriber(EngineConfig(model=str(tiny_random_model), quantization="none", decoder=decoder)).loaded
+        assert lm.backend.name == decoder
+        together = WindowDecoder(lm, options).decode(chunks, [None] * 3)
+        alone = [WindowDecoder(lm, options).decode([c], [None])[0] for c in chunks]
+        assert [r.tokens for r in together] == [r.tokens for r in alone], decoder
+        assert len({tuple(r.tokens) for r in together}) > 1  # draws, not one sequence thrice
+        found[decoder] = [r.tokens for r in together]
+    assert found["lean"] == found["generate"]

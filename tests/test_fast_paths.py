@@ -21,13 +21,13 @@ def _pair(**config):
     """The same model loaded twice: with the lean loop (decoder auto) and with generate() only."""
     lean = Transcriber(EngineConfig(**config)).loaded
     plain = Transcriber(EngineConfig(decoder="generate", **config)).loaded
-    assert lean.lean_loop is not None and plain.lean_loop is None
+    assert lean.backend.name == "lean" and plain.backend.name == "generate"
     return lean, plain
 
 
 def _both(pair, chunks, timestamps=True, prompts=None, control=None, **options):
     lean, plain = pair
-    if timestamps and not plain.unique_call:
+    if timestamps and not plain.backend.unique_call:
         pytest.skip("this transformers has no force_unique_generate_call: its generate() re-segments timestamped "
                     "output instead of returning the single decoding pass the lean loop reproduces")
     out = []
@@ -121,7 +121,7 @@ def test_max_and_min_new_tokens_match_generate(tokens):
 
 
 def test_generate_is_used_where_the_loop_does_not_apply():
-    assert Transcriber(EngineConfig(decoder="generate")).loaded.lean_loop is None
+    assert Transcriber(EngineConfig(decoder="generate")).loaded.backend.name == "generate"
     beam = Transcriber(EngineConfig(beam_size=2)).load()
     assert beam.runtime_info()["decoder"] == "lean"  # beam search runs in the loop too
     lm = beam.loaded
@@ -168,8 +168,8 @@ def test_beam_of_one_is_greedy(pair, speech):
     prompt = [lm.prefix("en", EngineConfig().decode_options().task, timestamps=True)] * len(chunks)
     hidden = _encoded(lm, chunks)
     with torch.inference_mode():
-        greedy_rows, greedy_ns, _ = lm.lean_loop.greedy(hidden, prompt, True, no_speech_id=lm.no_speech_id)
-        beam_rows, beam_ns, _ = lm.lean_loop.beam(hidden, prompt, True, 1, no_speech_id=lm.no_speech_id)
+        greedy_rows, greedy_ns, _ = lm.backend.loop.greedy(hidden, prompt, True, no_speech_id=lm.no_speech_id)
+        beam_rows, beam_ns, _ = lm.backend.loop.beam(hidden, prompt, True, 1, no_speech_id=lm.no_speech_id)
     assert beam_rows == greedy_rows and beam_ns == pytest.approx(greedy_ns)
     assert all(len(r) > 20 for r in beam_rows)
 
@@ -187,8 +187,8 @@ def test_finished_rows_leave_the_batch_without_changing_the_others(pair, speech)
     prompt = [lm.prefix("en", EngineConfig().decode_options().task, timestamps=True)] * len(chunks)
     hidden = _encoded(lm, chunks)
     with torch.inference_mode():
-        together, _, sums = lm.lean_loop.greedy(hidden, prompt, True)
-        alone = [lm.lean_loop.greedy(hidden[i : i + 1], prompt[:1], True) for i in range(len(chunks))]
+        together, _, sums = lm.backend.loop.greedy(hidden, prompt, True)
+        alone = [lm.backend.loop.greedy(hidden[i : i + 1], prompt[:1], True) for i in range(len(chunks))]
     lengths = [len(r) for r in together]
     assert max(lengths) > 3 * min(lengths) and all(r[-1] == lm.eos_id for r in together)
     assert together == [a[0][0] for a in alone]
@@ -207,11 +207,11 @@ def test_sampled_rows_draw_the_same_tokens_in_any_batch(pair, speech):
     hidden = _encoded(lm, chunks)
     seeds = [11, 12, 13]
     with torch.inference_mode():
-        together, _, _ = lm.lean_loop.greedy(hidden, prompt, True, temperature=1.0, seeds=seeds)
-        alone = [lm.lean_loop.greedy(hidden[i : i + 1], prompt[:1], True, temperature=1.0, seeds=seeds[i : i + 1])[0][0]
+        together, _, _ = lm.backend.loop.greedy(hidden, prompt, True, temperature=1.0, seeds=seeds)
+        alone = [lm.backend.loop.greedy(hidden[i : i + 1], prompt[:1], True, temperature=1.0, seeds=seeds[i : i + 1])[0][0]
                  for i in range(len(chunks))]
-        again, _, _ = lm.lean_loop.greedy(hidden, prompt, True, temperature=1.0, seeds=seeds)
-        reseeded, _, _ = lm.lean_loop.greedy(hidden, prompt, True, temperature=1.0, seeds=[21, 22, 23])
+        again, _, _ = lm.backend.loop.greedy(hidden, prompt, True, temperature=1.0, seeds=seeds)
+        reseeded, _, _ = lm.backend.loop.greedy(hidden, prompt, True, temperature=1.0, seeds=[21, 22, 23])
     assert together == alone == again
     assert reseeded != together  # at temperature 1 three windows of speech never draw the same tokens twice
 
@@ -242,7 +242,7 @@ def test_beam_search_keeps_the_timestamp_rules(tiny_random_model, beams):
     chunks = [rng.normal(0, 0.1, SR * s).astype(np.float32) for s in (30, 7, 30)]
     prompt = [lm.prefix("en", EngineConfig().decode_options().task, timestamps=True)] * len(chunks)
     with torch.inference_mode():
-        rows, _, sums = lm.lean_loop.beam(_encoded(lm, chunks), prompt, True, beams, max_new_tokens=60)
+        rows, _, sums = lm.backend.loop.beam(_encoded(lm, chunks), prompt, True, beams, max_new_tokens=60)
     assert len(rows) == 3 and all(rows) and all(np.isfinite(sums))
     assert sum(t >= lm.timestamp_begin for r in rows for t in r) > 6
     for row in rows:
@@ -408,7 +408,7 @@ def test_cpu_default_path_runs_native_modules_equal_to_transformers(pair):
         ours = lean.model.get_encoder()(feats)[0]
         theirs = plain.model.get_encoder()(feats)[0]
     assert torch.equal(ours, theirs)
-    assert lean.transformers_model() is lean.transformers_model()  # loaded once, on first need
+    assert plain.backend.model is plain.model  # transformers' model loaded: generate() runs it, no second load
     assert lean.attention_in_effect() == plain.attention_in_effect() == "sdpa"
 
 

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from conftest import EXAMPLES
-from whisperctl import audio
+from whisperctl import audio, inputs
 from whisperctl.errors import AudioError
 
 
@@ -121,15 +121,15 @@ def test_globs_and_directories_through_looping_links_list_each_file_once(tmp_pat
     _tree_with_loops(tmp_path)
     monkeypatch.chdir(tmp_path)
     expected = ["d/a.flac", "d/sub/b.flac"]
-    files, problems = audio.expand_inputs(["d/**/*.flac"])
+    files, problems = inputs.expand_inputs(["d/**/*.flac"])
     assert files == expected and not problems
-    files, _ = audio.expand_inputs(["**/*.flac"])
+    files, _ = inputs.expand_inputs(["**/*.flac"])
     assert files == expected
-    files, _ = audio.expand_inputs(["d"])
+    files, _ = inputs.expand_inputs(["d"])
     assert files == ["d/a.flac", "d/sub/b.flac", "d/sub/c.wav"]
-    files, _ = audio.expand_inputs([str(tmp_path / "d" / "**" / "*.[fw]*")])
+    files, _ = inputs.expand_inputs([str(tmp_path / "d" / "**" / "*.[fw]*")])
     assert files == [str(tmp_path / "d" / f) for f in ("a.flac", "sub/b.flac", "sub/c.wav")]
-    files, _ = audio.expand_inputs(["d/a.flac", "./d/a.flac", "d/again/../a.flac"])
+    files, _ = inputs.expand_inputs(["d/a.flac", "./d/a.flac", "d/again/../a.flac"])
     assert files == ["d/a.flac"], "one file named three ways is one input"
 
 
@@ -142,7 +142,7 @@ def test_glob_matches_like_the_standard_glob_without_links(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     for pattern in ("x/**/*.wav", "**/*.wav", "x/**/?.flac", "x/**/[a-c].*", "x/y/**/*", "x/**/*.[!w]*"):
         want = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
-        assert audio.expand_inputs([pattern])[0] == want, pattern
+        assert inputs.expand_inputs([pattern])[0] == want, pattern
 
 
 def test_library_arrays_beyond_full_scale_are_scaled_like_files(caplog, tiny_random_model):

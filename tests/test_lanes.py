@@ -9,7 +9,7 @@ sections ends with an empty transcript.
 
 import pytest
 
-from whisperctl.audio import AudioInput
+from whisperctl.inputs import AudioInput
 from whisperctl.errors import AudioError
 from whisperctl.lanes import LaneBook
 from whisperctl.transcript import FileDone, SegmentReady

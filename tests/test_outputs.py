@@ -97,7 +97,7 @@ def test_changed_input_is_transcribed_again_under_skip_existing(tmp_path, capsys
     code, _, err = run_cli(args + ["--skip-existing"], capsys)
     assert code == 0, err
     assert (out / "clip.txt").stat().st_mtime_ns != before, "the stale transcript was replaced"
-    from whisperctl.audio import input_identity
+    from whisperctl.inputs import input_identity
 
     record = json.loads((out / RECORDS_DIR / "clip.json").read_text())
     assert record["fingerprint"] == input_identity(str(src))["fingerprint"]
@@ -211,7 +211,7 @@ def test_skip_existing_rewrites_every_output_made_from_an_older_recording(tmp_pa
     """-f all, the recording replaced, -f txt --skip-existing, then -f all --skip-existing: srt, vtt, tsv and json
     still hold the old recording's transcript, so they are rewritten (they were "1 skipped"); the txt the previous
     run made from the new recording is current and kept."""
-    from whisperctl.audio import input_identity
+    from whisperctl.inputs import input_identity
 
     src = tmp_path / "x.wav"
     shutil.copy(EXAMPLES / "short.wav", src)

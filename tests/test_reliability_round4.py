@@ -90,7 +90,7 @@ def test_transcribe_many_yields_every_input_when_a_batch_fails(five_inputs, fail
 
 # ----------------------------------------------------------------- 3. an edited recording is never "current"
 def test_an_edit_anywhere_in_the_file_changes_its_fingerprint(tmp_path):
-    from whisperctl.audio import input_identity
+    from whisperctl.inputs import input_identity
 
     path = tmp_path / "x.bin"
     data = bytearray(np.random.default_rng(0).integers(0, 256, 4 << 20, dtype=np.uint8).tobytes())
@@ -126,7 +126,7 @@ def test_skip_existing_redoes_a_recording_edited_in_the_middle(tmp_path, capsys,
     assert code == 0, err
     assert "1 skipped" not in err
     data = json.loads((tmp_path / "out" / "long.json").read_text())
-    from whisperctl.audio import input_identity
+    from whisperctl.inputs import input_identity
 
     assert data["origin"]["fingerprint"] == input_identity(str(path))["fingerprint"]
 
@@ -456,12 +456,13 @@ def test_a_file_that_shrinks_while_read_is_named_in_a_warning(tmp_path, caplog):
     import soundfile as sf
 
     from whisperctl import audio
+    from whisperctl.inputs import AudioInput
 
     path = tmp_path / "growing.wav"
     sf.write(str(path), (np.random.default_rng(0).standard_normal(SR * 120) * 0.1).astype(np.float32), SR)
     read = 0
     with caplog.at_level("WARNING", logger="whisperctl"):
-        for i, block in enumerate(audio.stream(audio.AudioInput.from_arg(path))):
+        for i, block in enumerate(audio.stream(AudioInput.from_arg(path))):
             read += len(block)
             if i == 0:
                 os.truncate(path, path.stat().st_size // 2)  # a recorder rewriting it, a copy restarted …
@@ -469,7 +470,7 @@ def test_a_file_that_shrinks_while_read_is_named_in_a_warning(tmp_path, caplog):
     assert any("changed while it was read" in r.getMessage() and str(path) in r.getMessage() for r in caplog.records)
     caplog.clear()
     with caplog.at_level("WARNING", logger="whisperctl"):
-        list(audio.stream(audio.AudioInput.from_arg(path)))
+        list(audio.stream(AudioInput.from_arg(path)))
     assert not caplog.records  # a file left alone: no warning
 
 

@@ -58,9 +58,11 @@ def test_no_pause_after_the_minimum_leaves_one_section_and_a_short_tail_stays():
 
 
 def test_a_stream_without_pauses_or_sections_off_is_one_lazy_section():
-    blocks = [np.zeros(SR, np.float32)] * 3
-    section = Sections(blocks, 60.0).next()
-    assert section.blocks is blocks  # read as the loop needs it, not held
+    from whisperctl.regions import WholeStream
+
+    whole = WholeStream([np.zeros(SR, np.float32)] * 3)
+    section = Sections(whole, 60.0).next()
+    assert section.blocks is whole  # read as the loop needs it, not held
     stream = FakeSpeech(200.0, [70.0])
     off = Sections(stream, 0.0)
     assert off.next().blocks is stream and off.next() is None
@@ -93,9 +95,10 @@ def _three_sentences(tmp_path):
 
 def test_the_vad_stream_offers_the_middle_of_each_pause(tmp_path):
     from whisperctl import audio, vad
+    from whisperctl.inputs import AudioInput
 
     path, _, starts = _three_sentences(tmp_path)
-    stream = vad.speech_only(audio.stream(audio.AudioInput.from_arg(str(path))), vad.VadParams())
+    stream = vad.speech_only(audio.stream(AudioInput.from_arg(str(path))), vad.VadParams())
     joined = sum(len(b) for b in stream)
     cuts = stream.cut_points()
     assert len(cuts) == 2 and all(0 < c < joined for c in cuts)

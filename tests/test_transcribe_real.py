@@ -139,12 +139,12 @@ def test_one_fallback_policy_in_both_chunking_modes(speech, chunking):
     assert strict.transcribe(audio).text == result.text  # sampled passes are seeded: the same text again
 
 
-def test_a_sampled_pass_keeps_the_most_likely_of_best_of_draws(sdpa, speech, monkeypatch):
+def test_a_sampled_pass_keeps_the_most_likely_of_best_of_draws(sdpa, speech):
     """At a temperature above 0 each window draws --best-of candidates (faster-whisper's and openai-whisper's
     default: 5) and keeps the one with the best log-probability per token. The draws differ (each its own seed;
     they were once five copies of one draw), the kept one is the best of them, draw 0 is the draw --best-of 1
     makes, and a window gets the same draws in any batch."""
-    from whisperctl import audio as audio_mod, decoding
+    from whisperctl import audio as audio_mod
     from whisperctl.config import DecodeOptions
     from whisperctl.decoding import WindowDecoder
 
@@ -162,15 +162,15 @@ def test_a_sampled_pass_keeps_the_most_likely_of_best_of_draws(sdpa, speech, mon
             seen.append(found)
             return found
 
-    real = decoding.for_model
-    monkeypatch.setattr(decoding, "for_model", lambda loaded: Recording(real(loaded)))
+    recording = Recording(sdpa.loaded.backend)
     samples = audio_mod.load(str(speech / JFK))
     lj = audio_mod.load(str(speech / LJ))[: 30 * audio_mod.SAMPLE_RATE]
     one_pass = dict(temperature=(1.0,), compression_ratio_threshold=None, logprob_threshold=None, max_new_tokens=60)
 
     def decode(best_of, chunks):
         seen.clear()
-        return WindowDecoder(sdpa.loaded, DecodeOptions(best_of=best_of, **one_pass)).decode(chunks, [None] * len(chunks))
+        return WindowDecoder(sdpa.loaded, DecodeOptions(best_of=best_of, **one_pass), backend=recording).decode(
+            chunks, [None] * len(chunks))
 
     (five,) = decode(5, [samples])
     (found,) = seen

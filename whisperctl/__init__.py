@@ -6,7 +6,7 @@ cheap: torch and transformers load only when a model does.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from .version import __version__
 
 from .config import (
     Attention,

@@ -9,25 +9,18 @@ averaged, as one rule for every format), so block boundaries leave no seams and 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import glob
-import hashlib
 import io
 import os
 import stat
 import sys
-from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
 import numpy as np
 
 from .errors import AudioError
+from .inputs import STDIN_CLOSED, AudioInput
 
 SAMPLE_RATE = 16_000
-#: Extensions picked up when a directory is given as input.
-AUDIO_EXTENSIONS = frozenset(
-    {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".mp4", ".webm", ".aac", ".wma", ".mkv", ".aiff", ".aif"}
-)
 _AV_ONLY = frozenset({".m4a", ".mp4", ".webm", ".aac", ".wma", ".mkv", ".mov", ".opus"})  # straight to PyAV
 _BLOCK_FRAMES = 1 << 18  # input frames per read (~6 s at 44.1 kHz)
 _BLOCK_SAMPLES = 1 << 22  # at most this many samples (frames × channels, 16 MiB of float32) per read
@@ -40,175 +33,6 @@ MAX_PIPED_BYTES = 4 << 30
 #: Float audio is full scale at ±1. Peaks above this are not a few clipped samples but audio on another scale
 #: (int16 values stored as float, say), which Whisper turns into invented text: such files are scaled to ±1.
 FLOAT_FULL_SCALE_TOLERANCE = 2.0
-
-
-@dataclasses.dataclass(frozen=True)
-class AudioInput:
-    """One input: a file path, or ``-`` for standard input."""
-
-    name: str  # what the user typed; used in messages and output names
-    path: Path | None  # None for stdin
-
-    @classmethod
-    def from_arg(cls, arg: str | os.PathLike) -> "AudioInput":
-        text = os.fspath(arg)
-        return cls("-", None) if text == "-" else cls(text, Path(text))
-
-    @property
-    def stem(self) -> str:
-        return "stdin" if self.path is None else self.path.stem
-
-
-def expand_inputs(args: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Files, directories (recursive, audio extensions), globs and ``-`` → (inputs, problems).
-
-    Directories and ``**`` globs are walked following symbolic links, but each real directory is entered once
-    and each real file is listed once, so a link to ``..`` or two links into one tree neither loop nor repeat
-    an input. An input named twice on the command line is transcribed once.
-    """
-    inputs: list[str] = []
-    problems: list[tuple[str, str]] = []
-    seen: set[str] = set()
-
-    def add(name: str) -> None:
-        key = os.path.realpath(name) if name != "-" else "-"
-        if key not in seen:
-            seen.add(key)
-            inputs.append(name)
-
-    for arg in args:
-        path = Path(arg)
-        if arg == "-":
-            if sys.stdin is None:
-                problems.append((arg, STDIN_CLOSED))
-            else:
-                add(arg)
-        elif path.is_dir():
-            found = [f for f in _walk(path) if Path(f).suffix.lower() in AUDIO_EXTENSIONS]
-            if not found:
-                problems.append((arg, f"directory has no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})."))
-            for f in found:
-                add(f)
-        elif not path.exists() and any(ch in arg for ch in "*?["):
-            found = _glob(arg)
-            if not found:
-                problems.append((arg, "the pattern matches no file."))
-            for f in found:
-                add(f)
-        else:
-            add(arg)  # missing files are reported per file by the engine
-    return inputs, problems
-
-
-def _walk(root: Path) -> list[str]:
-    """Every file under ``root``, sorted, following links but entering each real directory once."""
-    out: list[str] = []
-    visited: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in visited:
-            dirnames[:] = []
-            continue
-        visited.add(real)
-        # real subdirectories before links, so a file is named by its real path when a link also reaches it
-        dirnames[:] = sorted((d for d in dirnames if os.path.realpath(os.path.join(dirpath, d)) not in visited),
-                             key=lambda d: (os.path.islink(os.path.join(dirpath, d)), d))
-        out.extend(os.path.join(dirpath, f) for f in filenames if os.path.isfile(os.path.join(dirpath, f)))
-    return sorted(out)
-
-
-def _glob(pattern: str) -> list[str]:
-    """``glob`` with ``**`` walked with :func:`_walk`'s loop protection (the standard glob follows a link to ``..``
-    until the path is too long, and with two such links never finishes). Hidden names match only explicitly."""
-    parts = Path(pattern).parts
-    fixed = next((i for i, part in enumerate(parts) if any(ch in part for ch in "*?[")), len(parts))
-    if "**" not in parts[fixed:]:
-        return sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
-    base = os.path.join(*parts[:fixed]) if fixed else "."
-    if not os.path.isdir(base):
-        return []
-    regex = _glob_regex(parts)
-    out = []
-    for f in _walk(Path(base)):
-        name = f[2:] if not fixed and f.startswith("./") else f
-        if regex.fullmatch(name):
-            out.append(name)
-    return out
-
-
-def _glob_regex(parts: tuple[str, ...]):
-    import re
-
-    pieces = []
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        if part == "**":
-            pieces.append(r"(?:[^/.][^/]*/)*" + (r"[^/.][^/]*" if last else ""))
-            continue
-        body, j = "" if part.startswith(".") else r"(?!\.)", 0
-        while j < len(part):
-            ch = part[j]
-            if ch == "*":
-                body += r"[^/]*"
-            elif ch == "?":
-                body += r"[^/]"
-            elif ch == "[" and _class_end(part, j) > 0:
-                close = _class_end(part, j)
-                inner = part[j + 1:close]
-                negate = inner.startswith("!")
-                inner = inner[1:] if negate else inner
-                for special in "\\[&~|":  # literal inside a glob class; set operations or nesting in a regex
-                    inner = inner.replace(special, "\\" + special)
-                if inner.startswith("^"):
-                    inner = "\\" + inner
-                body += ("[^/" if negate else "[") + inner + "]"
-                j = close
-            else:
-                body += re.escape(ch)
-            j += 1
-        pieces.append(body + ("" if last else "/"))
-    root = "/" if parts and parts[0] == "/" else ""
-    if root:
-        pieces = pieces[1:]
-    return re.compile(root + "".join(pieces))
-
-
-def input_identity(name: str) -> dict[str, Any]:
-    """What identifies an input across runs and machines: its real path, size and a content fingerprint.
-
-    The fingerprint is a BLAKE2b digest of the size and every byte, streamed in 1 MiB reads: any edit changes it
-    (a sampled hash missed most same-size edits, such as a bleep or a zeroed minute in the middle), a copied or
-    moved file keeps it. It costs a read of the file, about 2 s per GB on 2 cores (docs/reliability.md), far
-    less than decoding it. Standard input, FIFOs and other non-regular files have no fingerprint (opening a FIFO
-    would wait for a writer, and reading it would take the audio away)."""
-    if name == "-":
-        return {"input": "-", "size": None, "fingerprint": None}
-    path = os.path.realpath(name)
-    unknown = {"input": path, "size": None, "fingerprint": None}
-    if not os.path.isfile(path):
-        return unknown
-    try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            digest = hashlib.blake2b(f"v2:{size}".encode(), digest_size=16)
-            while chunk := fh.read(_FINGERPRINT_READ):
-                digest.update(chunk)
-    except OSError:
-        return unknown
-    return {"input": path, "size": size, "fingerprint": digest.hexdigest()}
-
-
-_FINGERPRINT_READ = 1 << 20
-
-
-def _class_end(part: str, start: int) -> int:
-    """Index of the ``]`` closing the glob character class opened at ``start`` (-1: a literal ``[``)."""
-    k = start + 1
-    if part[k:k + 1] == "!":
-        k += 1
-    if part[k:k + 1] == "]":
-        k += 1
-    return part.find("]", k)
 
 
 def _read_pipe(fh: BinaryIO, name: str) -> BinaryIO:
@@ -224,7 +48,6 @@ def _read_pipe(fh: BinaryIO, name: str) -> BinaryIO:
     return buf
 
 
-STDIN_CLOSED = "standard input is closed; pipe the audio in (cat clip.wav | whisperctl transcribe -) or name a file."
 
 
 def _open_stdin() -> BinaryIO:

@@ -31,7 +31,7 @@ from typing import Any, Callable, Hashable, Sequence
 import numpy as np
 
 from .audio import SAMPLE_RATE
-from .backends import Backend, Prompt, SearchOptions, Windows, for_model
+from .backends import Backend, Prompt, SearchOptions, Windows
 from .config import DecodeOptions, Quantization, RunControl, Timestamps
 from .errors import ModelError, OutOfMemoryError
 from .loaded import LoadedModel
@@ -159,12 +159,12 @@ class WindowDecoder:
     ``transcribe*()`` call): the decoding policy, over the loaded model's :class:`~whisperctl.backends.Backend`."""
 
     def __init__(self, loaded: LoadedModel, options: DecodeOptions, on_batch: BatchObserver | None = None,
-                 timestamps: bool | None = None, control: RunControl | None = None):
+                 timestamps: bool | None = None, control: RunControl | None = None, backend: Backend | None = None):
         self.loaded = loaded
         self.options = options
         self.control = control or RunControl()  # forced token counts, out-of-memory halving
         self.on_batch = on_batch
-        self.backend: Backend = for_model(loaded)
+        self.backend: Backend = backend if backend is not None else loaded.backend  # another one: tests, tools
         self.batch_limit: int | None = None  # learnt from CUDA out-of-memory during this call
         self.cut_windows = 0  # kept decodes with text that stopped at --max-new-tokens (the caller says so once)
         # Windows are decoded with timestamps: without them Whisper sometimes ends a 30 s window early (measured:

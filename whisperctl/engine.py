@@ -17,18 +17,23 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from . import __version__, audio as audio_mod, models
+from . import audio as audio_mod, models
 from .config import (MAX_CHUNK_SECONDS, SHORT_CHUNK_SECONDS, Chunking, DecodeOptions, EngineConfig, RunControl, Task,
                      Timestamps, Vad, Weights)
+from .inputs import AudioInput
+from .version import __version__
 from .decoding import BatchObserver, WindowDecoder
 from .eligibility import Environment, Plan, make_plan, memory_problem, probe
 from .errors import UsageError, WhisperctlError
 from .loaded import LoadedModel
 from .results import Segment, Transcript
+
+if TYPE_CHECKING:
+    from .regions import SpeechStream
 from .transcript import Event, FileDone, Resume, SegmentReady, TranscriptBuilder
 
 log = logging.getLogger(__name__)
@@ -96,7 +101,7 @@ class Transcriber:
             "word_alignment_attention": "eager" if opts.timestamps == Timestamps.WORD else None,
             "quantization": plan.quantization.value,
             # what ran every decoding pass (greedy, beam, sampled fallback): "lean" (whisperctl's loop) or "generate"
-            "decoder": lm.backend_name if lm else None,
+            "decoder": lm.backend.name if lm else None,
             "threads": torch.get_num_threads() if plan.device == "cpu" else None,
             "load_seconds": lm.load_seconds if lm else None,
             "versions": {"whisperctl": __version__, "torch": self.env.torch, "transformers": self.env.transformers},
@@ -118,7 +123,7 @@ class Transcriber:
     def transcribe_many(
         self, sources: Iterable[Any], options: DecodeOptions | None = None, progress: ProgressFn | None = None,
         on_batch: BatchObserver | None = None, *, control: RunControl | None = None,
-    ) -> Iterator[tuple[audio_mod.AudioInput, Transcript | WhisperctlError]]:
+    ) -> Iterator[tuple[AudioInput, Transcript | WhisperctlError]]:
         """Yield (input, transcript or error) in input order; one bad input never stops the others.
         ``sources``: paths, AudioInputs, or (name, 16 kHz mono float32 array) pairs."""
         for event in self.events(sources, options, progress, on_batch, control=control):
@@ -137,7 +142,7 @@ class Transcriber:
     def events(
         self, sources: Iterable[Any], options: DecodeOptions | None = None, progress: ProgressFn | None = None,
         on_batch: BatchObserver | None = None, *, control: RunControl | None = None,
-        resume: Callable[[audio_mod.AudioInput], Resume | None] | None = None, checkpoints: bool = False,
+        resume: Callable[[AudioInput], Resume | None] | None = None, checkpoints: bool = False,
     ) -> Iterator[Event]:
         """Every input's settled segments (SegmentReady) then its result (FileDone), input after input.
         ``options``: what to decode; ``control``: how the run is driven (forced token counts, out-of-memory
@@ -157,22 +162,16 @@ class Transcriber:
         config = {**self.config.to_dict(), **opts.to_dict(), **control.to_dict()}
         runtime = self.runtime_info(opts)
 
-        def new_builder(inp: audio_mod.AudioInput, stream: Any) -> TranscriptBuilder:
-            speech = stream if opts.cuts_audio else None  # then a regions.RegionStream (see _speech)
+        def new_builder(inp: AudioInput, stream: SpeechStream) -> TranscriptBuilder:
             return TranscriptBuilder(inp, lm.decode, lm.is_word_start, with_words=opts.timestamps == Timestamps.WORD,
-                                     speech=speech, silence_threshold=opts.hallucination_silence_threshold)
+                                     speech=stream, silence_threshold=opts.hallucination_silence_threshold)
 
         def finish(builder: TranscriptBuilder, duration: float) -> Transcript:
             return builder.finish(duration, config, runtime)
 
-        if opts.chunking == Chunking.SEQUENTIAL:
-            from .sequential import SequentialRunner
+        from .runners import RunContext, runner_for
 
-            runner: Any = SequentialRunner(decoder, opts, finish, new_builder, progress, resume, checkpoints)
-        else:
-            from .scheduler import BatchedScheduler
-
-            runner = BatchedScheduler(decoder, opts, finish, new_builder, progress)
+        runner = runner_for(RunContext(decoder, opts, new_builder, finish, progress), resume, checkpoints)
         try:
             yield from runner.run([(inp, _speech(_blocks(inp, array), opts, inp.name)) for inp, array in inputs])
         finally:  # also when the caller stops early (transcribe() returns at its input's result)
@@ -195,15 +194,16 @@ def _note_chunk_length(opts: DecodeOptions) -> None:
                     opts.chunk_length_s, SHORT_CHUNK_SECONDS)
 
 
-def _speech(blocks: Iterable[np.ndarray], opts: DecodeOptions, name: str = "<audio>") -> Iterable[Any]:
-    """The input's blocks; or only the clips' audio with its time map (``--clip-timestamps``); or the VAD's view
-    of them: windows cut at pauses (``--chunking vad``), or the speech-only audio with its time map."""
-    if opts.clip_timestamps is not None:
-        from . import regions
+def _speech(blocks: Iterable[np.ndarray], opts: DecodeOptions, name: str = "<audio>") -> SpeechStream:
+    """The input's blocks as the runner reads them: all of them; or only the clips' audio with its time map
+    (``--clip-timestamps``); or the VAD's view of them: windows cut at pauses (``--chunking vad``), or the
+    speech-only audio with its time map."""
+    from . import regions
 
+    if opts.clip_timestamps is not None:
         return regions.clips_only(blocks, opts.clips, name)
     if opts.vad_in_effect == Vad.NONE:
-        return blocks
+        return regions.WholeStream(blocks)
     from . import vad
 
     params = vad.params_for(opts.vad_in_effect.value, *opts.vad_params)
@@ -212,17 +212,17 @@ def _speech(blocks: Iterable[np.ndarray], opts: DecodeOptions, name: str = "<aud
     return vad.speech_only(blocks, params)
 
 
-def _as_input(source: Any) -> tuple[audio_mod.AudioInput, np.ndarray | None]:
+def _as_input(source: Any) -> tuple[AudioInput, np.ndarray | None]:
     """(input, its array or None): arrays travel with their input, so two arrays of one name stay apart."""
     if isinstance(source, tuple):
         name, array = source
-        return audio_mod.AudioInput(str(name), None), array
+        return AudioInput(str(name), None), array
     if isinstance(source, np.ndarray):
-        return audio_mod.AudioInput("<array>", None), source
-    return (source if isinstance(source, audio_mod.AudioInput) else audio_mod.AudioInput.from_arg(source)), None
+        return AudioInput("<array>", None), source
+    return (source if isinstance(source, AudioInput) else AudioInput.from_arg(source)), None
 
 
-def _blocks(inp: audio_mod.AudioInput, array: np.ndarray | None) -> Iterator[np.ndarray]:
+def _blocks(inp: AudioInput, array: np.ndarray | None) -> Iterator[np.ndarray]:
     if array is None:
         yield from audio_mod.stream(inp)
         return

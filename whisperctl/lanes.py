@@ -27,7 +27,7 @@ from __future__ import annotations
 import collections
 from typing import Any, Callable, Protocol
 
-from .audio import AudioInput
+from .inputs import AudioInput
 from .errors import WhisperctlError
 from .transcript import Checkpoint, Event, FileDone, ResumePoint, SegmentReady, TranscriptBuilder
 

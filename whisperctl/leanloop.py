@@ -87,7 +87,9 @@ class LeanDecoder:
         chosen tokens' log-probabilities under the model's distribution (before the logit rules), end-of-text
         included. ``stop_loops``: a row whose text becomes a repetition loop ends there
         (:mod:`whisperctl.repetition`)."""
-        search = GreedySearch(self.eos, self.pad, temperature, seeds, self.sync_every)
+        def search(width: int, device: Any) -> GreedySearch:
+            return GreedySearch(self.eos, self.pad, prompts, width, device, temperature, seeds, self.sync_every)
+
         return self._run(search, encoder_hidden, prompts, timestamps, max_new_tokens, min_new_tokens, no_speech_id, sot_index,
                          stop_loops)
 
@@ -106,15 +108,18 @@ class LeanDecoder:
         """Beam search over each row of ``encoder_hidden``; returns what :meth:`greedy` returns, for the
         chosen hypothesis of each window (its tokens end with end-of-text when it finished). ``stop_loops``: a
         hypothesis whose text becomes a repetition loop finishes there."""
-        search = BeamSearch(self.eos, self.pad, beam_size)
+        def search(width: int, device: Any) -> BeamSearch:
+            return BeamSearch(self.eos, self.pad, beam_size, prompts, device)
+
         return self._run(search, encoder_hidden, prompts, timestamps, max_new_tokens, min_new_tokens, no_speech_id, sot_index,
                          stop_loops)
 
-    def _run(self, search, encoder_hidden, prompts, timestamps: bool, max_new_tokens: int | None, min_new_tokens: int,
+    def _run(self, make_search, encoder_hidden, prompts, timestamps: bool, max_new_tokens: int | None, min_new_tokens: int,
              no_speech_id: int | None, sot_index: int, stop_loops: bool = False,
              ) -> tuple[list[list[int]], list[float] | None, list[float]]:
-        """The step loop every strategy shares: step, score, rule, choose, keep the chosen rows' state. With
-        ``stop_loops``, every few steps the rows whose text is a repetition loop are given end-of-text."""
+        """The step loop every strategy shares: step, score, rule, choose, keep the chosen rows' state.
+        ``make_search(width, device)`` builds the pass's strategy. With ``stop_loops``, every few steps the rows
+        whose text is a repetition loop are given end-of-text."""
         import torch
 
         prompt_len = len(prompts[0])
@@ -124,10 +129,10 @@ class LeanDecoder:
             return [[] for _ in prompts], None, [0.0] * len(prompts)
         device = encoder_hidden.device
         cross = self.step.cross_cache(encoder_hidden)  # one copy per window, shared by its beams
-        start = search.start(prompts, max_len - prompt_len, device)
-        tokens = torch.tensor(start, dtype=torch.long, device=device)
-        cache = SelfCache(self.step, len(start), prompt_len, max_len, encoder_hidden)
-        state = RuleState(len(start), self.rules.timestamp_begin, device) if timestamps else None
+        search = make_search(max_len - prompt_len, device)
+        tokens = torch.tensor(search.rows, dtype=torch.long, device=device)
+        cache = SelfCache(self.step, len(search.rows), prompt_len, max_len, encoder_hidden)
+        state = RuleState(len(search.rows), self.rules.timestamp_begin, device) if timestamps else None
         no_speech = None
         guard = LoopGuard(self.eos) if stop_loops else None
         pos = 0

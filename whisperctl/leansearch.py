@@ -13,7 +13,8 @@ window's beams keep being fed until the whole batch is done (their tokens are ig
 
 Both keep each row's sum of its chosen tokens' log-probabilities under the model's own distribution (before the
 logit rules), as a teacher-forced pass over the tokens computes them: the decoding policy judges every decoding
-path by the same measure. A strategy sees scores; :class:`whisperctl.leanloop.LeanDecoder` runs the step.
+path by the same measure. A strategy sees scores; :class:`whisperctl.leanloop.LeanDecoder` runs the step. A
+strategy is built complete for one pass (its prompts, width and device): ``rows`` is the decoder's first input.
 """
 
 from __future__ import annotations
@@ -37,24 +38,24 @@ class GreedySearch:
     beams = 1
     drops_rows = True  # rows that leave take their cross-attention keys/values with them
 
-    def __init__(self, eos: int, pad: int, temperature: float = 0.0, seeds: Sequence[int] | None = None, sync_every: int = 1):
+    def __init__(self, eos: int, pad: int, prompts: Sequence[Sequence[int]], width: int, device: Any,
+                 temperature: float = 0.0, seeds: Sequence[int] | None = None, sync_every: int = 1):
+        """One pass over ``prompts`` (one row each), at most ``width`` new tokens per row, on ``device``."""
+        import torch
+
         self.eos, self.pad = eos, pad
-        self.temperature, self.seeds = temperature, seeds
+        self.temperature = temperature
         # how often the host reads which rows ended: every step on the CPU (free there), every few steps on a GPU,
         # where each read waits for the device (rows that ended meanwhile are fed padding, their tokens ignored)
         self.sync_every = sync_every
-
-    def start(self, prompts: Sequence[Sequence[int]], width: int, device: Any) -> list[list[int]]:
-        import torch
-
         batch = len(prompts)
-        self.generated = torch.full((batch, width), self.pad, dtype=torch.long, device=device)
+        self.rows = [list(p) for p in prompts]  # the decoder's first input, row by row
+        self.generated = torch.full((batch, width), pad, dtype=torch.long, device=device)
         self.live = torch.arange(batch, device=device)  # the rows in the batch (finished rows leave it)
         self.ended = torch.zeros(batch, dtype=torch.bool, device=device)  # which of them have ended
         self.sums = torch.zeros(batch, dtype=torch.float32, device=device)
-        self.draws = RowDraws(self.seeds if self.seeds is not None else range(batch), device) if self.temperature > 0 else None
+        self.draws = RowDraws(seeds if seeds is not None else range(batch), device) if temperature > 0 else None
         self.steps = 0
-        return [list(p) for p in prompts]
 
     def observe(self, scores) -> None:
         import torch
@@ -109,12 +110,11 @@ class BeamSearch:
 
     drops_rows = False  # beams are reordered within their window; the windows' cross-attention stays
 
-    def __init__(self, eos: int, pad: int, beam_size: int):
-        self.eos, self.pad, self.beams = eos, pad, beam_size
-
-    def start(self, prompts: Sequence[Sequence[int]], width: int, device: Any) -> list[list[int]]:
+    def __init__(self, eos: int, pad: int, beam_size: int, prompts: Sequence[Sequence[int]], device: Any):
+        """One pass over ``prompts`` (one window each, ``beam_size`` rows per window) on ``device``."""
         import torch
 
+        self.eos, self.pad, self.beams = eos, pad, beam_size
         k = self.beams
         self.windows, self.device = len(prompts), device
         rows = self.windows * k
@@ -125,7 +125,7 @@ class BeamSearch:
         self.history = torch.zeros((rows, 0), dtype=torch.long, device="cpu")
         self.finished: list[list[tuple[float, float, list[int]]]] = [[] for _ in range(self.windows)]  # (score, model sum, ids)
         self.done = [False] * self.windows
-        return [list(p) for p in prompts for _ in range(k)]
+        self.rows = [list(p) for p in prompts for _ in range(k)]  # the decoder's first input, row by row
 
     def observe(self, scores) -> None:
         import torch
@@ -221,9 +221,15 @@ class RowDraws:
         minus the log of Exp(1) noise), whose noise each row draws from its own generator."""
         import torch
 
+        return torch.argmax(self.perturbed(scores, temperature), dim=-1)
+
+    def perturbed(self, scores, temperature: float):
+        """The scaled scores minus the log of each row's Exp(1) noise: their argmax is a draw (:meth:`sample`)."""
+        import torch
+
         noise = torch.stack([torch.empty(scores.shape[1], dtype=scores.dtype, device=scores.device).exponential_(generator=g)
                              for g in self.generators])
-        return torch.argmax(scores / temperature - noise.log(), dim=-1)
+        return scores / temperature - noise.log()
 
     def keep(self, index) -> None:
         self.generators = [self.generators[i] for i in index.tolist()]

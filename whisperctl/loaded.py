@@ -1,8 +1,10 @@
 """The loaded model and everything derived from it, built complete in one place (:func:`load`).
 
-A :class:`LoadedModel` is what every decoding step needs: the transformers model, tokenizer and feature
-extractor, the plan it was loaded under, the special token ids, and small helpers (the decoder prompt, log-mel
-features, the attention context that pins an SDPA backend). Nothing is set on it after construction.
+A :class:`LoadedModel` is what every decoding step needs: the model, tokenizer and feature extractor, the plan it
+was loaded under, the special token ids, the :class:`~whisperctl.backends.Backend` that runs it (whisperctl's lean
+loop or transformers' ``generate()``, chosen by :func:`load` and built with the model), and small helpers (the
+decoder prompt, log-mel features, the attention context that pins an SDPA backend). Nothing is set on it after
+construction.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
@@ -20,6 +22,9 @@ from .config import Decoder, EngineConfig, Task
 from .eligibility import Plan
 from .errors import ModelError
 from .loading import TORCH_DTYPES
+
+if TYPE_CHECKING:
+    from .backends import Backend
 
 log = logging.getLogger(__name__)
 
@@ -39,59 +44,25 @@ class LoadedModel:
     no_speech_id: int | None  # <|nospeech|> (<|nocaptions|> in older vocabularies)
     multilingual: bool
     max_length: int  # decoder positions
-    lean_loop: leanloop.LeanDecoder | None  # whisperctl's decoding loop (see :func:`lean_loop_for`); None: generate()
+    lean_loop: dataclasses.InitVar[leanloop.LeanDecoder | None]  # the lean loop (:func:`lean_loop_for`); None: generate()
     random_weights: bool  # --weights random: speed runs; no text rules apply, windows decode untimed
     load_seconds: float
     config: EngineConfig  # the load-time options (to load transformers' model on first need)
+    backend: "Backend" = dataclasses.field(init=False)  # what runs the model, built with it (from ``lean_loop``)
     _token_text: dict[int, str] = dataclasses.field(default_factory=dict, repr=False)  # a cache, filled on use
-    _cache: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)  # built on first need (see below)
+
+    def __post_init__(self, lean_loop: leanloop.LeanDecoder | None) -> None:
+        from .backends.generate import GenerateBackend
+        from .backends.lean import LeanBackend
+
+        backend = LeanBackend(self, lean_loop) if lean_loop is not None else GenerateBackend(self)
+        object.__setattr__(self, "backend", backend)  # frozen: set once, here, as the model is built
 
     # ------------------------------------------------------------------ models
     @property
     def native(self) -> bool:
         """Whether ``model`` is whisperctl.native's (the CPU path that does not import transformers' model code)."""
         return not hasattr(self.model, "generate")
-
-    def transformers_model(self) -> Any:
-        """transformers' WhisperForConditionalGeneration, for what only it does (``generate()`` and its scoring
-        pass): the loaded model itself, or — when that is whisperctl's native one — transformers' model with the
-        same weights and quantization, loaded on first need (2-3 s)."""
-        if not self.native:
-            return self.model
-        model = self._cache.get("transformers")
-        if model is None:
-            from .loading import load_model
-
-            t0 = time.perf_counter()
-            model = load_model(self.config, self.plan, self.source, native_ok=False)[0]
-            self._cache["transformers"] = model
-            log.debug("loaded transformers' model for generate() in %.2fs", time.perf_counter() - t0)
-        return model
-
-    def alignment_decoder(self) -> leanloop.LeanDecoder:
-        """What runs word timing's forced pass (:meth:`whisperctl.leanloop.LeanDecoder.cross_attention`) on the
-        loaded model's own layers: the lean loop where it runs, else the same loop over transformers' loaded model
-        (CUDA, ``--decoder generate``), built on first need. Never a second model."""
-        if self.lean_loop is not None:
-            return self.lean_loop
-        decoder = self._cache.get("alignment")
-        if decoder is None:
-            # the pass's own attention; the alignment heads' weights are computed apart, in fp32, whatever it is
-            decoder = leanloop.LeanDecoder(self.model, lean_attention(self.plan.attention.hf_name))
-            self._cache["alignment"] = decoder
-        return decoder
-
-    @property
-    def backend_name(self) -> str:
-        """What runs the decoding passes: "lean" (whisperctl's loop) or "generate" (transformers')."""
-        return "lean" if self.lean_loop is not None else "generate"
-
-    @property
-    def unique_call(self) -> bool:
-        """Whether generate() takes force_unique_generate_call (one pass per window)."""
-        import inspect
-
-        return "force_unique_generate_call" in inspect.signature(self.transformers_model().generate).parameters
 
     # ----------------------------------------------------------------- tokens
     def token_str(self, tok: int) -> str:

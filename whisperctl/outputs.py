@@ -26,8 +26,8 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from . import __version__
-from .audio import input_identity
+from .version import __version__
+from .inputs import input_identity
 from .errors import OutputError
 from .writers import WRITERS, safe_stem, sweep_partial_files, write_atomic
 

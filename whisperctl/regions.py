@@ -22,7 +22,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
-from typing import Iterable, Iterator, Protocol, Sequence
+from typing import Any, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -211,8 +211,52 @@ class Tape:
             self.start = sample
 
 
+class SpeechStream(Protocol):
+    """What a runner reads for one input, and what its transcript needs to know about it: the blocks of 16 kHz
+    samples to decode (``--chunking vad``: the windows), ``time_map`` (``span``: times in the stream → the file's;
+    None: they are the file's), ``duration`` (the file's, once iterated), ``record()`` (the regions kept; None:
+    every sample) and ``cut_points()`` (samples of the stream where it may be cut into sections, as far as known
+    yet; None: no pauses are known, it is read whole)."""
+
+    time_map: Any
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+    @property
+    def duration(self) -> float: ...
+
+    def record(self) -> dict | None: ...
+
+    def cut_points(self) -> list[int] | None: ...
+
+
+class WholeStream:
+    """Every sample of the input (``--vad none``, arrays): nothing left out, nothing to map, no pauses known."""
+
+    time_map = None
+
+    def __init__(self, blocks: Iterable[np.ndarray]):
+        self._blocks = blocks
+        self._samples = 0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for block in self._blocks:
+            self._samples += len(block)
+            yield block
+
+    @property
+    def duration(self) -> float:
+        return self._samples / SAMPLE_RATE
+
+    def record(self) -> None:
+        return None
+
+    def cut_points(self) -> None:
+        return None
+
+
 class RegionStream:
-    """What a stream cut to regions tells the transcript: ``time_map.span`` (segment times → original times),
+    """A stream cut to regions (a :class:`SpeechStream`): ``time_map.span`` (segment times → original times),
     ``duration`` (the file's, once iterated) and ``record()`` (the regions kept)."""
 
     _scan: "Scan"
@@ -224,6 +268,9 @@ class RegionStream:
 
     def record(self) -> dict:
         return self._scan.record()
+
+    def cut_points(self) -> list[int] | None:
+        return None  # windows cut at pauses already (--chunking vad): nothing to cut further
 
 
 class RegionsOnly(RegionStream):

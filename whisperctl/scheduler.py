@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from . import audio as audio_mod, longform
-from .config import Chunking, DecodeOptions
-from .decoding import WindowDecoder
+from . import longform
+from .config import Chunking
 from .errors import WhisperctlError
+from .inputs import AudioInput
 from .filewindows import FileWindows, WindowKey, Windowing
+from .regions import SpeechStream
+from .runners import RunContext
 from .transcript import Event, FileDone, SegmentReady, TranscriptBuilder, window_tokens
 
 ProgressFn = Callable[[str, float], None]  # (input name, seconds of audio just finished)
@@ -28,7 +30,7 @@ ProgressFn = Callable[[str, float], None]  # (input name, seconds of audio just 
 
 @dataclasses.dataclass(frozen=True)
 class _Input:
-    source: audio_mod.AudioInput
+    source: AudioInput
     blocks: Iterable[np.ndarray]
     builder: TranscriptBuilder
     windows: FileWindows
@@ -38,11 +40,13 @@ Item = tuple[_Input, WindowKey, longform.Window]  # a window waiting in the batc
 
 
 class BatchedScheduler:
-    def __init__(self, decoder: WindowDecoder, options: DecodeOptions, finish: Callable[[TranscriptBuilder, float], Any],
-                 new_builder: Callable[[audio_mod.AudioInput, Any], TranscriptBuilder], progress: ProgressFn | None = None):
-        self.decoder, self.options, self.progress = decoder, options, progress
-        self._finish, self._new_builder = finish, new_builder
-        lm = decoder.loaded
+    """The batched runner (a :class:`~whisperctl.runners.Runner`)."""
+
+    def __init__(self, context: RunContext):
+        self.decoder, self.options, self.progress = context.decoder, context.options, context.progress
+        self._finish, self._new_builder = context.finish, context.new_builder
+        options = self.options
+        lm = self.decoder.loaded
         self.loaded = lm
         self.prompt = lm.text_tokens(options.initial_prompt) if options.initial_prompt else []
         self.windowing = Windowing(
@@ -52,7 +56,7 @@ class BatchedScheduler:
             vad_tail_s=options.vad_params[2] / 1000 + 0.3,  # a VAD window ends a pad after its last speech
         )
 
-    def run(self, inputs: list[tuple[audio_mod.AudioInput, Iterable[np.ndarray]]]) -> Iterator[Event]:
+    def run(self, inputs: list[tuple[AudioInput, SpeechStream]]) -> Iterator[Event]:
         """Events in input order per file: its segments as they settle, then its FileDone."""
         opts = self.options
         files = [_Input(inp, blocks, self._new_builder(inp, blocks), FileWindows(self.windowing)) for inp, blocks in inputs]

@@ -10,7 +10,8 @@ VAD's cut at the least speech-like moment of a long region), so no window bounda
 nothing is merged at seams; what a section loses is the previous section's text as its first window's prompt,
 as after any prompt reset.
 
-A stream without pauses to cut at (``--vad none``: the whole file) is one section, read lazily as before.
+A stream without pauses to cut at (``--vad none``: the whole file; its ``cut_points()`` is None) is one section,
+read lazily as it is decoded.
 Pure bookkeeping over blocks of samples: no model.
 """
 
@@ -18,11 +19,14 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 
 from .audio import SAMPLE_RATE
+
+if TYPE_CHECKING:
+    from .regions import SpeechStream
 
 
 @dataclasses.dataclass
@@ -33,15 +37,15 @@ class Section:
 
 
 class Sections:
-    """Cuts ``stream`` (an iterable of sample blocks, with ``cut_points()`` when it knows where its pauses are)
-    into :class:`Section` s of at least ``min_s`` seconds each (the last may be shorter); ``min_s`` 0 or a stream
-    without ``cut_points`` gives one section, the stream itself."""
+    """Cuts ``stream`` (a :class:`~whisperctl.regions.SpeechStream`) into :class:`Section` s of at least ``min_s``
+    seconds each (the last may be shorter), at the pauses its ``cut_points()`` knows; ``min_s`` 0 or a stream that
+    knows no pauses (``cut_points()`` None) gives one section, the stream itself."""
 
-    def __init__(self, stream: Iterable[np.ndarray], min_s: float):
+    def __init__(self, stream: "SpeechStream", min_s: float):
         self._stream = stream
         self._blocks: Iterator[np.ndarray] = iter(stream)
-        cut_points: Callable[[], list[int]] | None = getattr(stream, "cut_points", None)
-        self._cut_points = cut_points if min_s > 0 else None
+        cuttable = min_s > 0 and stream.cut_points() is not None
+        self._cut_points: Callable[[], list[int] | None] | None = stream.cut_points if cuttable else None
         self._min = int(min_s * SAMPLE_RATE)
         self._held: list[np.ndarray] = []  # blocks read after ``_start``
         self._read = 0  # samples read from the stream
@@ -83,7 +87,7 @@ class Sections:
 
     def _next_cut(self) -> int | None:
         assert self._cut_points is not None
-        cuts = self._cut_points()
+        cuts = self._cut_points() or []
         i = bisect.bisect_left(cuts, self._start + self._min)
         return cuts[i] if i < len(cuts) and cuts[i] < self._read else None
 

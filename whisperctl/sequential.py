@@ -27,17 +27,19 @@ from __future__ import annotations
 
 import collections
 import time
-from typing import Any, Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from . import audio as audio_mod, longform
-from .config import DecodeOptions
-from .decoding import WindowDecoder, WindowResult
-from .lanes import Lane, LaneBook
-from .sections import Sections
+from .decoding import WindowResult
 from .errors import WhisperctlError
-from .transcript import Event, Resume, TranscriptBuilder, window_tokens
+from .inputs import AudioInput
+from .lanes import Lane, LaneBook
+from .regions import SpeechStream
+from .runners import RunContext
+from .sections import Sections
+from .transcript import Event, Resume, window_tokens
 
 WINDOW_S = 30.0
 PROMPT_RESET_TEMPERATURE = 0.5  # openai-whisper: a window decoded hotter than this does not prompt the next
@@ -136,17 +138,17 @@ class SequentialRunner:
     sections). It reads the windows and decodes them; which lanes run and where their text goes is the
     :class:`~whisperctl.lanes.LaneBook`'s."""
 
-    def __init__(self, decoder: WindowDecoder, options: DecodeOptions, finish: Callable[[TranscriptBuilder, float], Any],
-                 new_builder: Callable[[audio_mod.AudioInput, Any], TranscriptBuilder], progress: Callable[[str, float], None] | None = None,
-                 resume: Callable[[audio_mod.AudioInput], Resume | None] | None = None, checkpoints: bool = False):
-        self.decoder, self.options, self.progress = decoder, options, progress
-        self._finish, self._new_builder = finish, new_builder
+    def __init__(self, context: RunContext, resume: Callable[[AudioInput], Resume | None] | None = None,
+                 checkpoints: bool = False):
+        self.decoder, self.options, self.progress = context.decoder, context.options, context.progress
+        self._finish, self._new_builder = context.finish, context.new_builder
         self._resume, self._checkpoints = resume, checkpoints  # resume points per input; Checkpoint events
-        self.loaded = decoder.loaded
+        self.loaded = self.decoder.loaded
+        options = self.options
         self._prompt = self.loaded.text_tokens(options.initial_prompt) if options.initial_prompt else []
         self._section_s = options.section_length_s
 
-    def run(self, inputs: list[tuple[audio_mod.AudioInput, Iterable[np.ndarray]]]) -> Iterator[Event]:
+    def run(self, inputs: list[tuple[AudioInput, SpeechStream]]) -> Iterator[Event]:
         """Events input after input: each input's segments as they settle, then its FileDone."""
         waiting = collections.deque(inputs)
         book = LaneBook(self.options.batch_size, self._finish)

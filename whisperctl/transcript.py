@@ -13,7 +13,7 @@ import time
 from typing import Any, Callable, Union
 
 from . import longform
-from .audio import AudioInput, input_identity
+from .inputs import AudioInput, input_identity
 from .decoding import WARNINGS, WindowResult
 from .errors import WhisperctlError
 from .hallucinations import SilenceFilter
@@ -97,9 +97,10 @@ def window_tokens(
 
 
 class TranscriptBuilder:
-    """``speech``: the region stream the windows were cut from (a VAD's or the clips'; None for the whole file);
-    its ``time_map.span`` maps segment and word times back to the original audio (and keeps them off pauses),
-    its ``duration`` is the file's, and its ``record()`` goes into the transcript. ``silence_threshold``:
+    """``speech``: the :class:`~whisperctl.regions.SpeechStream` the windows were cut from (None: times and
+    duration are the runner's); its ``time_map.span`` (where it has one) maps segment and word times back to the
+    original audio (and keeps them off pauses), its ``duration`` is the file's, and its ``record()`` goes into the
+    transcript. ``silence_threshold``:
     ``--hallucination-silence-threshold`` (segments then pass a :class:`~whisperctl.hallucinations.SilenceFilter`,
     which may hold one back until the next arrives: runners call :meth:`close` before :meth:`finish`)."""
 
@@ -141,7 +142,7 @@ class TranscriptBuilder:
         )
         if new:
             self._built_until = new[-1].end
-        time_map = self.speech.time_map if self.speech is not None else None
+        time_map = self.speech.time_map if self.speech is not None else None  # None: times are the file's
         if time_map is not None:
             for seg in new:
                 seg.start, seg.end = (round(t, 3) for t in time_map.span(seg.start, seg.end))

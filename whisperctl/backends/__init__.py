@@ -13,16 +13,14 @@ halving) asks a backend for four things and never which backend it has:
 Two implementations: :class:`~whisperctl.backends.lean.LeanBackend`, whisperctl's own loop over the loaded model's
 modules (whisperctl.native's or transformers', any device and float dtype), and
 :class:`~whisperctl.backends.generate.GenerateBackend`, transformers' ``generate()`` (``--decoder generate``, and
-wherever the lean loop cannot run). :func:`for_model` chooses, from what :func:`whisperctl.loaded.load` settled.
+wherever the lean loop cannot run). :func:`whisperctl.loaded.load` chooses and builds it with the model
+(``loaded.backend``); :class:`~whisperctl.decoding.WindowDecoder` takes any other one (``backend=``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Protocol, Sequence
-
-if TYPE_CHECKING:
-    from ..loaded import LoadedModel
+from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
 
 class Prompt(NamedTuple):
@@ -114,15 +112,3 @@ class Backend(Protocol):
 
     def token_logits(self, states: Any) -> Any:
         """Vocabulary logits of final hidden states that :meth:`cross_attention` returned."""
-
-
-def for_model(loaded: "LoadedModel") -> Backend:
-    """The backend that runs ``loaded``: the lean loop where :func:`whisperctl.loaded.load` built one for it, else
-    transformers' ``generate()``."""
-    if loaded.lean_loop is not None:
-        from .lean import LeanBackend
-
-        return LeanBackend(loaded, loaded.lean_loop)
-    from .generate import GenerateBackend
-
-    return GenerateBackend(loaded)

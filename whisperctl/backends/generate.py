@@ -4,7 +4,9 @@
 no-speech probability and the log-probability sums come from one teacher-forced scoring pass over its rows (so the
 policy judges its rows by the numbers the lean loop reads in its steps), language detection is one decoder step,
 and word timing runs the lean loop's forced pass over transformers' model (the model already loaded, never a
-second one).
+second one). A sampled pass draws each row from its own generator, seeded by the window's key as the lean loop's
+rows are (:class:`~whisperctl.leansearch.RowDraws`, applied as the last logits processor of a greedy
+``generate()``): a window's draws do not depend on its batch, and both backends draw the same noise.
 """
 
 from __future__ import annotations
@@ -16,16 +18,42 @@ from . import Found, Prompt, SearchOptions, Windows
 if TYPE_CHECKING:
     from ..loaded import LoadedModel
 
-SAMPLING_SEED = 0  # sampled passes run under this seed plus --seed, one draw for the whole batch
-
-
 class GenerateBackend:
     name = "generate"
 
     def __init__(self, loaded: "LoadedModel"):
         self.loaded = loaded
-        self.model = loaded.transformers_model()
-        self._encoder = self.model.get_encoder()
+        self._model: Any = None if _native(loaded.model) else loaded.model
+        self._alignment: Any = None
+
+    @property
+    def model(self) -> Any:
+        """transformers' WhisperForConditionalGeneration: the loaded model itself, or — when that is whisperctl's
+        native one — transformers' model with the same weights and quantization, loaded on first need (2-3 s)."""
+        if self._model is None:
+            self._model = transformers_model(self.loaded)
+        return self._model
+
+    @property
+    def _encoder(self) -> Any:
+        return self.model.get_encoder()
+
+    @property
+    def unique_call(self) -> bool:
+        """Whether generate() takes force_unique_generate_call (one pass per window)."""
+        import inspect
+
+        return "force_unique_generate_call" in inspect.signature(self.model.generate).parameters
+
+    def alignment_decoder(self) -> Any:
+        """The lean loop over transformers' loaded model, for word timing's forced pass (built on first need; never
+        a second model): the pass's own attention, the alignment heads' weights computed apart in fp32."""
+        if self._alignment is None:
+            from ..leanloop import LeanDecoder
+            from ..loaded import lean_attention
+
+            self._alignment = LeanDecoder(self.model, lean_attention(self.loaded.plan.attention.hf_name))
+        return self._alignment
 
     def _run_encoder(self, features: Any) -> Any:
         return self._encoder(features)[0]
@@ -34,16 +62,7 @@ class GenerateBackend:
         return Windows(features, self._run_encoder)  # generate() encodes inside: the output is kept from there
 
     def search(self, windows: Windows, prompts: Sequence[Prompt], options: SearchOptions, task: str) -> Found:
-        import torch
-
-        if options.temperature > 0:
-            lm = self.loaded
-            devices = [torch.device(lm.plan.device).index or 0] if lm.plan.device.startswith("cuda") else []
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(SAMPLING_SEED + options.seed)  # per batch: generate() draws for all rows
-                rows, hidden = self._generate(windows.features, prompts, options, task)
-        else:
-            rows, hidden = self._generate(windows.features, prompts, options, task)
+        rows, hidden = self._generate(windows.features, prompts, options, task)
         windows.remember(hidden)
         no_speech, sums = self._score(hidden, [p.tokens for p in prompts], rows)
         return Found(rows, no_speech, sums)
@@ -53,22 +72,16 @@ class GenerateBackend:
         import torch
 
         lm = self.loaded
-        kw: dict[str, Any] = {"return_timestamps": options.timestamps, "num_beams": options.beam_size}
+        kw: dict[str, Any] = {"return_timestamps": options.timestamps, "num_beams": options.beam_size, "do_sample": False}
         if options.max_new_tokens:
             kw["max_new_tokens"] = options.max_new_tokens
         if options.min_new_tokens:
             kw["min_new_tokens"] = options.min_new_tokens
         if options.temperature > 0:
-            kw.update(temperature=options.temperature, do_sample=True, num_beams=1)
-        else:
-            kw["do_sample"] = False
+            kw["num_beams"] = 1  # sampled: greedy over scores perturbed per row (_RowSampler, below)
         if lm.multilingual:
             kw["task"] = task
-        if options.stop_loops:
-            from transformers import LogitsProcessorList
-
-            kw["logits_processor"] = LogitsProcessorList([_LoopStop(lm.eos_id)])
-        if lm.unique_call:
+        if self.unique_call:
             # One decoding pass per window: transformers would otherwise seek past the last timestamp and decode
             # the window's tail again with timestamps restarting at 0; the overlapping next window covers it.
             kw["force_unique_generate_call"] = True
@@ -79,6 +92,17 @@ class GenerateBackend:
             rows: list[list[int]] = [[] for _ in prompts]
             for head, idx in groups:
                 call = dict(kw)
+                processors = [_LoopStop(lm.eos_id)] if options.stop_loops else []
+                if options.temperature > 0:
+                    from .lean import window_seed
+
+                    keys = options.keys
+                    seeds = [window_seed(options.seed, keys[i] if keys else i, options.temperature) for i in idx]
+                    processors.append(_RowSampler(options.temperature, seeds, lm.plan.device))
+                if processors:
+                    from transformers import LogitsProcessorList
+
+                    call["logits_processor"] = LogitsProcessorList(processors)
                 if head:
                     call["prompt_ids"] = torch.tensor(head, device=lm.plan.device)
                 if lm.multilingual:
@@ -137,10 +161,46 @@ class GenerateBackend:
         return self._logits(windows.hidden, [[token]] * len(windows))[:, 0].float()
 
     def cross_attention(self, windows: Windows, tokens: Any, heads: Sequence[tuple[int, int]]) -> tuple[Any, Any]:
-        return self.loaded.alignment_decoder().cross_attention(windows.hidden, tokens, heads)
+        return self.alignment_decoder().cross_attention(windows.hidden, tokens, heads)
 
     def token_logits(self, states: Any) -> Any:
         return self.model.proj_out(states)
+
+
+def _native(model: Any) -> bool:
+    """Whether ``model`` is whisperctl.native's (no ``generate()``): transformers' must then be loaded for it."""
+    return not hasattr(model, "generate")
+
+
+def transformers_model(loaded: "LoadedModel") -> Any:
+    """transformers' WhisperForConditionalGeneration for ``loaded``: the model itself, or — when that is
+    whisperctl's native one — transformers' model loaded now with the same weights and quantization (2-3 s; a
+    :class:`GenerateBackend` keeps the one it loads)."""
+    if not _native(loaded.model):
+        return loaded.model
+    import logging
+    import time
+
+    from ..loading import load_model
+
+    t0 = time.perf_counter()
+    model = load_model(loaded.config, loaded.plan, loaded.source, native_ok=False)[0]
+    logging.getLogger(__name__).debug("loaded transformers' model for generate() in %.2fs", time.perf_counter() - t0)
+    return model
+
+
+class _RowSampler:
+    """A logits processor for ``generate()``: each row's scores divided by the temperature plus Gumbel noise from
+    the row's own generator, so that ``generate()``'s greedy choice is a draw from softmax(scores / T) that depends
+    on the row's seed alone (the lean loop's :class:`~whisperctl.leansearch.RowDraws`, the same noise)."""
+
+    def __init__(self, temperature: float, seeds: Sequence[int], device: str):
+        from ..leansearch import RowDraws
+
+        self.temperature, self.draws = temperature, RowDraws(seeds, device)
+
+    def __call__(self, input_ids, scores):
+        return self.draws.perturbed(scores, self.temperature)
 
 
 class _LoopStop:

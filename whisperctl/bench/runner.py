@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from .. import audio as audio_mod
+from ..inputs import expand_inputs
 from ..config import MAX_BATCH_SIZE, Attention, Chunking, Decoder, DType, EngineConfig, Quantization, Vad, parse_choice
 from ..eligibility import Environment, environment_summary, make_plan
 from ..errors import EligibilityError, OutOfMemoryError, UsageError, WhisperctlError
@@ -174,7 +175,7 @@ def load_inputs(audio: Sequence[str] = (), manifest: str | None = None, duration
             if "concat" in row["file"]:
                 continue  # a concatenation of other rows would count the same speech twice
             inputs.append(BenchInput(row["file"], _load(path, "--manifest"), row["reference_text"]))
-    files, problems = audio_mod.expand_inputs(list(audio))
+    files, problems = expand_inputs(list(audio))
     if problems:
         name, why = problems[0]
         raise UsageError(f"--audio {name}: {why}")

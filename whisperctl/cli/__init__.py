@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from .. import __version__
+from ..version import __version__
 from ..errors import WhisperctlError
 
 app = typer.Typer(

@@ -40,7 +40,7 @@ def transcribe(
     """Transcribe audio with Whisper / Distil-Whisper."""
     set_verbosity(verbose, quiet)
     fmt = parse_choice(OutputFormat, output_format, "--output-format")
-    from ..writers import WRITERS, expand_formats
+    from ..writers import expand_formats
 
     formats = expand_formats(fmt)
     if overwrite and skip_existing:
@@ -58,7 +58,7 @@ def transcribe(
     if failures_file is not None:
         check_output_file(failures_file, "--failures")
 
-    from ..audio import expand_inputs  # numpy: imported only when a command runs, not for --help
+    from ..inputs import expand_inputs  # numpy: imported only when a command runs, not for --help
 
     if ray is None and (workers is not None or gpus_per_worker or cpus_per_worker is not None):
         raise UsageError("--workers, --gpus-per-worker and --cpus-per-worker size a Ray run; add --ray auto|ADDRESS.")
