@@ -7,6 +7,7 @@ import io
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -242,7 +243,8 @@ def test_skip_existing_redoes_outputs_made_with_options_that_change_the_text(tmp
             "--temperature", "0"]  # the missing input makes the summary line appear (and the exit code 1)
     assert run_cli(base + ["--max-new-tokens", "4"], capsys)[0] == 1
     code, _, err = run_cli(base + ["--max-new-tokens", "3", "--skip-existing"], capsys)
-    assert "1 transcribed, 1 failed, 0 skipped" in err, err
+    # (random weights cut at a few tokens: their windows may carry low_logprob warnings)
+    assert re.search(r"1 transcribed( \(1 with warnings\))?, 1 failed, 0 skipped", err), err
     assert json.loads((out / "x.json").read_text())["config"]["max_new_tokens"] == 3
     code, _, err = run_cli(base + ["--max-new-tokens", "3", "--skip-existing", "--batch-size", "2"], capsys)
     assert "0 transcribed, 1 failed, 1 skipped" in err, err

@@ -2,6 +2,7 @@
 
 import errno
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -234,7 +235,8 @@ def test_an_interrupted_overwrite_names_the_command_that_finishes_it(tmp_path, c
     assert command[0] == "whisperctl" and "--overwrite" not in command and "--skip-existing" in command
     assert command[command.index("--timestamps") + 1] == "word"
     code, _, err = run_cli(command[1:], capsys)
-    assert code == 0 and "3 transcribed, 0 failed, 1 skipped" in err, err
+    # (random weights cut at a few tokens: their windows may carry low_logprob warnings)
+    assert code == 0 and re.search(r"3 transcribed( \(\d with warnings\))?, 0 failed, 1 skipped", err), err
 
 
 def test_outputs_of_a_failed_write_do_not_count_as_current(tmp_path, capsys, monkeypatch, tiny_random_model):

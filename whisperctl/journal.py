@@ -117,7 +117,8 @@ class Journal:
 
 
 def _line(entry: Mapping[str, Any]) -> bytes:
-    return json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    # ASCII: a file name that is not UTF-8 (surrogate escapes) is written as \u escapes, and read back the same
+    return json.dumps(entry, separators=(",", ":")).encode() + b"\n"
 
 
 def _segment(data: Mapping[str, Any]) -> Segment:

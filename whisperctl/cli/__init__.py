@@ -117,10 +117,11 @@ def main() -> None:
 
     debug = os.environ.get("WHISPERCTL_DEBUG", "") not in ("", "0")
     _setup_logging(debug)
-    try:  # a file name that is not UTF-8 (b"\xff.wav") is written as \udcff rather than failing the run
-        sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
-    except (AttributeError, ValueError):
-        pass
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 (b"\xff.wav") is written as \udcff
+        try:  # rather than failing the run (stderr is so by default, but not every stderr a caller hands over)
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+        except (AttributeError, ValueError):
+            pass
     try:
         signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main thread (embedded use): keep the default
