@@ -1,6 +1,7 @@
 import pytest
 
-from whisperctl.config import Attention, DType, EngineConfig, Quantization, Timestamps, Weights, load_config_file, parse_choice
+from whisperctl.config import Attention, DType, EngineConfig, Quantization, Timestamps, Weights, parse_choice
+from whisperctl.presets import load_config_file
 from whisperctl.errors import UsageError
 
 
@@ -120,3 +121,34 @@ def test_every_config_field_is_load_time_per_call_or_run_control():
         config.decode_options(decode_tokens=3)  # not a decoding option: it says how the run is driven
     opts = EngineConfig(batch_size=3, temperature="0,0.5").decode_options(beam_size=2)
     assert (opts.batch_size, opts.temperature, opts.beam_size) == (3, (0.0, 0.5), 2)
+
+
+def test_each_option_is_declared_once_with_its_flag_help_and_readme_row():
+    """The option dataclasses' fields are the one declaration of every option (issue 34): each has a flag (or is
+    library-only, said so), a help text, a command-line type, and a row in the README's options table; the CLI's
+    options are built from them; every flag a validation message names is a declared one."""
+    import re
+    from pathlib import Path
+
+    from whisperctl.cli.options import ENGINE_OPTIONS
+    from whisperctl.config import option_fields
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = "\n".join(line for line in readme.splitlines() if line.startswith("| `--"))
+    declared = set()
+    for f in option_fields():
+        meta = f.metadata
+        assert meta["help"].strip() and meta["cli_type"] in (str, int, float, bool), f.name
+        if meta["flag"] is None:
+            assert meta["commands"] == (), f"{f.name}: library-only options are a flag of no command"
+            continue
+        for spelling in meta["flag"].split("/"):
+            declared.add(spelling)
+        first = meta["flag"].split("/")[0]
+        assert f"`{first}`" in table or f"`{first} " in table, f"{first} has no row in README's options table"
+    assert {flag for _, flag, _, _ in ENGINE_OPTIONS} == {f.metadata["flag"] for f in option_fields()
+                                                         if f.metadata["flag"] and "transcribe" in f.metadata["commands"]}
+    source = (Path(__file__).resolve().parents[1] / "whisperctl" / "config.py").read_text()
+    named = set(re.findall(r"(--[a-z][a-z-]+)(?![a-z_-])", source))  # (not openai-whisper's --clip_timestamps)
+    others = {"--config", "--compare", "--models", "--output-dir"}  # flags of commands, not options
+    assert named - declared - others == set(), named - declared - others

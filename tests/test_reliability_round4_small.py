@@ -153,7 +153,7 @@ def test_a_preset_key_given_twice_is_a_usage_error_naming_both(tmp_path, capsys,
 
 def test_preset_keys_come_back_spelled_with_underscores(tmp_path):
     """A [bench] key written with hyphens (batch-sizes) was accepted and then never read."""
-    from whisperctl.config import load_config_file
+    from whisperctl.presets import load_config_file
 
     preset = tmp_path / "p.toml"
     preset.write_text("beam-size = 2\n[bench]\nbatch-sizes = '1,2'\n")

@@ -125,7 +125,8 @@ def test_bad_config_files_are_usage_errors(tmp_path, capsys, content, fragment, 
 
 
 def test_shipped_presets_still_load_in_both_commands(capsys, no_model_load):
-    from whisperctl.config import EngineConfig, load_config_file
+    from whisperctl.config import EngineConfig
+    from whisperctl.presets import load_config_file
 
     for preset in sorted((ROOT / "configs").glob("*.toml")):
         data = load_config_file(preset)

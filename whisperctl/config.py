@@ -1,6 +1,9 @@
-"""The one frozen configuration shared by ``transcribe``, ``bench`` and ``doctor``.
+"""The one frozen configuration shared by ``transcribe``, ``bench`` and ``doctor``: the options, each declared once.
 
-Closed choices are ``str`` Enums; user spellings resolve to them in :func:`parse_choice`. Options come in two
+Closed choices are ``str`` Enums (:mod:`whisperctl.choices`, re-exported here); TOML presets are read by
+:mod:`whisperctl.presets`. Each option is one dataclass field with its
+default, flag, help and command-line type (:func:`_opt`); the CLI's options and the validation messages' flag
+names come from those fields. Options come in two
 lifetimes: :class:`LoadOptions` (how the model is loaded) and :class:`DecodeOptions` (per call); beside them
 :class:`RunControl` says how a run is driven (forced work and out-of-memory handling, for benchmarks) rather than
 what it decodes. :class:`EngineConfig` is the three together. All validation that does not need hardware facts lives in their
@@ -11,155 +14,16 @@ here?) live in :mod:`whisperctl.eligibility`.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import enum
 import math
 import os
 import re
-from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
+from .choices import (  # noqa: F401 (OutputFormat and the others are re-exported: whisperctl.config names them)
+    Attention, Chunking, Decoder, DType, OutputFormat, Quantization, Task, Timestamps, Vad, Weights, parse_choice,
+)
 from .errors import UsageError
-
-try:  # Python 3.11+
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
-
-
-class Attention(str, enum.Enum):
-    AUTO = "auto"
-    EAGER = "eager"
-    SDPA = "sdpa"
-    SDPA_FLASH = "sdpa:flash"
-    SDPA_EFFICIENT = "sdpa:efficient"
-    SDPA_MATH = "sdpa:math"
-    SDPA_CUDNN = "sdpa:cudnn"
-    FLASH_ATTENTION_2 = "flash_attention_2"
-    FLEX_ATTENTION = "flex_attention"
-
-    @property
-    def hf_name(self) -> str:
-        """The ``attn_implementation`` value transformers understands."""
-        return "sdpa" if self.value.startswith("sdpa") else self.value
-
-    @property
-    def sdpa_backend(self) -> str | None:
-        """The pinned PyTorch SDPA backend (``flash``, ``math`` …), or None when PyTorch chooses."""
-        return self.value.split(":", 1)[1] if ":" in self.value else None
-
-
-class DType(str, enum.Enum):
-    AUTO = "auto"
-    FP32 = "fp32"
-    FP16 = "fp16"
-    BF16 = "bf16"
-
-
-class Quantization(str, enum.Enum):
-    AUTO = "auto"
-    NONE = "none"
-    INT8 = "int8"
-    INT4 = "int4"
-
-
-class Chunking(str, enum.Enum):
-    BATCHED = "batched"  # overlapping windows decoded in batches, merged at the seams
-    SEQUENTIAL = "sequential"  # one window at a time, each starting where the last complete segment ended
-    VAD = "vad"  # speech regions merged into windows cut at pauses (WhisperX's cut & merge); needs a VAD
-
-
-class Vad(str, enum.Enum):
-    NONE = "none"
-    SKIP = "skip"  # Silero VAD 6, skipping only long stretches that are surely not speech (the default)
-    SILERO = "silero"  # Silero VAD 6's speech regions only (faster-whisper's vad_filter)
-
-
-class Decoder(str, enum.Enum):
-    AUTO = "auto"  # whisperctl's lean loop on the CPU (eager/sdpa), transformers' generate() elsewhere
-    LEAN = "lean"  # whisperctl's lean loop on any device (the decoder's attention eager or sdpa; the encoder's as chosen)
-    GENERATE = "generate"  # always transformers' generate()
-
-
-class Weights(str, enum.Enum):
-    PRETRAINED = "pretrained"  # the checkpoint's trained weights
-    RANDOM = "random"  # the architecture with random weights: no download, text meaningless (speed runs)
-
-
-class Task(str, enum.Enum):
-    TRANSCRIBE = "transcribe"
-    TRANSLATE = "translate"
-
-
-class Timestamps(str, enum.Enum):
-    NONE = "none"
-    SEGMENT = "segment"
-    WORD = "word"
-
-
-class OutputFormat(str, enum.Enum):
-    TXT = "txt"
-    SRT = "srt"
-    VTT = "vtt"
-    TSV = "tsv"
-    JSON = "json"
-    ALL = "all"
-
-
-# Spellings people actually type. Keys are compared after lower-casing.
-_ALIASES: dict[type[enum.Enum], dict[str, str]] = {
-    Attention: {
-        "fa2": "flash_attention_2",
-        "flash_attn_2": "flash_attention_2",
-        "flash-attn-2": "flash_attention_2",
-        "flash_attn2": "flash_attention_2",
-        "flash-attention-2": "flash_attention_2",
-        "flash_attention2": "flash_attention_2",
-        "flashattention2": "flash_attention_2",
-        "flex": "flex_attention",
-        "flex-attention": "flex_attention",
-        "sdpa:mem_efficient": "sdpa:efficient",
-        "sdpa:mem-efficient": "sdpa:efficient",
-        "sdpa:memory_efficient": "sdpa:efficient",
-        "sdpa:flash_attention": "sdpa:flash",
-        "sdpa:cudnn_attention": "sdpa:cudnn",
-    },
-    DType: {
-        "float32": "fp32",
-        "f32": "fp32",
-        "float16": "fp16",
-        "half": "fp16",
-        "f16": "fp16",
-        "bfloat16": "bf16",
-    },
-    Quantization: {"no": "none", "off": "none", "8bit": "int8", "4bit": "int4"},
-    Decoder: {"transformers": "generate", "hf": "generate"},
-    Weights: {"real": "pretrained", "trained": "pretrained"},
-    Timestamps: {"words": "word", "segments": "segment", "false": "none", "off": "none"},
-}
-
-E = TypeVar("E", bound=enum.Enum)
-
-
-def parse_choice(enum_type: type[E], value: str | E, option: str) -> E:
-    """Resolve a user spelling (case-insensitive, aliases included) to a member of ``enum_type``.
-
-    An unknown name is a :class:`UsageError` that lists the valid names and suggests the closest one.
-    """
-    if isinstance(value, enum_type):
-        return value
-    key = str(value).strip().lower()
-    key = _ALIASES.get(enum_type, {}).get(key, key)
-    for member in enum_type:
-        if member.value == key:
-            return member
-    valid = [m.value for m in enum_type]
-    close = difflib.get_close_matches(key, valid + list(_ALIASES.get(enum_type, {})), n=1, cutoff=0.5)
-    hint = ""
-    if close:
-        target = _ALIASES.get(enum_type, {}).get(close[0], close[0])
-        hint = f" Did you mean '{target}'?"
-    raise UsageError(f"{option}: unknown value '{value}'. Valid: {', '.join(valid)}.{hint}")
 
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -209,6 +73,40 @@ NO_SPEECH_THRESHOLD = 0.6  # P(<|nospeech|>) above which a window whose decode f
 
 OptionsT = TypeVar("OptionsT", bound="_Options")
 
+#: the commands an option is a flag of, unless its field says otherwise
+COMMANDS = ("transcribe", "bench")
+
+
+def _opt(default: Any, flag: str | None, help: str, *, cli_type: type = str,
+         commands: tuple[str, ...] = COMMANDS) -> Any:
+    """One option, declared once: its default, its command-line flag (None: library only), its help, the type
+    the command line reads it as (choices and lists as text) and the commands that take it. The Typer options
+    (``whisperctl.cli.options``), the validation messages (:func:`flag`), TOML presets (the field name) and the
+    README's options table (checked by tests/test_config.py) all come from here."""
+    return dataclasses.field(default=default, metadata={"flag": flag, "help": help, "cli_type": cli_type,
+                                                        "commands": commands})
+
+
+def option_fields() -> list[dataclasses.Field]:
+    """Every option of :class:`LoadOptions`, :class:`DecodeOptions` and :class:`RunControl`, in that order."""
+    return [f for cls in (LoadOptions, DecodeOptions, RunControl) for f in dataclasses.fields(cls)]
+
+
+def _field(name: str) -> dataclasses.Field:
+    for f in option_fields():
+        if f.name == name:
+            return f
+    raise KeyError(name)
+
+
+def flag(name: str) -> str:
+    """The command-line flag of option ``name`` (its field name in messages for a library-only option)."""
+    return _field(name).metadata["flag"] or name
+
+
+def option_help(name: str) -> str:
+    return _field(name).metadata["help"]
+
 
 class _Options:
     """What the option dataclasses share: a changed copy (validated again) and a JSON-ready view."""
@@ -231,41 +129,88 @@ class DecodeOptions(_Options):
     ``logprob_threshold`` is silence and yields no text (as does a window with no letter or digit).
     """
 
-    batch_size: int = 8  # windows decoded together (across chunks and files)
-    chunking: Chunking = Chunking.SEQUENTIAL  # openai-whisper's seeking, inputs in lock-step; or batched overlapping windows
-    chunk_length_s: float = 30.0  # window length for batched chunking, [1, 30]
-    chunk_overlap_s: float | None = None  # overlap between windows; None = chunk_length_s / 6
+    batch_size: int = _opt(8, "--batch-size", cli_type=int,
+                           help="Windows decoded together, across chunks and files.")
+    # openai-whisper's seeking, inputs in lock-step; or batched overlapping windows
+    chunking: Chunking = _opt(Chunking.SEQUENTIAL, "--chunking", cli_type=str,
+                              help="sequential (default: openai-whisper's seeking, files batched in lock-step) | "
+                                   "batched (overlapping windows, merged at seams) | vad (speech regions merged into "
+                                   "windows cut at pauses).")
+    # window length for batched chunking, [1, 30]
+    chunk_length_s: float = _opt(30.0, "--chunk-length", cli_type=float,
+                                 help="Window length in seconds for batched chunking, [1, 30].")
+    # overlap between windows; None = chunk_length_s / 6
+    chunk_overlap_s: float | None = _opt(None, "--chunk-overlap", cli_type=float,
+        help="Overlap between windows in seconds (default: chunk length / 6).")
     # sequential: a long file's speech is cut at the first pause after every this many seconds into sections whose
     # seeking loops run side by side in the batch (needs the VAD or clip timestamps); 0 = one loop per file
-    section_length_s: float = 60.0
-    language: str | None = None  # ISO code or name; None = English for .en models, detect otherwise
-    task: Task = Task.TRANSCRIBE
-    timestamps: Timestamps = Timestamps.SEGMENT  # word timestamps add an eager-attention alignment pass
-    beam_size: int = 1  # 1 = greedy
+    section_length_s: float = _opt(60.0, "--section-length", cli_type=float,
+                                   help="Sequential chunking with the VAD: cut a long file at the first pause after "
+                                        "every this many seconds of speech into sections decoded side by side (0: one "
+                                        "loop per file).")
+    # ISO code or name; None = English for .en models, detect otherwise
+    language: str | None = _opt(None, "--language", cli_type=str,
+                                help="Spoken language (en, de, french …); default: detect (English for .en models).")
+    task: Task = _opt(Task.TRANSCRIBE, "--task", cli_type=str,
+                      help="transcribe | translate (to English; multilingual models only).")
+    # word timestamps add an eager-attention alignment pass
+    timestamps: Timestamps = _opt(Timestamps.SEGMENT, "--timestamps", cli_type=str,
+                                  help="none | segment | word (word adds an eager-attention alignment pass).")
+    beam_size: int = _opt(1, "--beam-size", cli_type=int,
+                          help="1 = greedy.")
     # sampled fallback passes (temperature > 0) draw this many candidates per window and keep the one with the best
     # log-probability per token (openai-whisper's CLI and faster-whisper default to 5)
-    best_of: int = 5
-    temperature: tuple[float, ...] = DEFAULT_TEMPERATURES  # tried in turn while a decode fails the thresholds
-    compression_ratio_threshold: float | None = COMPRESSION_RATIO_THRESHOLD  # None: no repetition check
-    logprob_threshold: float | None = LOGPROB_THRESHOLD  # None: no log-probability check
-    no_speech_threshold: float | None = NO_SPEECH_THRESHOLD  # None: never call a window silence
-    condition_on_previous_text: bool = True  # sequential: prompt each window with the text before it
-    initial_prompt: str | None = None  # text conditioning the first window (names, spelling)
-    seed: int = 0  # sampled fallback passes: each window draws from its own generator, seeded by this and its audio
-    max_new_tokens: int | None = None  # cap per window; None = model maximum
+    best_of: int = _opt(5, "--best-of", cli_type=int,
+                        help="Sampled fallback passes: candidates drawn per window, the most probable kept.")
+    # tried in turn while a decode fails the thresholds
+    temperature: tuple[float, ...] = _opt(DEFAULT_TEMPERATURES, "--temperature", cli_type=str,
+        help="One value, or a comma list for fallback (e.g. 0,0.2,0.4).")
+    # None: no repetition check
+    compression_ratio_threshold: float | None = _opt(COMPRESSION_RATIO_THRESHOLD, "--compression-ratio-threshold",
+        cli_type=float,
+        help="Decode again hotter when the text's gzip ratio exceeds this.")
+    # None: no log-probability check
+    logprob_threshold: float | None = _opt(LOGPROB_THRESHOLD, "--logprob-threshold", cli_type=float,
+        help="Decode again hotter when the mean token log-probability is below this.")
+    # None: never call a window silence
+    no_speech_threshold: float | None = _opt(NO_SPEECH_THRESHOLD, "--no-speech-threshold", cli_type=float,
+        help="A window is silence when P(no speech) exceeds this and its log-probability is low.")
+    # sequential: prompt each window with the text before it
+    condition_on_previous_text: bool = _opt(True, "--condition-on-previous-text/--no-condition-on-previous-text",
+        cli_type=bool,
+        help="Sequential chunking: prompt each window with the text before it.")
+    initial_prompt: str | None = _opt(None, "--initial-prompt", cli_type=str,
+                                      help="Text that conditions decoding (names, spelling).")
+    # sampled fallback passes: each window draws from its own generator, seeded by this and its audio
+    seed: int = _opt(0, "--seed", cli_type=int,
+                     help="Seed of the sampled fallback passes (each window its own draw: same input, same text).")
+    # cap per window; None = model maximum
+    max_new_tokens: int | None = _opt(None, "--max-new-tokens", cli_type=int,
+                                      help="Cap on generated tokens per window.")
     # Voice activity detection: None = silero (none with clip timestamps): non-speech is removed before decoding,
     # times mapped back to the original audio (vad_in_effect).
-    vad: Vad | None = None
+    vad: Vad | None = _opt(None, "--vad", cli_type=str,
+                           help="skip (default: leave out only long stretches that are surely not speech) | silero "
+                                "(decode only its speech regions; the default with --chunking vad) | none (every "
+                                "sample; the default with --clip-timestamps).")
     # None: the VAD's own value (vad_params: skip 0.3 / 4000 / 1000, silero 0.5 / 2000 / 400)
-    vad_threshold: float | None = None  # speech probability that starts a region, in (0, 1)
-    min_silence_ms: int | None = None  # silence that ends a region (skip: the shortest stretch skipped)
-    speech_pad_ms: int | None = None  # audio kept on each side of a region
+    vad_threshold: float | None = _opt(None, "--vad-threshold", cli_type=float,
+                                       help="VAD: speech probability that starts a region, in (0, 1).")
+    min_silence_ms: int | None = _opt(None, "--min-silence-ms", cli_type=int,
+                                      help="VAD: silence that ends a speech region, in ms.")
+    # audio kept on each side of a region
+    speech_pad_ms: int | None = _opt(None, "--speech-pad-ms", cli_type=int,
+                                     help="VAD: audio kept on each side of a speech region, in ms.")
     # openai-whisper's --clip_timestamps: (start, end, start, end …) seconds of each file to decode, ascending;
     # an odd count leaves the last clip open to the end of the file. None: the whole file.
-    clip_timestamps: tuple[float, ...] | None = None
+    clip_timestamps: tuple[float, ...] | None = _opt(None, "--clip-timestamps", cli_type=str,
+        help="start,end,start,end… seconds of each file to decode (openai-whisper's); an odd count runs the last clip "
+             "to the end.")
     # openai-whisper's: drop a segment that looks invented (improbable, too short or long words) when silence of
     # more than this many seconds surrounds it. Needs word timestamps. None: off.
-    hallucination_silence_threshold: float | None = None
+    hallucination_silence_threshold: float | None = _opt(None, "--hallucination-silence-threshold", cli_type=float,
+        help="With --timestamps word: drop a segment that looks invented when silence longer than this (s) surrounds "
+             "it.")
 
     def __post_init__(self) -> None:
         self._check_vad()
@@ -281,35 +226,35 @@ class DecodeOptions(_Options):
         object.__setattr__(self, name, value)  # frozen dataclass: normalising in __post_init__
 
     def _check_vad(self) -> None:
-        self._set("chunking", parse_choice(Chunking, self.chunking, "--chunking"))
+        self._set("chunking", parse_choice(Chunking, self.chunking, flag("chunking")))
         if self.vad is not None:
-            self._set("vad", parse_choice(Vad, self.vad, "--vad"))
+            self._set("vad", parse_choice(Vad, self.vad, flag("vad")))
         if self.vad == Vad.NONE and self.chunking == Chunking.VAD:
             raise UsageError("--chunking vad: cuts windows at the pauses a VAD finds; drop --vad none (or use --vad silero).")
         if self.vad_threshold is not None:
-            threshold = _require_float(self.vad_threshold, "--vad-threshold")
+            threshold = _require_float(self.vad_threshold, flag("vad_threshold"))
             if not 0.0 < threshold < 1.0:
                 raise UsageError(f"--vad-threshold: {threshold:g} is a speech probability; give a value in (0, 1), e.g. 0.5.")
             self._set("vad_threshold", threshold)
         if self.min_silence_ms is not None:
-            _require_int(self.min_silence_ms, "--min-silence-ms", minimum=0, maximum=MAX_VAD_MS,
+            _require_int(self.min_silence_ms, flag("min_silence_ms"), minimum=0, maximum=MAX_VAD_MS,
                          why="a pause that long is never inside speech")
         if self.speech_pad_ms is not None:
-            _require_int(self.speech_pad_ms, "--speech-pad-ms", minimum=0, maximum=MAX_VAD_MS,
+            _require_int(self.speech_pad_ms, flag("speech_pad_ms"), minimum=0, maximum=MAX_VAD_MS,
                          why="more padding than that only decodes silence")
 
     def _check_output_shape(self) -> None:
         """Task, timestamps, the clips to decode and the hallucination filter (which needs word timestamps)."""
-        self._set("task", parse_choice(Task, self.task, "--task"))
-        self._set("timestamps", parse_choice(Timestamps, self.timestamps, "--timestamps"))
+        self._set("task", parse_choice(Task, self.task, flag("task")))
+        self._set("timestamps", parse_choice(Timestamps, self.timestamps, flag("timestamps")))
         if self.clip_timestamps is not None:
             self._set("clip_timestamps", _clip_timestamps(self.clip_timestamps))
             if self.vad_in_effect != Vad.NONE or self.chunking == Chunking.VAD:
-                flag = "--chunking vad" if self.chunking == Chunking.VAD else "--vad silero"
-                raise UsageError(f"--clip-timestamps: cannot be combined with {flag}: the clips already say which audio "
+                other = "--chunking vad" if self.chunking == Chunking.VAD else "--vad silero"
+                raise UsageError(f"--clip-timestamps: cannot be combined with {other}: the clips already say which audio "
                                  "to decode. Drop one of them.")
         if self.hallucination_silence_threshold is not None:
-            silence = _require_float(self.hallucination_silence_threshold, "--hallucination-silence-threshold")
+            silence = _require_float(self.hallucination_silence_threshold, flag("hallucination_silence_threshold"))
             if not 0.0 < silence <= MAX_HALLUCINATION_SILENCE_S:
                 raise UsageError(f"--hallucination-silence-threshold: {silence:g} s; give seconds of silence in "
                                  f"(0, {MAX_HALLUCINATION_SILENCE_S:g}], e.g. 2.")
@@ -319,25 +264,25 @@ class DecodeOptions(_Options):
             self._set("hallucination_silence_threshold", silence)
 
     def _check_sizes(self) -> None:
-        _require_int(self.batch_size, "--batch-size", minimum=1, maximum=MAX_BATCH_SIZE)
-        _require_int(self.beam_size, "--beam-size", minimum=1, maximum=MAX_BEAM_SIZE,
+        _require_int(self.batch_size, flag("batch_size"), minimum=1, maximum=MAX_BATCH_SIZE)
+        _require_int(self.beam_size, flag("beam_size"), minimum=1, maximum=MAX_BEAM_SIZE,
                      why="larger beams multiply memory without improving accuracy; 5 is the usual choice")
-        _require_int(self.best_of, "--best-of", minimum=1, maximum=MAX_BEAM_SIZE,
+        _require_int(self.best_of, flag("best_of"), minimum=1, maximum=MAX_BEAM_SIZE,
                      why="each candidate is a whole sampled decode of the window; 5 is the usual choice")
-        _require_token_count(self.max_new_tokens, "--max-new-tokens")
+        _require_token_count(self.max_new_tokens, flag("max_new_tokens"))
 
     def _check_window_length(self) -> None:
-        chunk = _require_float(self.chunk_length_s, "--chunk-length")
+        chunk = _require_float(self.chunk_length_s, flag("chunk_length_s"))
         if not MIN_CHUNK_SECONDS <= chunk <= MAX_CHUNK_SECONDS:
             raise UsageError(f"--chunk-length: {chunk:g} s is outside [{MIN_CHUNK_SECONDS:g}, {MAX_CHUNK_SECONDS:g}]. "
                              "Whisper windows are at most 30 s; shorter than 1 s leaves nothing to decode.")
-        section = _require_float(self.section_length_s, "--section-length")
+        section = _require_float(self.section_length_s, flag("section_length_s"))
         if not 0.0 <= section <= MAX_SECTION_SECONDS:
             raise UsageError(f"--section-length: {section:g} s; give seconds of speech per section in [0, "
                              f"{MAX_SECTION_SECONDS:g}] (0: one seeking loop per file), e.g. 60.")
         self._set("section_length_s", section)
         if self.chunk_overlap_s is not None:
-            overlap = _require_float(self.chunk_overlap_s, "--chunk-overlap")
+            overlap = _require_float(self.chunk_overlap_s, flag("chunk_overlap_s"))
             if not 0 <= overlap < chunk / 2:
                 raise UsageError(
                     f"--chunk-overlap: {overlap:g} s must be ≥ 0 and less than half the chunk length ({chunk:g} s)."
@@ -351,26 +296,25 @@ class DecodeOptions(_Options):
             temps = tuple(t for t in temps.split(",") if t.strip())
         if not isinstance(temps, (tuple, list)) or len(temps) > MAX_TEMPERATURES:
             raise UsageError(f"--temperature: give 1 to {MAX_TEMPERATURES} values in [0, 1], e.g. 0 or 0,0.2,0.4.")
-        temps = tuple(_require_float(t, "--temperature") for t in temps)
+        temps = tuple(_require_float(t, flag("temperature")) for t in temps)
         if not temps or any(not 0.0 <= t <= 1.0 for t in temps):
             raise UsageError("--temperature: give one or more values in [0, 1], e.g. 0 or 0,0.2,0.4.")
         self._set("temperature", temps)
 
     def _check_thresholds(self) -> None:
         """The fallback thresholds, the seed of the sampled passes and conditioning on previous text."""
-        for name, flag in (("compression_ratio_threshold", "--compression-ratio-threshold"),
-                           ("logprob_threshold", "--logprob-threshold"), ("no_speech_threshold", "--no-speech-threshold")):
+        for name in ("compression_ratio_threshold", "logprob_threshold", "no_speech_threshold"):
             value = getattr(self, name)
             if value is not None:
-                self._set(name, _require_float(value, flag))
-        self._set("seed", _require_int(self.seed, "--seed", minimum=0, maximum=2**63 - 1))
+                self._set(name, _require_float(value, flag(name)))
+        self._set("seed", _require_int(self.seed, flag("seed"), minimum=0, maximum=2**63 - 1))
         if self.no_speech_threshold is not None and not 0.0 <= self.no_speech_threshold <= 1.0:
             raise UsageError(f"--no-speech-threshold: {self.no_speech_threshold:g} is a probability; give a value in [0, 1].")
         if self.compression_ratio_threshold is not None and self.compression_ratio_threshold <= 0:
             raise UsageError("--compression-ratio-threshold: must be > 0 (openai-whisper's default is 2.4).")
         if self.logprob_threshold is not None and self.logprob_threshold > 0:
             raise UsageError("--logprob-threshold: log-probabilities are ≤ 0 (openai-whisper's default is -1.0).")
-        _require_bool(self.condition_on_previous_text, "--condition-on-previous-text")
+        _require_bool(self.condition_on_previous_text, flag("condition_on_previous_text"))
 
     def _check_prompt(self) -> None:
         if self.initial_prompt is None:
@@ -439,22 +383,40 @@ class DecodeOptions(_Options):
 class LoadOptions(_Options):
     """How the model is loaded: fixed for a loaded model's life (openai-whisper's ``load_model`` arguments)."""
 
-    model: str = "tiny.en"  # alias, hub repo id, transformers dir or CTranslate2 dir; tiny.en is bundled
-    attention: Attention = Attention.AUTO  # attention kernel; auto picks fa2 > sdpa > eager by eligibility
-    dtype: DType = DType.AUTO  # auto: fp16 on CUDA, fp32 on CPU/MPS
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    quantization: Quantization = Quantization.AUTO  # auto: int8 on CPU in fp32 (fastest at equal WER), else none
-    threads: int | None = None  # torch intra-op threads on CPU; None = torch's default
-    weights: Weights = Weights.PRETRAINED  # or random: the alias's architecture, offline (speed runs)
-    allow_pickle: bool = False  # load pickle checkpoints (.bin/.pt, with weights_only=True); safetensors otherwise
-    decoder: Decoder = Decoder.AUTO  # decoding loop: auto (lean on the CPU) | lean (whisperctl's) | generate (transformers')
+    # alias, hub repo id, transformers dir or CTranslate2 dir; tiny.en is bundled
+    model: str = _opt("tiny.en", "--model", cli_type=str,
+                      help="Alias (tiny.en, small, large-v3, distil-large-v3 …), hub id, transformers dir or "
+                           "CTranslate2 dir.")
+    # attention kernel; auto picks fa2 > sdpa > eager by eligibility
+    attention: Attention = _opt(Attention.AUTO, "--attn", cli_type=str,
+                                help="auto | eager | sdpa | sdpa:flash|efficient|math|cudnn | flash_attention_2 (fa2) "
+                                     "| flex_attention.")
+    # auto: fp16 on CUDA, fp32 on CPU/MPS
+    dtype: DType = _opt(DType.AUTO, "--dtype", cli_type=str,
+                        help="auto | fp32 | fp16 | bf16.")
+    device: str = _opt("auto", "--device", cli_type=str,
+                       help="auto | cpu | cuda | cuda:N | mps.")
+    # auto: int8 on CPU in fp32 (fastest at equal WER), else none
+    quantization: Quantization = _opt(Quantization.AUTO, "--quantize", cli_type=str,
+                                      help="auto (int8 on CPU, none on GPU) | none | int8 | int4.")
+    # torch intra-op threads on CPU; None = torch's default
+    threads: int | None = _opt(None, "--threads", cli_type=int,
+                               help="CPU threads for torch.")
+    weights: Weights = _opt(Weights.PRETRAINED, "--weights", cli_type=str, commands=('bench',),
+                            help="pretrained | random (architecture only, no download; text/WER blank).")
+    # load pickle checkpoints (.bin/.pt, with weights_only=True); safetensors otherwise
+    allow_pickle: bool = _opt(False, "--allow-pickle", cli_type=bool,
+                              help="Load pickle (.bin) checkpoints (weights_only=True). Off: safetensors only.")
+    decoder: Decoder = _opt(Decoder.AUTO, "--decoder", cli_type=str,
+                            help="auto (whisperctl's lean loop on CPU, generate() elsewhere) | lean (any device) | "
+                                 "generate (transformers').")
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
-        set_("attention", parse_choice(Attention, self.attention, "--attn"))
-        set_("dtype", parse_choice(DType, self.dtype, "--dtype"))
-        set_("quantization", parse_choice(Quantization, self.quantization, "--quantize"))
-        set_("decoder", parse_choice(Decoder, self.decoder, "--decoder"))
+        set_("attention", parse_choice(Attention, self.attention, flag("attention")))
+        set_("dtype", parse_choice(DType, self.dtype, flag("dtype")))
+        set_("quantization", parse_choice(Quantization, self.quantization, flag("quantization")))
+        set_("decoder", parse_choice(Decoder, self.decoder, flag("decoder")))
         if not isinstance(self.model, str) or not self.model.strip():
             raise UsageError("--model: empty model name. Use an alias such as 'tiny.en', a hub id or a path.")
         device = str(self.device).strip().lower()
@@ -463,10 +425,10 @@ class LoadOptions(_Options):
         set_("device", device)
         if self.threads is not None:
             cpus = os.cpu_count() or 1
-            _require_int(self.threads, "--threads", minimum=1, maximum=max(cpus, 1),
+            _require_int(self.threads, flag("threads"), minimum=1, maximum=max(cpus, 1),
                          why=f"this machine has {cpus} CPU threads; more only adds contention")
-        _require_bool(self.allow_pickle, "--allow-pickle")
-        set_("weights", parse_choice(Weights, self.weights, "--weights"))
+        _require_bool(self.allow_pickle, flag("allow_pickle"))
+        set_("weights", parse_choice(Weights, self.weights, flag("weights")))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -476,11 +438,13 @@ class RunControl(_Options):
     """
 
     # force exactly N generated tokens per window, no fallback: fixed work for benchmarks (the text changes)
-    decode_tokens: int | None = None
-    halve_on_oom: bool = True  # on CUDA out-of-memory halve the batch and go on; off: raise (bench's OOM rows)
+    decode_tokens: int | None = _opt(None, "--decode-tokens", cli_type=int, commands=('bench',),
+                                     help="Force exactly N generated tokens per window.")
+    halve_on_oom: bool = _opt(True, None, cli_type=bool, commands=(),
+                              help="On CUDA out-of-memory halve the batch and go on; off: raise (bench's OOM rows).")
 
     def __post_init__(self) -> None:
-        _require_token_count(self.decode_tokens, "--decode-tokens")
+        _require_token_count(self.decode_tokens, flag("decode_tokens"))
         _require_bool(self.halve_on_oom, "halve_on_oom")
 
 
@@ -573,74 +537,6 @@ def _jsonable(obj: Any) -> dict[str, Any]:
 
 #: The tables a TOML preset may hold and the keys each accepts (engine keys: the EngineConfig fields). One
 #: preset serves every command, so ``transcribe`` accepts a ``[bench]`` table and ignores it.
-BENCH_KEYS = frozenset({"compare", "batch_sizes", "dtypes", "quantize", "models", "warmup", "repeats", "duration",
-                        "weights", "decode_tokens", "baseline", "audio", "manifest", "engines"})
-
-
-def load_config_file(path: str | Path) -> dict[str, dict[str, Any]]:
-    """Read and check a TOML preset: ``{"engine": {...}, "bench": {...}}``.
-
-    Engine keys sit under ``[engine]`` or at the top level. A misspelled table or key, a table that is not a
-    table, a key given twice (``beam_size`` and ``beam-size``, or at the top level and in ``[engine]``) or a file
-    that is not UTF-8 TOML is a :class:`UsageError` naming the file; nothing is ignored silently. Keys come back
-    spelled with underscores.
-    """
-    p = Path(path)
-    where = f"--config {p}"
-    try:
-        with p.open("rb") as fh:
-            raw = fh.read(_MAX_CONFIG_BYTES + 1)
-        if len(raw) > _MAX_CONFIG_BYTES:
-            raise UsageError(f"{where}: larger than {_MAX_CONFIG_BYTES // 1024} KiB; a preset is a few lines of TOML.")
-        data = tomllib.loads(raw.decode("utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"{where}: no such file. Presets ship in configs/.") from None
-    except IsADirectoryError:
-        raise UsageError(f"{where}: is a directory; give a .toml file.") from None
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{where}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8.") from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise UsageError(f"{where}: cannot read it as TOML: {getattr(exc, 'strerror', None) or exc}") from None
-    valid = {"engine": EngineConfig.field_names(), "bench": BENCH_KEYS}
-    out: dict[str, dict[str, Any]] = {"engine": {}, "bench": {}}
-    written: dict[tuple[str, str], tuple[str, str]] = {}  # (table, key with underscores) → (key as written, where)
-
-    def put(table: str, key: str, value: Any, place: str) -> None:
-        name = str(key).replace("-", "_")
-        if isinstance(value, dict):
-            raise UsageError(f"{where}: [{table}] {key} must be a value, not a table.")
-        if name not in valid[table]:
-            raise UsageError(f"{where}: unknown key '{key}' in [{table}].{_did_you_mean(key, valid[table])} "
-                             f"Valid: {', '.join(sorted(valid[table]))}.")
-        if (table, name) in written:  # TOML itself refuses only the same spelling twice in one table
-            first, first_place = written[(table, name)]
-            both = (f"'{first}' and '{key}' {place} are one key spelled two ways" if first_place == place
-                    else f"'{first}' {first_place} and '{key}' {place} are the same key")
-            raise UsageError(f"{where}: {both}; keep one.")
-        written[(table, name)] = (str(key), place)
-        out[table][name] = value
-
-    for key, value in data.items():
-        if key in out:
-            if not isinstance(value, dict):
-                raise UsageError(f"{where}: '{key}' must be a table ([{key}]), got {type(value).__name__} {value!r}.")
-            for inner, inner_value in value.items():
-                put(key, inner, inner_value, f"in [{key}]")
-        elif isinstance(value, dict):
-            raise UsageError(f"{where}: unknown table [{key}]. Valid: [engine], [bench].{_did_you_mean(key, out)}")
-        else:
-            put("engine", key, value, "at the top level")  # top-level engine keys (flat presets)
-    return out
-
-
-_MAX_CONFIG_BYTES = 1 << 20
-
-
-def _did_you_mean(key: str, valid: Any) -> str:
-    close = difflib.get_close_matches(str(key).replace("-", "_"), list(valid), n=1, cutoff=0.6)
-    return f" Did you mean '{close[0]}'?" if close else ""
-
-
 def _clip_timestamps(value: Any) -> tuple[float, ...]:
     """``"0,10.5,20,30"`` or a sequence of seconds → a tuple of ascending, non-overlapping clip edges."""
     example = "e.g. 0,10.5,20,30 (two clips) or 60 (from 60 s to the end)"
@@ -653,7 +549,7 @@ def _clip_timestamps(value: Any) -> tuple[float, ...]:
         value = (value,)
     if not isinstance(value, (list, tuple)) or not value or len(value) > 2 * MAX_CLIPS:
         raise UsageError(f"--clip-timestamps: give 1 to {2 * MAX_CLIPS} times in seconds, {example}.")
-    times = tuple(_require_float(v, "--clip-timestamps") for v in value)
+    times = tuple(_require_float(v, flag("clip_timestamps")) for v in value)
     if any(not math.isfinite(t) or t < 0 for t in times):
         raise UsageError(f"--clip-timestamps: times are seconds ≥ 0, {example}.")
     for i in range(1, len(times)):
@@ -692,3 +588,4 @@ def _require_float(value: Any, option: str) -> float:
     if out != out or out in (float("inf"), float("-inf")):
         raise UsageError(f"{option}: must be a finite number, got {value!r}.")
     return out
+

@@ -11,7 +11,9 @@ from typing import Any, Optional
 
 import typer
 
-from ..config import Attention, Decoder, DType, EngineConfig, Quantization, load_config_file
+from ..config import Attention, Decoder, DType, EngineConfig, Quantization, option_help
+from ..config import flag as flag_of
+from ..presets import load_config_file
 from ..errors import UsageError
 from . import app
 from .options import check_output_file, engine_options, engine_overrides, set_verbosity, verbose_option
@@ -31,8 +33,8 @@ def bench(
     audio: list[str] = typer.Option([], "--audio", help="Audio files or directories (repeatable). Default: the bundled example clip."),
     manifest: Optional[str] = typer.Option(None, "--manifest", help="TSV with file and reference_text columns: adds WER."),
     duration: Optional[float] = typer.Option(None, "--duration", help="Tile the input audio to this many seconds."),
-    weights_: Optional[str] = typer.Option(None, "--weights", help="pretrained | random (architecture only, no download; text/WER blank)."),
-    decode_tokens: Optional[int] = typer.Option(None, "--decode-tokens", help="Force exactly N generated tokens per window."),
+    weights_: Optional[str] = typer.Option(None, flag_of("weights"), help=option_help("weights")),
+    decode_tokens: Optional[int] = typer.Option(None, flag_of("decode_tokens"), help=option_help("decode_tokens")),
     warmup: Optional[int] = typer.Option(None, "--warmup", help="Uncounted warm-up batches per configuration. Default: 2."),
     repeats: Optional[int] = typer.Option(None, "--repeats", help="Timed passes over the inputs. Default: 5."),
     baseline: Optional[str] = typer.Option(None, "--baseline", help="Attention to compute speedups against. Default: the first --compare entry."),

@@ -1,4 +1,5 @@
-"""Engine options shared by every command: declared once, defaults and help taken from EngineConfig."""
+"""Engine options shared by every command: each declared once in whisperctl.config (flag, help, type, default),
+turned into Typer options here."""
 
 from __future__ import annotations
 
@@ -11,51 +12,17 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from ..config import EngineConfig
+from ..config import EngineConfig, option_fields
 from ..errors import UsageError
 
 _DEFAULTS = EngineConfig()
 
-# (config field, flag, type, help). Every default is None: "not given", so a --config preset can fill it.
+# (config field, flag, type, help) of every option `transcribe` takes, from the one declaration of each
+# (whisperctl.config: the option dataclasses' field metadata). Every default is None: "not given", so a --config
+# preset can fill it.
 ENGINE_OPTIONS: list[tuple[str, str, type, str]] = [
-    ("model", "--model", str, "Alias (tiny.en, small, large-v3, distil-large-v3 …), hub id, transformers dir or CTranslate2 dir."),
-    ("attention", "--attn", str, "auto | eager | sdpa | sdpa:flash|efficient|math|cudnn | flash_attention_2 (fa2) | flex_attention."),
-    ("dtype", "--dtype", str, "auto | fp32 | fp16 | bf16."),
-    ("device", "--device", str, "auto | cpu | cuda | cuda:N | mps."),
-    ("quantization", "--quantize", str, "auto (int8 on CPU, none on GPU) | none | int8 | int4."),
-    ("batch_size", "--batch-size", int, "Windows decoded together, across chunks and files."),
-    ("chunking", "--chunking", str, "sequential (default: openai-whisper's seeking, files batched in lock-step) | batched "
-     "(overlapping windows, merged at seams) | vad (speech regions merged into windows cut at pauses)."),
-    ("vad", "--vad", str, "skip (default: leave out only long stretches that are surely not speech) | silero (decode only "
-     "its speech regions; the default with --chunking vad) | none (every sample; the default with --clip-timestamps)."),
-    ("vad_threshold", "--vad-threshold", float, "VAD: speech probability that starts a region, in (0, 1)."),
-    ("min_silence_ms", "--min-silence-ms", int, "VAD: silence that ends a speech region, in ms."),
-    ("speech_pad_ms", "--speech-pad-ms", int, "VAD: audio kept on each side of a speech region, in ms."),
-    ("clip_timestamps", "--clip-timestamps", str, "start,end,start,end… seconds of each file to decode (openai-whisper's); "
-     "an odd count runs the last clip to the end."),
-    ("hallucination_silence_threshold", "--hallucination-silence-threshold", float,
-     "With --timestamps word: drop a segment that looks invented when silence longer than this (s) surrounds it."),
-    ("chunk_length_s", "--chunk-length", float, "Window length in seconds for batched chunking, [1, 30]."),
-    ("section_length_s", "--section-length", float, "Sequential chunking with the VAD: cut a long file at the first "
-     "pause after every this many seconds of speech into sections decoded side by side (0: one loop per file)."),
-    ("chunk_overlap_s", "--chunk-overlap", float, "Overlap between windows in seconds (default: chunk length / 6)."),
-    ("language", "--language", str, "Spoken language (en, de, french …); default: detect (English for .en models)."),
-    ("task", "--task", str, "transcribe | translate (to English; multilingual models only)."),
-    ("timestamps", "--timestamps", str, "none | segment | word (word adds an eager-attention alignment pass)."),
-    ("beam_size", "--beam-size", int, "1 = greedy."),
-    ("best_of", "--best-of", int, "Sampled fallback passes: candidates drawn per window, the most probable kept."),
-    ("temperature", "--temperature", str, "One value, or a comma list for fallback (e.g. 0,0.2,0.4)."),
-    ("compression_ratio_threshold", "--compression-ratio-threshold", float, "Decode again hotter when the text's gzip ratio exceeds this."),
-    ("logprob_threshold", "--logprob-threshold", float, "Decode again hotter when the mean token log-probability is below this."),
-    ("no_speech_threshold", "--no-speech-threshold", float, "A window is silence when P(no speech) exceeds this and its log-probability is low."),
-    ("condition_on_previous_text", "--condition-on-previous-text/--no-condition-on-previous-text", bool,
-     "Sequential chunking: prompt each window with the text before it."),
-    ("initial_prompt", "--initial-prompt", str, "Text that conditions decoding (names, spelling)."),
-    ("seed", "--seed", int, "Seed of the sampled fallback passes (each window its own draw: same input, same text)."),
-    ("threads", "--threads", int, "CPU threads for torch."),
-    ("max_new_tokens", "--max-new-tokens", int, "Cap on generated tokens per window."),
-    ("decoder", "--decoder", str, "auto (whisperctl's lean loop on CPU, generate() elsewhere) | lean (any device) | generate (transformers')."),
-    ("allow_pickle", "--allow-pickle", bool, "Load pickle (.bin) checkpoints (weights_only=True). Off: safetensors only."),
+    (f.name, f.metadata["flag"], f.metadata["cli_type"], f.metadata["help"])
+    for f in option_fields() if f.metadata["flag"] and "transcribe" in f.metadata["commands"]
 ]
 
 

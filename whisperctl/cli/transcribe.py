@@ -10,7 +10,8 @@ from typing import Any, Optional
 
 import typer
 
-from ..config import EngineConfig, OutputFormat, load_config_file, parse_choice
+from ..config import EngineConfig, OutputFormat, parse_choice
+from ..presets import load_config_file
 from ..errors import OutputError, UsageError, WhisperctlError
 from . import app
 from .options import check_output_file, check_writable_dir, engine_overrides, engine_options, set_verbosity, verbose_option
