@@ -19,7 +19,7 @@ import statistics
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -81,6 +81,67 @@ class BenchSpec:
             "batch_sizes": list(self.batch_sizes), "warmup": self.warmup, "repeats": self.repeats,
             "baseline": self.baseline_attention.value, "decoders": [d.value for d in self.decoders],
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchRequest:
+    """What a ``bench`` run was asked for: its flags over its preset's ``[engine]`` and ``[bench]`` tables, merged
+    once (:meth:`from_sources`) into the matrix (:attr:`spec`), the engines comparison's inputs and the rest."""
+
+    spec: BenchSpec
+    engine_settings: dict[str, Any]  # [engine] keys and engine flags, merged (what --engines runs everywhere)
+    engines: str | None  # --engines, or None: whisperctl's matrix
+    axes: dict[str, Any]  # the axes given (flag or preset), for --engines, which runs one configuration
+    bench_only: dict[str, Any]  # --weights, --decode-tokens, --baseline as given (--engines refuses some)
+    audio: list[str]
+    manifest: str | None
+    duration: float | None
+
+    @classmethod
+    def from_sources(cls, flags: Mapping[str, Any], engine_flags: Mapping[str, Any],
+                     preset: Mapping[str, Mapping[str, Any]] | None = None) -> "BenchRequest":
+        """``flags``: bench's own flags by preset key (None: not given); ``engine_flags``: the engine options
+        given; ``preset``: a loaded ``--config`` (``{"engine": …, "bench": …}``). A flag wins over the preset."""
+        preset_engine = dict((preset or {}).get("engine", {}))
+        table = dict((preset or {}).get("bench", {}))
+
+        def pick(key: str, default: Any = None) -> Any:
+            value = flags.get(key)
+            return value if value is not None else table.get(key, default)
+
+        overrides = dict(engine_flags)
+        if "chunking" not in overrides and "chunking" not in preset_engine:
+            # bench measures configurations on fixed work: batched windows fill --batch-sizes whatever the input
+            # (sequential decoding batches only across files, so one file would run one window at a time)
+            overrides["chunking"] = "batched"
+        if pick("weights"):
+            overrides["weights"] = pick("weights")
+        if pick("decode_tokens") is not None:  # 0 is refused by RunControl, not ignored
+            overrides["decode_tokens"] = pick("decode_tokens")
+        base = EngineConfig.from_mapping({**preset_engine, **overrides})
+        spec = BenchSpec(
+            base=base,
+            models=parse_list(pick("models", base.model), str, "--models"),
+            attentions=parse_list(pick("compare", "sdpa"), Attention, "--compare"),
+            dtypes=parse_list(pick("dtypes", base.dtype.value), DType, "--dtypes"),
+            quantizations=parse_list(pick("quantize", base.quantization.value), Quantization, "--quantize"),
+            batch_sizes=parse_list(str(pick("batch_sizes", base.batch_size)), int, "--batch-sizes"),
+            warmup=_count(pick("warmup", 2), "--warmup", 0),
+            repeats=_count(pick("repeats", 5), "--repeats", 1),
+            baseline=parse_list(pick("baseline"), Attention, "--baseline")[0] if pick("baseline") else None,
+            decoders=parse_list(pick("decoders", base.decoder.value), Decoder, "--decoders"),
+        )
+        axes = {"model": pick("models"), "attention": pick("compare"), "dtype": pick("dtypes"),
+                "quantization": pick("quantize"), "batch_size": pick("batch_sizes")}
+        bench_only = {"--weights": pick("weights"), "--decode-tokens": pick("decode_tokens"), "--baseline": pick("baseline")}
+        return cls(spec, {**preset_engine, **overrides}, pick("engines"), axes, bench_only,
+                   list(flags.get("audio") or table.get("audio", [])), pick("manifest"), pick("duration"))
+
+
+def _count(value: Any, flag: str, minimum: int, maximum: int = 1000) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise UsageError(f"{flag}: must be an integer in [{minimum}, {maximum}], got {value!r}.")
+    return value
 
 
 def parse_list(text: str | Sequence[str] | None, kind: Any, option: str) -> tuple:

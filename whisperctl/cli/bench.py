@@ -11,8 +11,7 @@ from typing import Any, Optional
 
 import typer
 
-from ..config import Attention, Decoder, DType, EngineConfig, Quantization, option_help
-from ..config import flag as flag_of
+from ..config import flag as flag_of, option_help
 from ..presets import load_config_file
 from ..errors import UsageError
 from . import app
@@ -55,58 +54,35 @@ def bench(
     set_verbosity(verbose, quiet)
     from ..bench import report, runner
 
-    preset_engine: dict[str, Any] = {}
-    preset: dict[str, Any] = {}
-    if config_file is not None:
-        data = load_config_file(config_file)
-        preset_engine, preset = data["engine"], data["bench"]
-
-    def pick(flag_value, key, default):
-        return flag_value if flag_value is not None else preset.get(key, default)
-
-    overrides = engine_overrides(engine)
-    if "chunking" not in overrides and "chunking" not in preset_engine:
-        # bench measures configurations on fixed work: batched windows fill --batch-sizes whatever the input
-        # (sequential decoding batches only across files, so one file would run one window at a time)
-        overrides["chunking"] = "batched"
-    if pick(weights_, "weights", None):
-        overrides["weights"] = pick(weights_, "weights", None)
-    if pick(decode_tokens, "decode_tokens", None) is not None:  # 0 is refused by RunControl, not ignored
-        overrides["decode_tokens"] = pick(decode_tokens, "decode_tokens", None)
-    base = EngineConfig.from_mapping({**preset_engine, **overrides})
-    spec = runner.BenchSpec(
-        base=base,
-        models=runner.parse_list(pick(models, "models", base.model), str, "--models"),
-        attentions=runner.parse_list(pick(compare, "compare", "sdpa"), Attention, "--compare"),
-        dtypes=runner.parse_list(pick(dtypes, "dtypes", base.dtype.value), DType, "--dtypes"),
-        quantizations=runner.parse_list(pick(quantize, "quantize", base.quantization.value), Quantization, "--quantize"),
-        batch_sizes=runner.parse_list(str(pick(batch_sizes, "batch_sizes", base.batch_size)), int, "--batch-sizes"),
-        warmup=_count(pick(warmup, "warmup", 2), "--warmup", 0),
-        repeats=_count(pick(repeats, "repeats", 5), "--repeats", 1),
-        baseline=runner.parse_list(pick(baseline, "baseline", None), Attention, "--baseline")[0] if pick(baseline, "baseline", None) else None,
-        decoders=runner.parse_list(pick(decoders, "decoders", base.decoder.value), Decoder, "--decoders"),
-    )
+    request = runner.BenchRequest.from_sources(
+        {"compare": compare, "batch_sizes": batch_sizes, "dtypes": dtypes, "decoders": decoders, "quantize": quantize,
+         "models": models, "audio": audio, "manifest": manifest, "duration": duration, "weights": weights_,
+         "decode_tokens": decode_tokens, "warmup": warmup, "repeats": repeats, "baseline": baseline, "engines": engines},
+        engine_overrides(engine), load_config_file(config_file) if config_file is not None else None)
+    spec = request.spec
     engine_bench = None
-    if pick(engines, "engines", None) is not None:  # names, packages and the one configuration checked now
+    if request.engines is not None:  # names, packages and the one configuration checked now
         from .bench_engines import engines_plan
 
         if len(spec.decoders) > 1:
             raise UsageError("--decoders: --engines compares the engines at one configuration; give one decoder, or "
                              "compare decoders without --engines.")
-        engine_bench = engines_plan(
-            pick(engines, "engines", None), {**preset_engine, **overrides, "decoder": spec.decoders[0].value},
-            {"model": pick(models, "models", None), "attention": pick(compare, "compare", None), "dtype": pick(dtypes, "dtypes", None),
-             "quantization": pick(quantize, "quantize", None), "batch_size": pick(batch_sizes, "batch_sizes", None)},
-            {"--weights": pick(weights_, "weights", None), "--decode-tokens": pick(decode_tokens, "decode_tokens", None),
-             "--baseline": pick(baseline, "baseline", None)},
-            spec.warmup, spec.repeats)
-    _check_models(spec.models, random_weights=base.weights == "random")  # now, not after other rows ran
+        engine_bench = engines_plan(request.engines, {**request.engine_settings, "decoder": spec.decoders[0].value},
+                                    request.axes, request.bench_only, spec.warmup, spec.repeats)
+    _check_models(spec.models, random_weights=spec.base.weights == "random")  # now, not after other rows ran
     # Everything that could fail after the run is checked before it: the samples of a long benchmark must not
     # be lost to an unwritable --json or an unreadable --compare-to.
     outs = _Outputs(json_out, csv_out, md_out, plot_out)
     outs.check()
     previous = report.load_previous(compare_to) if compare_to is not None else None
-    inputs = _inputs(list(audio) or preset.get("audio", []), pick(manifest, "manifest", None), pick(duration, "duration", None))
+    inputs = _inputs(request.audio, request.manifest, request.duration)
+    _run_and_report(spec, engine_bench, inputs, outs, previous, quiet)
+
+
+def _run_and_report(spec, engine_bench, inputs, outs: "_Outputs", previous, quiet: bool) -> None:
+    """Run the matrix (or the engines), print the table, write the outputs; an interruption keeps the rows that
+    finished (marked partial) and exits 130/143; exit 1 when no row ran."""
+    from ..bench import report, runner
 
     from ..eligibility import probe
 
@@ -218,9 +194,3 @@ def _check_distinct_outputs(outputs: list[tuple[Path, str]]) -> None:
         if key in claimed:
             raise UsageError(f"{claimed[key]} and {flag} both write {path}; give each output its own file.")
         claimed[key] = flag
-
-
-def _count(value: Any, flag: str, minimum: int, maximum: int = 1000) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-        raise UsageError(f"{flag}: must be an integer in [{minimum}, {maximum}], got {value!r}.")
-    return value
