@@ -130,8 +130,11 @@ def test_each_option_is_declared_once_with_its_flag_help_and_readme_row():
     import re
     from pathlib import Path
 
+    import dataclasses
+
     from whisperctl.cli.options import ENGINE_OPTIONS
-    from whisperctl.config import option_fields
+    from whisperctl.config import DecodeOptions, LoadOptions, RunControl, option_fields
+    from whisperctl.errors import UsageError
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     table = "\n".join(line for line in readme.splitlines() if line.startswith("| `--"))
@@ -139,6 +142,13 @@ def test_each_option_is_declared_once_with_its_flag_help_and_readme_row():
     for f in option_fields():
         meta = f.metadata
         assert meta["help"].strip() and meta["cli_type"] in (str, int, float, bool), f.name
+        if meta["limits"] is not None:  # the bounds its check enforces: the default within them, and enforced
+            low, high = meta["limits"]
+            default = f.default
+            assert default is None or low <= default <= high, f.name
+            owner = next(cls for cls in (LoadOptions, DecodeOptions, RunControl) if f in dataclasses.fields(cls))
+            with pytest.raises(UsageError):
+                owner(**{f.name: type(high)(high) * 2 + 1})
         if meta["flag"] is None:
             assert meta["commands"] == (), f"{f.name}: library-only options are a flag of no command"
             continue

@@ -78,13 +78,14 @@ COMMANDS = ("transcribe", "bench")
 
 
 def _opt(default: Any, flag: str | None, help: str, *, cli_type: type = str,
-         commands: tuple[str, ...] = COMMANDS) -> Any:
+         commands: tuple[str, ...] = COMMANDS, limits: tuple[float, float] | None = None) -> Any:
     """One option, declared once: its default, its command-line flag (None: library only), its help, the type
-    the command line reads it as (choices and lists as text) and the commands that take it. The Typer options
+    the command line reads it as (choices and lists as text), the commands that take it and, for a number, the
+    bounds its check enforces (:func:`limits`). The Typer options
     (``whisperctl.cli.options``), the validation messages (:func:`flag`), TOML presets (the field name) and the
     README's options table (checked by tests/test_config.py) all come from here."""
     return dataclasses.field(default=default, metadata={"flag": flag, "help": help, "cli_type": cli_type,
-                                                        "commands": commands})
+                                                        "commands": commands, "limits": limits})
 
 
 def option_fields() -> list[dataclasses.Field]:
@@ -102,6 +103,14 @@ def _field(name: str) -> dataclasses.Field:
 def flag(name: str) -> str:
     """The command-line flag of option ``name`` (its field name in messages for a library-only option)."""
     return _field(name).metadata["flag"] or name
+
+
+def limits(name: str) -> tuple[Any, Any]:
+    """The (lowest, highest) value option ``name`` takes, as its field declares them."""
+    bounds = _field(name).metadata["limits"]
+    if bounds is None:
+        raise KeyError(f"{name} declares no limits")
+    return bounds
 
 
 def option_help(name: str) -> str:
@@ -130,7 +139,7 @@ class DecodeOptions(_Options):
     """
 
     batch_size: int = _opt(8, "--batch-size", cli_type=int,
-                           help="Windows decoded together, across chunks and files.")
+                           limits=(1, MAX_BATCH_SIZE), help="Windows decoded together, across chunks and files.")
     # openai-whisper's seeking, inputs in lock-step; or batched overlapping windows
     chunking: Chunking = _opt(Chunking.SEQUENTIAL, "--chunking", cli_type=str,
                               help="sequential (default: openai-whisper's seeking, files batched in lock-step) | "
@@ -138,6 +147,7 @@ class DecodeOptions(_Options):
                                    "windows cut at pauses).")
     # window length for batched chunking, [1, 30]
     chunk_length_s: float = _opt(30.0, "--chunk-length", cli_type=float,
+                                 limits=(MIN_CHUNK_SECONDS, MAX_CHUNK_SECONDS),
                                  help="Window length in seconds for batched chunking, [1, 30].")
     # overlap between windows; None = chunk_length_s / 6
     chunk_overlap_s: float | None = _opt(None, "--chunk-overlap", cli_type=float,
@@ -145,6 +155,7 @@ class DecodeOptions(_Options):
     # sequential: a long file's speech is cut at the first pause after every this many seconds into sections whose
     # seeking loops run side by side in the batch (needs the VAD or clip timestamps); 0 = one loop per file
     section_length_s: float = _opt(60.0, "--section-length", cli_type=float,
+                                   limits=(0.0, MAX_SECTION_SECONDS),
                                    help="Sequential chunking with the VAD: cut a long file at the first pause after "
                                         "every this many seconds of speech into sections decoded side by side (0: one "
                                         "loop per file).")
@@ -157,10 +168,11 @@ class DecodeOptions(_Options):
     timestamps: Timestamps = _opt(Timestamps.SEGMENT, "--timestamps", cli_type=str,
                                   help="none | segment | word (word adds an eager-attention alignment pass).")
     beam_size: int = _opt(1, "--beam-size", cli_type=int,
-                          help="1 = greedy.")
+                          limits=(1, MAX_BEAM_SIZE), help="1 = greedy.")
     # sampled fallback passes (temperature > 0) draw this many candidates per window and keep the one with the best
     # log-probability per token (openai-whisper's CLI and faster-whisper default to 5)
     best_of: int = _opt(5, "--best-of", cli_type=int,
+                        limits=(1, MAX_BEAM_SIZE),
                         help="Sampled fallback passes: candidates drawn per window, the most probable kept.")
     # tried in turn while a decode fails the thresholds
     temperature: tuple[float, ...] = _opt(DEFAULT_TEMPERATURES, "--temperature", cli_type=str,
@@ -174,7 +186,7 @@ class DecodeOptions(_Options):
         help="Decode again hotter when the mean token log-probability is below this.")
     # None: never call a window silence
     no_speech_threshold: float | None = _opt(NO_SPEECH_THRESHOLD, "--no-speech-threshold", cli_type=float,
-        help="A window is silence when P(no speech) exceeds this and its log-probability is low.")
+        limits=(0.0, 1.0), help="A window is silence when P(no speech) exceeds this and its log-probability is low.")
     # sequential: prompt each window with the text before it
     condition_on_previous_text: bool = _opt(True, "--condition-on-previous-text/--no-condition-on-previous-text",
         cli_type=bool,
@@ -183,10 +195,11 @@ class DecodeOptions(_Options):
                                       help="Text that conditions decoding (names, spelling).")
     # sampled fallback passes: each window draws from its own generator, seeded by this and its audio
     seed: int = _opt(0, "--seed", cli_type=int,
+                     limits=(0, 2**63 - 1),
                      help="Seed of the sampled fallback passes (each window its own draw: same input, same text).")
     # cap per window; None = model maximum
     max_new_tokens: int | None = _opt(None, "--max-new-tokens", cli_type=int,
-                                      help="Cap on generated tokens per window.")
+                                      limits=(1, MAX_DECODER_TOKENS), help="Cap on generated tokens per window.")
     # Voice activity detection: None = silero (none with clip timestamps): non-speech is removed before decoding,
     # times mapped back to the original audio (vad_in_effect).
     vad: Vad | None = _opt(None, "--vad", cli_type=str,
@@ -195,11 +208,13 @@ class DecodeOptions(_Options):
                                 "sample; the default with --clip-timestamps).")
     # None: the VAD's own value (vad_params: skip 0.3 / 4000 / 1000, silero 0.5 / 2000 / 400)
     vad_threshold: float | None = _opt(None, "--vad-threshold", cli_type=float,
+                                       limits=(0.0, 1.0),
                                        help="VAD: speech probability that starts a region, in (0, 1).")
     min_silence_ms: int | None = _opt(None, "--min-silence-ms", cli_type=int,
-                                      help="VAD: silence that ends a speech region, in ms.")
+                                      limits=(0, MAX_VAD_MS), help="VAD: silence that ends a speech region, in ms.")
     # audio kept on each side of a region
     speech_pad_ms: int | None = _opt(None, "--speech-pad-ms", cli_type=int,
+                                     limits=(0, MAX_VAD_MS),
                                      help="VAD: audio kept on each side of a speech region, in ms.")
     # openai-whisper's --clip_timestamps: (start, end, start, end …) seconds of each file to decode, ascending;
     # an odd count leaves the last clip open to the end of the file. None: the whole file.
@@ -209,6 +224,7 @@ class DecodeOptions(_Options):
     # openai-whisper's: drop a segment that looks invented (improbable, too short or long words) when silence of
     # more than this many seconds surrounds it. Needs word timestamps. None: off.
     hallucination_silence_threshold: float | None = _opt(None, "--hallucination-silence-threshold", cli_type=float,
+        limits=(0.0, MAX_HALLUCINATION_SILENCE_S),
         help="With --timestamps word: drop a segment that looks invented when silence longer than this (s) surrounds "
              "it.")
 
@@ -233,14 +249,16 @@ class DecodeOptions(_Options):
             raise UsageError("--chunking vad: cuts windows at the pauses a VAD finds; drop --vad none (or use --vad silero).")
         if self.vad_threshold is not None:
             threshold = _require_float(self.vad_threshold, flag("vad_threshold"))
-            if not 0.0 < threshold < 1.0:
-                raise UsageError(f"--vad-threshold: {threshold:g} is a speech probability; give a value in (0, 1), e.g. 0.5.")
+            low, high = limits("vad_threshold")
+            if not low < threshold < high:
+                raise UsageError(f"--vad-threshold: {threshold:g} is a speech probability; give a value in ({low:g}, "
+                                 f"{high:g}), e.g. 0.5.")
             self._set("vad_threshold", threshold)
         if self.min_silence_ms is not None:
-            _require_int(self.min_silence_ms, flag("min_silence_ms"), minimum=0, maximum=MAX_VAD_MS,
+            _require_int(self.min_silence_ms, flag("min_silence_ms"), *limits("min_silence_ms"),
                          why="a pause that long is never inside speech")
         if self.speech_pad_ms is not None:
-            _require_int(self.speech_pad_ms, flag("speech_pad_ms"), minimum=0, maximum=MAX_VAD_MS,
+            _require_int(self.speech_pad_ms, flag("speech_pad_ms"), *limits("speech_pad_ms"),
                          why="more padding than that only decodes silence")
 
     def _check_output_shape(self) -> None:
@@ -255,31 +273,34 @@ class DecodeOptions(_Options):
                                  "to decode. Drop one of them.")
         if self.hallucination_silence_threshold is not None:
             silence = _require_float(self.hallucination_silence_threshold, flag("hallucination_silence_threshold"))
-            if not 0.0 < silence <= MAX_HALLUCINATION_SILENCE_S:
+            low, high = limits("hallucination_silence_threshold")
+            if not low < silence <= high:
                 raise UsageError(f"--hallucination-silence-threshold: {silence:g} s; give seconds of silence in "
-                                 f"(0, {MAX_HALLUCINATION_SILENCE_S:g}], e.g. 2.")
+                                 f"({low:g}, {high:g}], e.g. 2.")
             if self.timestamps != Timestamps.WORD:
                 raise UsageError("--hallucination-silence-threshold: judges segments by their words' timing and "
                                  "probability; add --timestamps word.")
             self._set("hallucination_silence_threshold", silence)
 
     def _check_sizes(self) -> None:
-        _require_int(self.batch_size, flag("batch_size"), minimum=1, maximum=MAX_BATCH_SIZE)
-        _require_int(self.beam_size, flag("beam_size"), minimum=1, maximum=MAX_BEAM_SIZE,
+        _require_int(self.batch_size, flag("batch_size"), *limits("batch_size"))
+        _require_int(self.beam_size, flag("beam_size"), *limits("beam_size"),
                      why="larger beams multiply memory without improving accuracy; 5 is the usual choice")
-        _require_int(self.best_of, flag("best_of"), minimum=1, maximum=MAX_BEAM_SIZE,
+        _require_int(self.best_of, flag("best_of"), *limits("best_of"),
                      why="each candidate is a whole sampled decode of the window; 5 is the usual choice")
         _require_token_count(self.max_new_tokens, flag("max_new_tokens"))
 
     def _check_window_length(self) -> None:
         chunk = _require_float(self.chunk_length_s, flag("chunk_length_s"))
-        if not MIN_CHUNK_SECONDS <= chunk <= MAX_CHUNK_SECONDS:
-            raise UsageError(f"--chunk-length: {chunk:g} s is outside [{MIN_CHUNK_SECONDS:g}, {MAX_CHUNK_SECONDS:g}]. "
+        low, high = limits("chunk_length_s")
+        if not low <= chunk <= high:
+            raise UsageError(f"--chunk-length: {chunk:g} s is outside [{low:g}, {high:g}]. "
                              "Whisper windows are at most 30 s; shorter than 1 s leaves nothing to decode.")
         section = _require_float(self.section_length_s, flag("section_length_s"))
-        if not 0.0 <= section <= MAX_SECTION_SECONDS:
-            raise UsageError(f"--section-length: {section:g} s; give seconds of speech per section in [0, "
-                             f"{MAX_SECTION_SECONDS:g}] (0: one seeking loop per file), e.g. 60.")
+        low, high = limits("section_length_s")
+        if not low <= section <= high:
+            raise UsageError(f"--section-length: {section:g} s; give seconds of speech per section in [{low:g}, "
+                             f"{high:g}] (0: one seeking loop per file), e.g. 60.")
         self._set("section_length_s", section)
         if self.chunk_overlap_s is not None:
             overlap = _require_float(self.chunk_overlap_s, flag("chunk_overlap_s"))
@@ -307,8 +328,9 @@ class DecodeOptions(_Options):
             value = getattr(self, name)
             if value is not None:
                 self._set(name, _require_float(value, flag(name)))
-        self._set("seed", _require_int(self.seed, flag("seed"), minimum=0, maximum=2**63 - 1))
-        if self.no_speech_threshold is not None and not 0.0 <= self.no_speech_threshold <= 1.0:
+        self._set("seed", _require_int(self.seed, flag("seed"), *limits("seed")))
+        low, high = limits("no_speech_threshold")
+        if self.no_speech_threshold is not None and not low <= self.no_speech_threshold <= high:
             raise UsageError(f"--no-speech-threshold: {self.no_speech_threshold:g} is a probability; give a value in [0, 1].")
         if self.compression_ratio_threshold is not None and self.compression_ratio_threshold <= 0:
             raise UsageError("--compression-ratio-threshold: must be > 0 (openai-whisper's default is 2.4).")
@@ -439,6 +461,7 @@ class RunControl(_Options):
 
     # force exactly N generated tokens per window, no fallback: fixed work for benchmarks (the text changes)
     decode_tokens: int | None = _opt(None, "--decode-tokens", cli_type=int, commands=('bench',),
+                                     limits=(1, MAX_DECODER_TOKENS),
                                      help="Force exactly N generated tokens per window.")
     halve_on_oom: bool = _opt(True, None, cli_type=bool, commands=(),
                               help="On CUDA out-of-memory halve the batch and go on; off: raise (bench's OOM rows).")
@@ -571,7 +594,7 @@ def _require_int(value: Any, option: str, minimum: int, maximum: int | None = No
 def _require_token_count(value: Any, option: str) -> None:
     """A count of generated tokens per window (None: not given): at most the decoder's positions."""
     if value is not None:
-        _require_int(value, option, minimum=1, maximum=MAX_DECODER_TOKENS, why="Whisper's decoder has 448 positions")
+        _require_int(value, option, *limits("max_new_tokens"), why="Whisper's decoder has 448 positions")
 
 
 def _require_bool(value: Any, option: str) -> bool:

@@ -62,7 +62,7 @@ class LoadedModel:
     @property
     def native(self) -> bool:
         """Whether ``model`` is whisperctl.native's (the CPU path that does not import transformers' model code)."""
-        return not hasattr(self.model, "generate")
+        return is_native(self.model)
 
     # ----------------------------------------------------------------- tokens
     def token_str(self, tok: int) -> str:
@@ -136,6 +136,13 @@ class LoadedModel:
         actual = getattr(getattr(self.model, "config", None), "_attn_implementation", None) or self.plan.attention.hf_name
         backend = self.plan.attention.sdpa_backend
         return f"{actual}:{backend}" if backend and actual == "sdpa" else actual
+
+
+def is_native(model: Any) -> bool:
+    """Whether ``model`` is :class:`whisperctl.native.NativeWhisper` (by its type, not by what it lacks)."""
+    from .native import NativeWhisper
+
+    return isinstance(model, NativeWhisper)
 
 
 def lean_attention(attention: str) -> str:

@@ -23,7 +23,7 @@ class GenerateBackend:
 
     def __init__(self, loaded: "LoadedModel"):
         self.loaded = loaded
-        self._model: Any = None if _native(loaded.model) else loaded.model
+        self._model: Any = None if loaded.native else loaded.model
         self._alignment: Any = None
 
     @property
@@ -167,16 +167,11 @@ class GenerateBackend:
         return self.model.proj_out(states)
 
 
-def _native(model: Any) -> bool:
-    """Whether ``model`` is whisperctl.native's (no ``generate()``): transformers' must then be loaded for it."""
-    return not hasattr(model, "generate")
-
-
 def transformers_model(loaded: "LoadedModel") -> Any:
     """transformers' WhisperForConditionalGeneration for ``loaded``: the model itself, or — when that is
     whisperctl's native one — transformers' model loaded now with the same weights and quantization (2-3 s; a
     :class:`GenerateBackend` keeps the one it loads)."""
-    if not _native(loaded.model):
+    if not loaded.native:
         return loaded.model
     import logging
     import time
