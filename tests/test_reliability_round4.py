@@ -508,3 +508,59 @@ def test_a_terminated_ray_run_lists_its_unfinished_inputs_and_ray_stays_quiet(tm
     assert rows and all("not finished" in row for row in rows), rows
     assert {row.split("\t")[0].rsplit("/", 1)[-1].removesuffix(".flac") for row in rows} == {f"long{i}" for i in range(6)} - written
     assert "logging.cc" not in err and "UserWarning" not in err, err
+
+
+# -- found by review: a resume at a section's start, a resume far into an unsectioned stream, warning times ---
+
+def test_resume_at_a_section_boundary_keeps_the_initial_prompt():
+    """Every section's first window is prompted with --initial-prompt in an uninterrupted run; a run resumed
+    from the checkpoint given when a section finishes (seek 0, history ()) must prompt it the same way."""
+    from whisperctl import EngineConfig, Transcriber
+    from whisperctl.transcript import Resume
+
+    t = Transcriber(EngineConfig())
+    opts = t.options.replace(section_length_s=20.0, initial_prompt="Mr. Quilter's gospel, ZEBRA ZEBRA ZEBRA.")
+    segments, points, whole = _events_with_checkpoints(t, opts)
+    boundary = [p for p in points if p[1].seek == 0 and p[1].section > 0 and 0 < p[0] < len(segments)]
+    assert boundary
+    for kept, point in boundary:
+        resumed_segments, _, resumed = _events_with_checkpoints(t, opts, lambda inp: Resume(segments[:kept], point))
+        assert resumed.text == whole.text, point  # (failed: the boundary checkpoint's empty history dropped it)
+
+
+def test_resuming_an_unsectioned_stream_does_not_hold_the_audio_before_the_point():
+    """--vad none (one seeking loop over the whole file): resuming at seek S reads every block from 0 to S into
+    one buffer (np.concatenate in a loop: quadratic time) and keeps it referenced (a numpy view of it), so memory
+    grows with the position (about 460 MB held for a point 2 h in, 10 s to reach it) where an uninterrupted
+    run holds one window and a block."""
+    import tracemalloc
+
+    import numpy as np
+
+    from whisperctl.sequential import Seeker
+
+    sr = 16000
+
+    def blocks(n):
+        for _ in range(n):
+            yield np.zeros(sr * 30, np.float32)
+
+    n = 60  # 30 min of audio
+    tracemalloc.start()
+    try:
+        seeker = Seeker(blocks(n), [], True, 50364, resume=(sr * (n * 30 - 60), n - 2, []))
+        window = seeker.window()
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert window is not None and len(window) == 30 * sr
+    assert peak < 20e6, f"peak {peak / 1e6:.0f} MB to resume 30 min in"  # (was ~230 MB)
+    assert held < 10e6, f"{held / 1e6:.0f} MB held after the first window"  # (was ~115 MB)
+
+
+def test_warning_clock_never_shows_60_seconds():
+    """warning_summary's times: 59.97 s is printed "0:60.0" (rounding after divmod), 3599.96 s "59:60.0"."""
+    from whisperctl.transcript import _clock
+
+    assert _clock(59.97) == "1:00.0"
+    assert _clock(3599.96) == "1:00:00.0"

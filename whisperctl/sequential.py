@@ -103,6 +103,10 @@ class Seeker:
                 self._exhausted = True
             else:
                 block = np.asarray(block, np.float32)
+                end = self._buffer_start + len(self._buffer) + len(block)
+                if not len(self._buffer) and end <= self.seek:  # wholly before the next window (a resumed run
+                    self._buffer_start = end  # goes on far into the stream): read past, never held
+                    continue
                 self._buffer = np.concatenate([self._buffer, block]) if len(self._buffer) else block
         self._buffer, self._buffer_start = self._buffer[self.seek - self._buffer_start :], self.seek
         self.duration = max(self.duration, (self._buffer_start + len(self._buffer)) / sr)
@@ -206,7 +210,10 @@ class SequentialRunner:
                 yield from book.ready()
                 continue
             point, owner.resume = owner.resume, None
-            at = (point.seek, point.window, list(point.history)) if point is not None and point.section == section.index else None
+            # inside the section: its seeking state; at its start (a section that had finished before it), a fresh
+            # loop, as an uninterrupted run opens it (the initial prompt included)
+            inside = point is not None and point.section == section.index and (point.seek or point.window)
+            at = (point.seek, point.window, list(point.history)) if inside else None
             book.open(owner, section.index, section.offset / audio_mod.SAMPLE_RATE, Seeker(
                 section.blocks, self._prompt, self.options.condition_on_previous_text, self.loaded.timestamp_begin,
                 resume=at))

@@ -245,6 +245,8 @@ def warning_summary(t: Transcript) -> str | None:
 
 
 def _clock(seconds: float) -> str:
-    minutes, sec = divmod(max(seconds, 0.0), 60)
-    hours, minutes = divmod(int(minutes), 60)
-    return f"{hours}:{minutes:02d}:{sec:04.1f}" if hours else f"{minutes}:{sec:04.1f}"
+    tenths = round(max(seconds, 0.0) * 10)  # rounded first: 59.97 s is 1:00.0, never 0:60.0
+    minutes, tenth_seconds = divmod(tenths, 600)
+    hours, minutes = divmod(minutes, 60)
+    sec = f"{tenth_seconds // 10:02d}.{tenth_seconds % 10}"
+    return f"{hours}:{minutes:02d}:{sec}" if hours else f"{minutes}:{sec}"
