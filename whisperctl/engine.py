@@ -15,6 +15,7 @@ Load-time options (model, device, dtype, quantization, attention, threads, weigh
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
@@ -143,6 +144,7 @@ class Transcriber:
         self, sources: Iterable[Any], options: DecodeOptions | None = None, progress: ProgressFn | None = None,
         on_batch: BatchObserver | None = None, *, control: RunControl | None = None,
         resume: Callable[[AudioInput], Resume | None] | None = None, checkpoints: bool = False,
+        prompts: Callable[[AudioInput], str | None] | None = None, turn: Callable[[], Any] | None = None,
     ) -> Iterator[Event]:
         """Every input's settled segments (SegmentReady) then its result (FileDone), input after input.
         ``options``: what to decode; ``control``: how the run is driven (forced token counts, out-of-memory
@@ -152,12 +154,24 @@ class Transcriber:
         Sequential chunking only (the others start over): with ``checkpoints``, a :class:`Checkpoint` follows
         each window's segments (where decoding could go on from: what a journal records); ``resume(input)`` may
         give an interrupted run's :class:`Resume` for an input, whose segments then come first in its transcript
-        and whose decoding goes on from its point (the same windows and prompts as without the interruption)."""
+        and whose decoding goes on from its point (the same windows and prompts as without the interruption).
+
+        ``sources`` may be a live :class:`~whisperctl.runners.Intake` (the server): inputs put into it while the
+        call runs join the running batch, their events come as they settle, and the call ends when it is closed
+        and done. ``prompts(input)``: that input's initial prompt instead of the options' (None: the options');
+        ``turn``: a context manager held around each batch's decode (calls that share the model take turns)."""
         opts, control = options or self.options, control or self.config.control
         self.check(opts)
         _note_chunk_length(opts)
         lm = self.loaded
-        inputs = [_as_input(s) for s in sources]
+        from .runners import Intake, RunContext, runner_for
+
+        def prepare(item: Any) -> tuple[AudioInput, SpeechStream]:
+            inp, array = item if isinstance(item, tuple) and isinstance(item[0], AudioInput) else _as_input(item)
+            return inp, _speech(_blocks(inp, array), opts, inp.name)
+
+        intake = sources if isinstance(sources, Intake) else Intake([_as_input(s) for s in sources])
+        intake.prepared(prepare)
         decoder = WindowDecoder(lm, opts, on_batch, control=control)
         config = {**self.config.to_dict(), **opts.to_dict(), **control.to_dict()}
         runtime = self.runtime_info(opts)
@@ -169,11 +183,15 @@ class Transcriber:
         def finish(builder: TranscriptBuilder, duration: float) -> Transcript:
             return builder.finish(duration, config, runtime)
 
-        from .runners import RunContext, runner_for
+        def prompt_for(inp: AudioInput) -> list[int] | None:
+            text = prompts(inp) if prompts is not None else None
+            return None if text is None else (lm.text_tokens(text) if text else [])
 
-        runner = runner_for(RunContext(decoder, opts, new_builder, finish, progress), resume, checkpoints)
+        context = RunContext(decoder, opts, new_builder, finish, progress, prompt_for if prompts is not None else None,
+                             turn or contextlib.nullcontext)
+        runner = runner_for(context, resume, checkpoints)
         try:
-            yield from runner.run([(inp, _speech(_blocks(inp, array), opts, inp.name)) for inp, array in inputs])
+            yield from runner.run(intake)
         finally:  # also when the caller stops early (transcribe() returns at its input's result)
             note = decoder.cut_note() if on_batch is None else None
             if note:
@@ -214,6 +232,8 @@ def _speech(blocks: Iterable[np.ndarray], opts: DecodeOptions, name: str = "<aud
 
 def _as_input(source: Any) -> tuple[AudioInput, np.ndarray | None]:
     """(input, its array or None): arrays travel with their input, so two arrays of one name stay apart."""
+    if isinstance(source, tuple) and isinstance(source[0], AudioInput):
+        return source
     if isinstance(source, tuple):
         name, array = source
         return AudioInput(str(name), None), array

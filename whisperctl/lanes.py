@@ -6,7 +6,10 @@ not cut) running its own seeking loop; up to ``width`` lanes are live at once. T
 next window, decodes the batch and reports back; the book decides the rest:
 
 - **opening**: a free lane takes the next section of the oldest admitted input that has sections left, and a
-  new input is admitted only when none has (:meth:`LaneBook.to_open`, :meth:`admit`, :meth:`open`);
+  new input is admitted only when none has (:meth:`LaneBook.to_open`, :meth:`admit`, :meth:`open`). A *shared*
+  book (the server's, ``ordered=False``) is fair instead: a free lane goes to the admitted input with the fewest
+  live lanes, and to a newcomer before any input that already has one, so an hour-long upload cut into sections
+  takes every lane only while nobody else waits;
 - **text**: an input's lanes run in stream order and only the first (the *head*) adds its windows' timed tokens
   to the input's builder; the others hold theirs until every lane before them has finished, then hand them on in
   order (:meth:`decoded`, :meth:`lane_finished`);
@@ -14,7 +17,7 @@ next window, decodes the batch and reports back; the book decides the rest:
   sections at all ends with an empty transcript); a failure ends it at once, frees its lanes and gives one
   ``FileDone`` with the error (:meth:`fail`);
 - **events** come out input after input in admission order (:meth:`ready`): the first input's segments as they
-  settle, the others' once every input before them is done;
+  settle, the others' once every input before them is done; a shared book gives every input's as they settle;
 - **checkpoints** (when asked for): after the segments of each window the head hands on, a
   :class:`~whisperctl.transcript.Checkpoint` saying where decoding could go on from (the window's seeking state,
   which the runner gives with it), and one when the head finishes (the next section, from its start).
@@ -78,9 +81,10 @@ class LaneBook:
     """The lanes of a sequential run, ``width`` live at most. ``finish(builder, duration)`` makes an ended
     input's result (its transcript)."""
 
-    def __init__(self, width: int, finish: Callable[[TranscriptBuilder, float], Any]):
+    def __init__(self, width: int, finish: Callable[[TranscriptBuilder, float], Any], ordered: bool = True):
         self.width = max(1, width)
         self._finish = finish
+        self.ordered = ordered  # False: shared by independent clients (fair lanes, events as they settle)
         self._order: collections.deque[InputLanes] = collections.deque()  # admitted, not yet fully emitted
         self.live: list[Lane] = []  # in the order their windows are batched
 
@@ -93,9 +97,22 @@ class LaneBook:
         """Nothing admitted is left to run or emit (an input may have sections to open while no lane is live)."""
         return not self.live and not self._order
 
-    def to_open(self) -> InputLanes | None:
-        """The oldest admitted input with sections still to open; None: admit the next input, if any."""
-        return next((owner for owner in self._order if owner.sections_left), None)
+    def to_open(self, newcomers: bool = False) -> InputLanes | None:
+        """The admitted input whose next section takes a free lane; None: admit the next input, if any.
+        Ordered: the oldest with sections still to open. Shared: the one with the fewest live lanes (oldest
+        first), but None while ``newcomers`` wait and it already has a live lane."""
+        if self.ordered:
+            return next((owner for owner in self._order if owner.sections_left), None)
+        candidates = [owner for owner in self._order if owner.sections_left]
+        if not candidates:
+            return None
+        owner = min(candidates, key=lambda o: sum(not lane.finished for lane in o.lanes))
+        return None if newcomers and any(not lane.finished for lane in owner.lanes) else owner
+
+    @property
+    def running(self) -> list[InputLanes]:
+        """The admitted inputs that have not ended."""
+        return [owner for owner in self._order if not owner.done]
 
     def admit(self, source: AudioInput, builder: TranscriptBuilder, sections: SectionSource,
               checkpoints: bool = False, duration: float = 0.0) -> InputLanes:
@@ -162,8 +179,16 @@ class LaneBook:
             owner.done = True
 
     def ready(self) -> list[Event]:
-        """The events that may be emitted now, in input order; inputs fully emitted are forgotten."""
+        """The events that may be emitted now, in input order (shared: every input's); inputs fully emitted are
+        forgotten."""
         out: list[Event] = []
+        if not self.ordered:
+            for owner in list(self._order):
+                out.extend(owner.events)
+                owner.events.clear()
+                if owner.done:
+                    self._order.remove(owner)
+            return out
         while self._order and (self._order[0].events or self._order[0].done):
             head = self._order[0]
             out.extend(head.events)

@@ -39,9 +39,13 @@ class DecoderStep:
 
     # ----------------------------------------------------------------- attention
     def attend(self, q, k, v, causal: bool):
+        """Attention of ``q`` to ``k``/``v``. On the CPU always as matmul, softmax, matmul: each row's numbers are
+        then the same whatever else is in the batch (PyTorch's CPU SDPA kernel picks its work split by batch size
+        and thread count, so a window's text could change with its batch partners: a server's concurrent requests
+        would not get what each gets alone). Its cost: docs/benchmarks.md ("Batch-invariant decoding")."""
         import torch
 
-        if self.attention == "sdpa":
+        if self.attention == "sdpa" and q.device.type != "cpu":
             return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=1.0)
         weights = torch.matmul(q, k.transpose(2, 3))
         if causal:

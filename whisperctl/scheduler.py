@@ -22,7 +22,7 @@ from .errors import WhisperctlError
 from .inputs import AudioInput
 from .filewindows import FileWindows, WindowKey, Windowing
 from .regions import SpeechStream
-from .runners import RunContext
+from .runners import Intake, RunContext
 from .transcript import Event, FileDone, SegmentReady, TranscriptBuilder, window_tokens
 
 ProgressFn = Callable[[str, float], None]  # (input name, seconds of audio just finished)
@@ -45,6 +45,7 @@ class BatchedScheduler:
     def __init__(self, context: RunContext):
         self.decoder, self.options, self.progress = context.decoder, context.options, context.progress
         self._finish, self._new_builder = context.finish, context.new_builder
+        self._prompt_for, self._turn = context.prompt_for, context.turn
         options = self.options
         lm = self.decoder.loaded
         self.loaded = lm
@@ -56,9 +57,14 @@ class BatchedScheduler:
             vad_tail_s=options.vad_params[2] / 1000 + 0.3,  # a VAD window ends a pad after its last speech
         )
 
-    def run(self, inputs: list[tuple[AudioInput, SpeechStream]]) -> Iterator[Event]:
-        """Events in input order per file: its segments as they settle, then its FileDone."""
+    def run(self, inputs: Intake | list[tuple[AudioInput, SpeechStream]]) -> Iterator[Event]:
+        """Events in input order per file: its segments as they settle, then its FileDone. A live intake is not
+        read here (the server runs batched chunking one request at a time)."""
         opts = self.options
+        if isinstance(inputs, Intake):
+            if inputs.live:
+                raise ValueError("batched chunking reads a fixed list of inputs, not a live intake")
+            inputs = list(iter(inputs.take, None))
         files = [_Input(inp, blocks, self._new_builder(inp, blocks), FileWindows(self.windowing)) for inp, blocks in inputs]
         batch: list[Item] = []
         current = 0  # the file whose events are being emitted
@@ -110,11 +116,12 @@ class BatchedScheduler:
 
     def _run_batch(self, items: list[Item]) -> list[Item]:
         """Decode ``items`` together; returns the gap windows their results call for."""
-        t0 = time.perf_counter()
-        results = self.decoder.decode(
-            [w.samples for _, _, w in items], [f.builder.language for f, _, _ in items], [self.prompt] * len(items),
-            [id(f) for f, _, _ in items],
-        )
+        with self._turn():
+            t0 = time.perf_counter()
+            results = self.decoder.decode(
+                [w.samples for _, _, w in items], [f.builder.language for f, _, _ in items],
+                [self._prompt_of(f.source) for f, _, _ in items], [id(f) for f, _, _ in items],
+            )
         decode_share = (time.perf_counter() - t0 - sum(r.align_s for r in results)) / len(items)
         for (f, key, window), result in zip(items, results):
             f.builder.window_decoded(key, result, decode_share)
@@ -124,6 +131,10 @@ class BatchedScheduler:
                 self.progress(f.source.name, covered)
         touched = {id(f): f for f, _, _ in items}.values()
         return [(f, key, gap) for f in touched for key, gap in f.windows.due_gaps()]
+
+    def _prompt_of(self, source: AudioInput) -> list[int]:
+        prompt = self._prompt_for(source) if self._prompt_for is not None else None
+        return self.prompt if prompt is None else prompt
 
     @staticmethod
     def _settle(f: _Input) -> Iterator[Event]:

@@ -25,7 +25,6 @@ and a section's audio (a minute and a half at most) per live section.
 
 from __future__ import annotations
 
-import collections
 import time
 from typing import Callable, Iterable, Iterator
 
@@ -37,7 +36,7 @@ from .errors import WhisperctlError
 from .inputs import AudioInput
 from .lanes import Lane, LaneBook
 from .regions import SpeechStream
-from .runners import RunContext
+from .runners import Cancelled, Intake, RunContext
 from .sections import Sections
 from .transcript import Event, Resume, window_tokens
 
@@ -146,18 +145,25 @@ class SequentialRunner:
                  checkpoints: bool = False):
         self.decoder, self.options, self.progress = context.decoder, context.options, context.progress
         self._finish, self._new_builder = context.finish, context.new_builder
+        self._prompt_for, self._turn = context.prompt_for, context.turn
         self._resume, self._checkpoints = resume, checkpoints  # resume points per input; Checkpoint events
         self.loaded = self.decoder.loaded
         options = self.options
         self._prompt = self.loaded.text_tokens(options.initial_prompt) if options.initial_prompt else []
         self._section_s = options.section_length_s
 
-    def run(self, inputs: list[tuple[AudioInput, SpeechStream]]) -> Iterator[Event]:
-        """Events input after input: each input's segments as they settle, then its FileDone."""
-        waiting = collections.deque(inputs)
-        book = LaneBook(self.options.batch_size, self._finish)
-        while waiting or not book.idle:
-            yield from self._open_lanes(waiting, book)
+    def run(self, inputs: Intake | list[tuple[AudioInput, SpeechStream]]) -> Iterator[Event]:
+        """Events input after input: each input's segments as they settle, then its FileDone. A live intake is
+        read at every batch boundary (fair lanes, events as they settle, cancelled inputs failed)."""
+        intake = inputs if isinstance(inputs, Intake) else Intake(inputs)
+        book = LaneBook(self.options.batch_size, self._finish, ordered=not intake.live)
+        while not intake.exhausted or not book.idle:
+            if intake.live:
+                for owner in book.running:
+                    if intake.cancelled(owner.source):
+                        book.fail(owner, Cancelled(f"{owner.source.name}: cancelled"))
+                        intake.forget(owner.source)
+            yield from self._open_lanes(intake, book)
             batch: list[tuple[Lane, np.ndarray]] = []
             for lane in list(book.live):
                 if lane.owner.done:  # an earlier lane of its input failed in this loop: its lanes are gone
@@ -175,19 +181,23 @@ class SequentialRunner:
                 self._decode(batch, book)
             yield from book.ready()
 
-    def _open_lanes(self, waiting: collections.deque, book: LaneBook) -> Iterator[Event]:
+    def _open_lanes(self, intake: Intake, book: LaneBook) -> Iterator[Event]:
         """Fill free lanes: the next sections of inputs already admitted (oldest first), then new inputs.
 
         An input that ends without taking a lane (no speech found, or unreadable) is reported at once, not after
         the lanes are full; and while lanes are live, at most one such input is read before their next batch,
-        so a run of speechless inputs (a folder of noise) never holds back the live lanes' decoding."""
+        so a run of speechless inputs (a folder of noise) never holds back the live lanes' decoding. With nothing
+        to run, it waits on a live intake for the next input."""
         laneless = 0  # inputs admitted in this call that ended without a lane
         while book.has_room:
-            owner = book.to_open()
+            owner = book.to_open(newcomers=intake.live and intake.pending)
             if owner is None:
-                if not waiting or (laneless and book.live):
+                if laneless and book.live:
                     return
-                inp, blocks = waiting.popleft()
+                taken = intake.take(wait=book.idle)
+                if taken is None:
+                    return
+                inp, blocks = taken
                 builder = self._new_builder(inp, blocks)
                 resume = self._resume(inp) if self._resume is not None else None
                 if resume is not None:
@@ -214,15 +224,17 @@ class SequentialRunner:
             # loop, as an uninterrupted run opens it (the initial prompt included)
             inside = point is not None and point.section == section.index and (point.seek or point.window)
             at = (point.seek, point.window, list(point.history)) if inside else None
+            prompt = self._prompt_for(owner.source) if self._prompt_for is not None else None
             book.open(owner, section.index, section.offset / audio_mod.SAMPLE_RATE, Seeker(
-                section.blocks, self._prompt, self.options.condition_on_previous_text, self.loaded.timestamp_begin,
+                section.blocks, self._prompt if prompt is None else prompt, self.options.condition_on_previous_text, self.loaded.timestamp_begin,
                 resume=at))
 
     def _decode(self, batch: list[tuple[Lane, np.ndarray]], book: LaneBook) -> None:
-        t0 = time.perf_counter()
         try:
-            results = self.decoder.decode([w for _, w in batch], [lane.owner.builder.language for lane, _ in batch],
-                                          [lane.seeker.conditioning for lane, _ in batch], [id(lane.owner) for lane, _ in batch])
+            with self._turn():
+                t0 = time.perf_counter()  # the decode's own time, not the wait for the turn
+                results = self.decoder.decode([w for _, w in batch], [lane.owner.builder.language for lane, _ in batch],
+                                              [lane.seeker.conditioning for lane, _ in batch], [id(lane.owner) for lane, _ in batch])
         except WhisperctlError as exc:  # the batch failed as a whole: each of its inputs fails with it
             for lane, _ in batch:
                 book.fail(lane.owner, exc)

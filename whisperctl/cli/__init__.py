@@ -47,7 +47,7 @@ class Interrupted(Exception):
         self.terminated, self.next_step = terminated, next_step
 
 
-from . import bench as _bench, doctor as _doctor, transcribe as _transcribe  # noqa: E402,F401  (register the commands)
+from . import bench as _bench, doctor as _doctor, serve as _serve, transcribe as _transcribe  # noqa: E402,F401  (register the commands)
 
 _signal_seen: list[str] = []
 
