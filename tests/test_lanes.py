@@ -208,3 +208,72 @@ def test_segments_held_back_by_the_builder_come_before_the_file_done():
     book.decoded(lane, ["a1"], (0, 0))
     book.lane_finished(lane, 12.0)
     assert summary(book.ready()) == [("a", "a1"), ("a", "last"), ("a", ("transcript", ["a1"], 12.0))]
+
+
+# ------------------------------------------------------------------ the shared book (the server's)
+def test_shared_book_gives_a_newcomer_the_next_lane_before_a_long_input_gets_another():
+    book = LaneBook(3, finish, ordered=False)
+    long = book.admit(source("long"), FakeBuilder(), FakeSections(10))
+    for i in range(3):  # alone, the long input takes every lane
+        assert book.to_open(newcomers=False) is long
+        book.open(long, long.sections.next(), 60.0 * i, seeker=None)
+    book.lane_finished(book.live[0], 60.0)
+    assert book.to_open(newcomers=True) is None  # a request waits: it is admitted first
+    short = book.admit(source("short"), FakeBuilder(), FakeSections(1))
+    assert book.to_open(newcomers=False) is short
+    book.open(short, short.sections.next(), 0.0, seeker=None)
+    book.lane_finished(book.live[0], 60.0)
+    # two inputs with sections left: the one with fewer live lanes first
+    other = book.admit(source("other"), FakeBuilder(), FakeSections(2))
+    assert book.to_open(newcomers=False) is other
+
+
+def test_shared_book_emits_each_input_as_it_settles_not_in_admission_order():
+    book = LaneBook(2, finish, ordered=False)
+    first = book.admit(source("first"), FakeBuilder(), FakeSections(1))
+    second = book.admit(source("second"), FakeBuilder(), FakeSections(1))
+    a = book.open(first, first.sections.next(), 0.0, seeker=None)
+    b = book.open(second, second.sections.next(), 0.0, seeker=None)
+    book.decoded(a, ["a1"], key=(0, 0))
+    book.decoded(b, ["b1"], key=(0, 0))
+    book.lane_finished(b, 5.0)
+    first.sections.next(), second.sections.next()
+    events = book.ready()
+    assert [(type(e).__name__, e.source.name) for e in events] == [
+        ("SegmentReady", "first"), ("SegmentReady", "second"), ("FileDone", "second")]
+    assert book.running == [first]  # the finished input is forgotten, the other still runs
+    book.lane_finished(a, 5.0)
+    assert [e.source.name for e in book.ready()] == ["first"] and book.idle
+
+
+def test_ordered_book_still_holds_a_later_input_back():
+    book = LaneBook(2, finish)
+    first = book.admit(source("first"), FakeBuilder(), FakeSections(1))
+    second = book.admit(source("second"), FakeBuilder(), FakeSections(1))
+    book.open(first, first.sections.next(), 0.0, seeker=None)
+    b = book.open(second, second.sections.next(), 0.0, seeker=None)
+    book.lane_finished(b, 5.0)
+    assert book.ready() == []
+
+
+def test_live_intake_takes_cancels_and_ends():
+    import threading
+
+    from whisperctl.runners import Intake
+
+    intake = Intake(live=True)
+    assert intake.take() is None and not intake.exhausted
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(intake.take(wait=True)))
+    waiter.start()
+    intake.put((source("a"), None))
+    waiter.join(5)
+    assert got and got[0][0].name == "a"
+    intake.put((source("b"), None))
+    intake.put((source("c"), None))
+    assert intake.cancel(source("b")) is True and intake.waiting == 1  # not started: dropped
+    assert intake.cancel(source("a")) is False and intake.cancelled(source("a"))  # running: the runner fails it
+    intake.close()
+    assert not intake.exhausted and intake.take()[0].name == "c" and intake.exhausted
+    with pytest.raises(RuntimeError):
+        intake.put((source("d"), None))

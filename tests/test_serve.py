@@ -271,3 +271,67 @@ def test_sigterm_lets_requests_in_flight_finish(bundled_checkpoint):
     assert len(result.get("text", "")) > 50, err
     with pytest.raises(httpx.TransportError):
         httpx.get(s.url + "/health", timeout=2)
+
+
+def test_cli_server_flag_writes_what_a_local_run_writes(server, tmp_path, capsys):
+    """`transcribe --server URL`: the files go to the server; stdout and -o get what a local run writes."""
+    from conftest import run_cli
+
+    files = [SHORT, LONG]
+    env = {**os.environ, "WHISPERCTL_API_KEY": KEY}
+    cli = [sys.executable, "-c", "from whisperctl.cli import main; main()", "transcribe"]
+    remote = subprocess.run([*cli, *map(str, files), "-f", "srt", "--server", server.url], env=env, capture_output=True,
+                            timeout=300)
+    assert remote.returncode == 0, remote.stderr
+    code, local, err = run_cli(["transcribe", *files, "-f", "srt"], capsys)
+    assert code == 0 and remote.stdout.decode() == local
+    out = tmp_path / "out"
+    done = subprocess.run([*cli, str(SHORT), "-o", str(out), "-f", "all"], capture_output=True, timeout=300,
+                          env={**env, "WHISPERCTL_SERVER": server.url + "/v1"})
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.glob("short.*")) == ["short.json", "short.srt", "short.tsv", "short.txt", "short.vtt"]
+    written = json.loads((out / "short.json").read_text())
+    assert written["source"] == str(SHORT) and written["segments"] and written["runtime"]["decoder"] == "lean"
+    refused = subprocess.run([*cli, str(SHORT), "--server", server.url, "--model", "small"], env=env,
+                             capture_output=True, timeout=60)
+    assert refused.returncode == 2 and b"--model" in refused.stderr
+    bad = subprocess.run([*cli, "/etc/hostname", "--server", server.url], env=env, capture_output=True, timeout=60)
+    assert bad.returncode == 1 and b"/etc/hostname: " in bad.stderr and b"server 400" in bad.stderr
+    gone = subprocess.run([*cli, str(SHORT), "--server", f"http://127.0.0.1:{_port()}"], env=env, capture_output=True,
+                          timeout=60)
+    assert gone.returncode == 1 and b"cannot reach it" in gone.stderr and len(gone.stderr.splitlines()) == 1
+
+
+def test_cli_server_flag_does_not_import_torch(server):
+    probe = ("import sys; from whisperctl.cli import main; sys.argv = ['whisperctl', 'transcribe', %r, '--server', %r]\n"
+             "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+             "print('torch' in sys.modules, 'transformers' in sys.modules)") % (str(SHORT), server.url)
+    done = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "WHISPERCTL_API_KEY": KEY},
+                          capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().splitlines()[-1] == "False False"
+
+
+@pytest.mark.slow
+def test_translation_with_the_multilingual_model(tmp_path):
+    """/v1/audio/translations on --model base-pypi: Spanish speech comes back as English text."""
+    import soundfile as sf
+
+    from whisperctl import audio as audio_mod
+
+    spanish = EXAMPLES.parents[1] / "shared" / "speech-multilingual" / "es_capitan_veneno.mp3"
+    if not spanish.is_file():
+        pytest.skip("../shared/speech-multilingual is not available")
+    clip = tmp_path / "es.wav"
+    sf.write(clip, audio_mod.load(spanish)[: 16000 * 20], 16000)
+    s = Server("--model", "base-pypi", key=None)
+    try:
+        client = s.client()
+        english = client.audio.translations.create(model="base-pypi", file=clip.open("rb")).text.lower()
+        spanish_text = client.audio.transcriptions.create(model="base-pypi", file=clip.open("rb"), language="es").text.lower()
+    finally:
+        code, err = s.stop()
+    assert code == 0, err
+    assert any(w in english.split() for w in ("the", "of", "my", "to")), english
+    assert any(w in spanish_text.split() for w in ("de", "la", "el", "mi")), spanish_text
+    assert english != spanish_text

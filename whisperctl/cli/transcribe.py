@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ def transcribe(
     workers: Optional[int] = typer.Option(None, "--workers", help="--ray: worker actors, one model each (default: as many as the cluster fits)."),
     gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="--ray: GPUs per worker (fractions share a GPU); 0 = CPU workers."),
     cpus_per_worker: Optional[float] = typer.Option(None, "--cpus-per-worker", help="--ray: CPUs per worker (default 1; also its torch threads)."),
+    server: Optional[str] = typer.Option(None, "--server", envvar="WHISPERCTL_SERVER", metavar="URL", help="Send the files to a running `whisperctl serve` (or set WHISPERCTL_SERVER) instead of loading a model here; decoding options go with them (key: WHISPERCTL_API_KEY)."),
     **engine: Any,
 ) -> None:
     """Transcribe audio with Whisper / Distil-Whisper."""
@@ -84,9 +86,16 @@ def transcribe(
                 ray, workers, gpus_per_worker, cpus_per_worker, strict)
         return
 
-    from ..engine import Transcriber
+    if server:
+        from ..serve.client import RemoteTranscriber, fields_for
 
-    transcriber = Transcriber(config)  # validates and plans: bad flags fail here, before the model loads
+        if ray is not None:
+            raise UsageError("--server and --ray contradict each other: the server transcribes; pick one.")
+        transcriber: Any = RemoteTranscriber(server, fields_for(engine_overrides(engine)), os.environ.get("WHISPERCTL_API_KEY"))
+    else:
+        from ..engine import Transcriber
+
+        transcriber = Transcriber(config)  # validates and plans: bad flags fail here, before the model loads
     from ..outputs import output_settings, plan_outputs
 
     # Each input claims its output names exclusively (safe across concurrent runs sharing -o): x, x-2 … and a
@@ -104,7 +113,7 @@ def transcribe(
             todo, skipped = plan.todo, plan.skipped
             failures += plan.problems
         done, audio_seconds, started, warned = _run_local(transcriber, todo, formats, output_dir, quiet, plan,
-                                                          failures, finished, strict, overwrite)
+                                                          failures, finished, strict, overwrite, journal=not server)
     except KeyboardInterrupt as exc:
         _stopped(exc, failures, [name for name in todo if name not in finished], failures_file, output_dir, files)
     _finish(quiet or not (len(files) > 1 or failures or skipped or warned), done, failures, skipped, audio_seconds,
@@ -113,7 +122,7 @@ def transcribe(
 
 def _run_local(transcriber, todo: list[str], formats, output_dir: Optional[Path], quiet: bool, plan,
                failures: list[tuple[str, str]], finished: set[str], strict: bool = False,
-               overwrite: bool = False) -> tuple[int, float, float, int]:
+               overwrite: bool = False, journal: bool = True) -> tuple[int, float, float, int]:
     """Transcribe ``todo`` in this process, writing to stdout or the planned outputs; failures are appended to
     ``failures`` and every input done or failed is added to ``finished``; an input whose transcript has warnings
     gets one line on stderr (and is a failure with ``strict``). Returns (done, audio seconds, start, warned)."""
@@ -136,7 +145,7 @@ def _run_local(transcriber, todo: list[str], formats, output_dir: Optional[Path]
         streamed = output_dir is None and formats[0] in SegmentStream.FORMATS
         stream: SegmentStream | None = None
         # closed on the way out, so an interruption ends the input streams now, not at garbage collection
-        journals = _journals(transcriber, plan, todo, overwrite) if plan is not None else {}
+        journals = _journals(transcriber, plan, todo, overwrite) if plan is not None and journal else {}
         resources.callback(lambda: [j.close() for j in journals.values()])
 
         def resume(inp):

@@ -58,7 +58,9 @@ def parse_request(fields: Mapping[str, Any], granularities: list[str], base: Dec
     if language and not translate:
         changes["language"] = str(language).strip().lower()
     temperature = fields.get("temperature")
-    if temperature not in (None, ""):
+    if temperature not in (None, "") and "," in str(temperature):  # whisperctl's own fallback list (--server)
+        changes["temperature"] = tuple(_number(x, "temperature", float) for x in str(temperature).split(","))
+    elif temperature not in (None, ""):
         t = _number(temperature, "temperature", float)
         if not 0.0 <= t <= 1.0:
             raise UsageError(f"temperature {t:g}: must be between 0 and 1.")
