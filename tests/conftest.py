@@ -92,6 +92,24 @@ def no_model_load(monkeypatch):
     monkeypatch.setattr(engine.Transcriber, "load", lambda self: pytest.fail("model loaded before validation"))
 
 
+@pytest.fixture
+def without_distributions(monkeypatch):
+    """``without_distributions("pkg", …)``: importlib.metadata says they are not installed, as on a machine without."""
+    import importlib.metadata
+
+    def hide(*names: str) -> None:
+        real = importlib.metadata.version
+
+        def version(dist):
+            if dist in names:
+                raise importlib.metadata.PackageNotFoundError(dist)
+            return real(dist)
+
+        monkeypatch.setattr(importlib.metadata, "version", version)
+
+    return hide
+
+
 def run_cli(args: list[str], capsys, stdin: bytes | None = None, monkeypatch=None) -> tuple[int, str, str]:
     """Run the real entry point; return (exit code, stdout, stderr)."""
     from whisperctl.cli import main

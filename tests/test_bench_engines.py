@@ -107,7 +107,8 @@ def test_an_engine_that_fails_is_a_row_and_the_others_run(fake_engines, clips, c
 
 @pytest.mark.parametrize("args, message", [
     (["--engines", "fastr-whisper"], "whisperctl: error: --engines: unknown engine 'fastr-whisper'. Valid: all, whisperctl, "
-                                     "transformers, faster-whisper, faster-whisper:batched, openai-whisper, fake, fake-twin, "
+                                     "transformers, faster-whisper, faster-whisper:batched, openai-whisper, whisper.cpp, fake, "
+                                     "fake-twin, "
                                      "fake-crash, fake-missing. Did you mean 'faster-whisper'?"),
     (["--engines", "whisperctl,fake-missing"], "whisperctl: error: --engines fake-missing: whisperctl-no-such-distribution is "
                                                "not installed; pip install whisperctl-no-such-distribution."),
@@ -128,18 +129,10 @@ def test_usage_errors_exit_2_before_anything_runs(fake_engines, args, message, m
     assert err.startswith(message), err
 
 
-def test_missing_package_without_plugins_names_the_install_command(monkeypatch, capsys, no_model_load):
+def test_missing_package_without_plugins_names_the_install_command(monkeypatch, capsys, no_model_load,
+                                                                    without_distributions):
     """The real openai-whisper engine, as on a machine without the package."""
-    import importlib.metadata
-
-    real = importlib.metadata.version
-
-    def version(dist):
-        if dist == "openai-whisper":
-            raise importlib.metadata.PackageNotFoundError(dist)
-        return real(dist)
-
-    monkeypatch.setattr(importlib.metadata, "version", version)
+    without_distributions("openai-whisper")
     _no_spawn(monkeypatch)
     code, _, err = run_cli(["bench", "--engines", "whisperctl,openai-whisper", "--threads", "1"], capsys)
     assert code == 2

@@ -219,6 +219,34 @@ def assemble(name: str, parts: list[Path], expected_sha256: str, full_check: boo
     return final
 
 
+def build_entry(root: Path, name: str, build: Callable[[Path], dict[str, Any]], what: str,
+                full_check: bool = False) -> tuple[Path, bool]:
+    """The entry ``root/name``, built once and verified on every use like a conversion, and whether this call
+    built it (first use, or a rebuild of a damaged entry).
+
+    ``build(directory)`` writes the entry's files into an empty temporary directory and returns the fields its
+    marker records besides the files' sizes, modification times and hashes; the directory is then renamed into
+    place. ``what`` names the entry in the warning and in the error when it cannot be written."""
+    final = root / name
+    if final.exists():
+        problems = verify_entry(final, full=full_check)
+        if not problems:
+            return final, False
+        log.warning("%s %s is damaged (%s); writing it again", what, final, "; ".join(problems[:3]))
+        _discard(final)
+    tmp = _temporary_dir(root, final)
+    try:
+        (tmp / "entry").mkdir()
+        info = build(tmp / "entry")
+        (tmp / "entry" / MARKER).write_text(json.dumps({**info, "files": _file_records(tmp / "entry")}, indent=2))
+        _move_into_place(tmp / "entry", final, broken=lambda entry: bool(verify_entry(entry)))
+    except OSError as exc:
+        raise ConversionError(_write_failed(what, root, exc.strerror or str(exc))) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final, True
+
+
 def _write_failed(what: str, root: Path, reason: str) -> str:
     return (f"cannot write the {what} into {root}: {reason}. Free space there, or set WHISPERCTL_CACHE to a "
             "writable directory with room.")
@@ -312,6 +340,11 @@ def _alive(pid: int) -> bool:
 
 def assembled_root() -> Path:
     return cache_root() / "assembled"
+
+
+def ggml_root() -> Path:
+    """whisper.cpp's ggml files of whisperctl's models (:mod:`whisperctl.ggml`)."""
+    return cache_root() / "ggml"
 
 
 def entries(root: Path | None = None) -> list[Path]:

@@ -62,8 +62,9 @@ def dims(config: dict[str, Any]) -> dict[str, int]:
     MLPs are always 4x the width) is a :class:`ConversionError`."""
     for side in ("encoder", "decoder"):
         if config.get(f"{side}_ffn_dim", 4 * config["d_model"]) != 4 * config["d_model"]:
-            raise ConversionError(f"openai-whisper's model has MLPs 4x its width ({4 * config['d_model']}); this "
-                                  f"checkpoint's {side}_ffn_dim is {config[f'{side}_ffn_dim']}.")
+            raise ConversionError(f"openai-whisper's model (and whisper.cpp's) has MLPs 4x its width "
+                                  f"({4 * config['d_model']}); this checkpoint's {side}_ffn_dim is "
+                                  f"{config[f'{side}_ffn_dim']}.")
     return {
         "n_mels": config["num_mel_bins"], "n_vocab": config["vocab_size"],
         "n_audio_ctx": config["max_source_positions"], "n_audio_state": config["d_model"],
@@ -95,6 +96,16 @@ def _load_hf_state(checkpoint: Path) -> dict[str, Any]:
     return state
 
 
+def checkpoint_key(checkpoint: Path, *variant: str, files: tuple[str, ...] = ("*.safetensors",)) -> str:
+    """A short key for a file written from the local checkpoint ``checkpoint``: its real path, the sizes and
+    modification times of its files matching ``files``, and ``variant`` (a format version, a weight type)."""
+    stamp = [str(checkpoint), *variant]
+    for f in sorted(p for pattern in files for p in checkpoint.glob(pattern)):
+        st = f.stat()
+        stamp.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256("|".join(stamp).encode()).hexdigest()[:16]
+
+
 def openai_checkpoint(checkpoint: str | Path) -> Path:
     """The openai-whisper ``.pt`` of a local transformers checkpoint directory, written once into the cache.
 
@@ -104,11 +115,7 @@ def openai_checkpoint(checkpoint: str | Path) -> Path:
     config_path = checkpoint / "config.json"
     if not config_path.is_file():
         raise ConversionError(f"{checkpoint}: not a transformers checkpoint (no config.json).")
-    stamp = [str(checkpoint), str(FORMAT_VERSION)]
-    for f in sorted(checkpoint.glob("*.safetensors")):
-        st = f.stat()
-        stamp.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}")
-    key = hashlib.sha256("|".join(stamp).encode()).hexdigest()[:16]
+    key = checkpoint_key(checkpoint, str(FORMAT_VERSION))
     root = cache_root() / "openai-whisper"
     final = root / f"{checkpoint.name}-{key}.pt"
     if final.is_file():

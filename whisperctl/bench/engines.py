@@ -309,7 +309,9 @@ def _openai_imports() -> None:
     import whisper  # noqa: F401
 
 
-def _openai_supports(model: str) -> str | None:
+def local_checkpoint_supports(model: str) -> str | None:
+    """Why an engine that runs on a local checkpoint written once in its own format (openai-whisper's .pt,
+    whisper.cpp's ggml) cannot load ``model`` (a hub model), or None."""
     from .. import models
 
     source = models.resolve(model)
@@ -351,5 +353,8 @@ register(Engine(
     name="openai-whisper",
     summary="openai-whisper's transcribe (the reference), on the same weights written once in its .pt format",
     imports=_openai_imports, load=_OpenAISession, distributions=("openai-whisper",),
-    install="pip install 'whisperctl[openai]'", supports=_openai_supports,
+    install="pip install 'whisperctl[openai]'", supports=local_checkpoint_supports,
 ))
+
+# ------------------------------------------------------------------------------------------- whisper.cpp
+from . import whispercpp as _whispercpp  # noqa: E402,F401  (registers itself; its module needs the names above)

@@ -46,8 +46,8 @@ def bench(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display or notes on stderr; errors only."),
     verbose: bool = verbose_option(),
     engines: Optional[str] = typer.Option(None, "--engines", help="Compare engines on the same inputs, each in its own process: "
-                                          "whisperctl, transformers, faster-whisper, faster-whisper:batched, openai-whisper, or all "
-                                          "(docs/bench.md). Default: whisperctl's matrix."),
+                                          "whisperctl, transformers, faster-whisper, faster-whisper:batched, openai-whisper, "
+                                          "whisper.cpp, or all (docs/bench.md). Default: whisperctl's matrix."),
     **engine: Any,
 ) -> None:
     """Measure latency, RTFx, tokens/s and memory for each configuration; skip what cannot run here."""
