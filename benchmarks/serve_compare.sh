@@ -30,11 +30,11 @@ run() {  # label, model field, command...
   local pid=$!
   wait_ready "http://127.0.0.1:$PORT"
   $PY benchmarks/serve_load.py --url "http://127.0.0.1:$PORT" --manifest "$MANIFEST" --model "$model" \
-      --concurrency "$LEVELS" --requests "$REQUESTS" --server-pid "$pid" --label "$label" --out "$OUT"
+      --concurrency "$LEVELS" --requests "$REQUESTS" --server-pid "$pid" --label "$label" --out "$OUT" ${LOADARGS:-}
   kill -TERM "$pid"; wait "$pid" || true
 }
 
-run whisperctl-batched tiny.en .venv/bin/whisperctl serve --port $PORT --threads 2
+LOADARGS="--inprocess-threads 2" run whisperctl-batched tiny.en .venv/bin/whisperctl serve --port $PORT --threads 2
 run whisperctl-batch1 tiny.en .venv/bin/whisperctl serve --port $PORT --threads 2 --batch-size 1
 if [ -n "$PEER" ]; then
   CFG=$(mktemp --suffix .yaml)

@@ -76,6 +76,9 @@ def level(url: str, model: str, clips: list, concurrency: int, requests: int, pi
     payloads = {path: path.read_bytes() for path, _, _ in clips}
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     results: list[tuple[float, int, str]] = [None] * len(todo)  # type: ignore[list-item]
+    trend: list[tuple[int, float]] = []  # (requests done, server RSS MiB) every tenth of the run
+    done = [0]
+    lock = threading.Lock()
 
     def one(i: int) -> None:
         path, _, _ = todo[i]
@@ -88,6 +91,10 @@ def level(url: str, model: str, clips: list, concurrency: int, requests: int, pi
             results[i] = (time.perf_counter() - t0, r.status_code, text)
         except Exception as exc:  # noqa: BLE001 - a failed request is an error row, not a crash
             results[i] = (time.perf_counter() - t0, 0, f"{type(exc).__name__}")
+        with lock:
+            done[0] += 1
+            if pid and done[0] % max(1, len(todo) // 10) == 0:
+                trend.append((done[0], round(_rss_now(pid) / 2**20, 1)))
 
     with httpx.Client(limits=httpx.Limits(max_connections=concurrency + 4)) as client, _Rss(pid) as rss:
         t0 = time.perf_counter()
@@ -107,7 +114,30 @@ def level(url: str, model: str, clips: list, concurrency: int, requests: int, pi
         "p50_s": pct(50), "p95_s": pct(95), "p99_s": pct(99), "mean_s": statistics.mean(lat) if lat else None,
         "wer": round(wer([todo[i][2] for i in ok], [results[i][2] for i in ok]), 4) if ok else None,
         "server_peak_rss_mb": round(rss.peak / 2**20, 1) if rss.peak else None,
+        "rss_trend_mb": trend, "latencies": {todo[i][0].name: round(results[i][0], 3) for i in ok},
     }
+
+
+def _rss_now(pid: int) -> int:
+    import psutil
+
+    proc = psutil.Process(pid)
+    return proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
+
+
+def inprocess(clips: list, threads: int) -> dict[str, float]:
+    """Each clip's wall time through the library in this process, model loaded and warm (what the CLI spends
+    on it after start-up): the floor a server's latency at concurrency 1 is compared with."""
+    from whisperctl import EngineConfig, Transcriber
+
+    t = Transcriber(EngineConfig(threads=threads))
+    t.transcribe(str(clips[0][0]))
+    out = {}
+    for path, _, _ in clips:
+        t0 = time.perf_counter()
+        t.transcribe(str(path))
+        out[path.name] = round(time.perf_counter() - t0, 3)
+    return out
 
 
 def main() -> None:
@@ -122,12 +152,17 @@ def main() -> None:
     ap.add_argument("--api-key")
     ap.add_argument("--label", default="")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--inprocess-threads", type=int, default=0,
+                    help="also time each clip in this process (whisperctl, model loaded, these threads) first")
     args = ap.parse_args()
     host = urllib.parse.urlparse(args.url).hostname
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise SystemExit(f"serve_load: {args.url}: a load test only runs against this machine (127.0.0.1)")
     clips = _clips(args.manifest, args.max_duration)
     rows = []
+    if args.inprocess_threads:
+        rows.append({"label": "in-process", "latencies": inprocess(clips, args.inprocess_threads)})
+        print(json.dumps(rows[-1]), flush=True)
     for c in (int(x) for x in args.concurrency.split(",")):
         row = {"label": args.label, **level(args.url.rstrip("/"), args.model, clips, c, args.requests or len(clips),
                                             args.server_pid, args.api_key)}

@@ -15,7 +15,6 @@ Load-time options (model, device, dtype, quantization, attention, threads, weigh
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
@@ -144,7 +143,7 @@ class Transcriber:
         self, sources: Iterable[Any], options: DecodeOptions | None = None, progress: ProgressFn | None = None,
         on_batch: BatchObserver | None = None, *, control: RunControl | None = None,
         resume: Callable[[AudioInput], Resume | None] | None = None, checkpoints: bool = False,
-        prompts: Callable[[AudioInput], str | None] | None = None, turn: Callable[[], Any] | None = None,
+        prompts: Callable[[AudioInput], str | None] | None = None, call: Callable[[Callable[[], Any]], Any] | None = None,
     ) -> Iterator[Event]:
         """Every input's settled segments (SegmentReady) then its result (FileDone), input after input.
         ``options``: what to decode; ``control``: how the run is driven (forced token counts, out-of-memory
@@ -159,7 +158,8 @@ class Transcriber:
         ``sources`` may be a live :class:`~whisperctl.runners.Intake` (the server): inputs put into it while the
         call runs join the running batch, their events come as they settle, and the call ends when it is closed
         and done. ``prompts(input)``: that input's initial prompt instead of the options' (None: the options');
-        ``turn``: a context manager held around each batch's decode (calls that share the model take turns)."""
+        ``call(work)``: runs each batch's decode (``work()``) and returns its result, e.g. on the thread that owns
+        the model (the server's calls share it); default: here."""
         opts, control = options or self.options, control or self.config.control
         self.check(opts)
         _note_chunk_length(opts)
@@ -168,7 +168,7 @@ class Transcriber:
 
         def prepare(item: Any) -> tuple[AudioInput, SpeechStream]:
             inp, array = item if isinstance(item, tuple) and isinstance(item[0], AudioInput) else _as_input(item)
-            return inp, _speech(_blocks(inp, array), opts, inp.name)
+            return inp, _speech(_blocks(inp, array), opts, inp.name, call)
 
         intake = sources if isinstance(sources, Intake) else Intake([_as_input(s) for s in sources])
         intake.prepared(prepare)
@@ -188,7 +188,7 @@ class Transcriber:
             return None if text is None else (lm.text_tokens(text) if text else [])
 
         context = RunContext(decoder, opts, new_builder, finish, progress, prompt_for if prompts is not None else None,
-                             turn or contextlib.nullcontext)
+                             *([call] if call is not None else []))
         runner = runner_for(context, resume, checkpoints)
         try:
             yield from runner.run(intake)
@@ -212,7 +212,8 @@ def _note_chunk_length(opts: DecodeOptions) -> None:
                     opts.chunk_length_s, SHORT_CHUNK_SECONDS)
 
 
-def _speech(blocks: Iterable[np.ndarray], opts: DecodeOptions, name: str = "<audio>") -> SpeechStream:
+def _speech(blocks: Iterable[np.ndarray], opts: DecodeOptions, name: str = "<audio>",
+            call: Callable[[Callable[[], Any]], Any] | None = None) -> SpeechStream:
     """The input's blocks as the runner reads them: all of them; or only the clips' audio with its time map
     (``--clip-timestamps``); or the VAD's view of them: windows cut at pauses (``--chunking vad``), or the
     speech-only audio with its time map."""
@@ -226,8 +227,8 @@ def _speech(blocks: Iterable[np.ndarray], opts: DecodeOptions, name: str = "<aud
 
     params = vad.params_for(opts.vad_in_effect.value, *opts.vad_params)
     if opts.chunking == Chunking.VAD:
-        return vad.SpeechWindows(blocks, opts.chunk_length_s, params)
-    return vad.speech_only(blocks, params)
+        return vad.SpeechWindows(blocks, opts.chunk_length_s, params, call)
+    return vad.speech_only(blocks, params, call=call)
 
 
 def _as_input(source: Any) -> tuple[AudioInput, np.ndarray | None]:

@@ -24,10 +24,9 @@ CLI, the Ray workers and the server drive (:meth:`whisperctl.engine.Transcriber.
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import threading
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol
 
 from .config import Chunking, DecodeOptions
 from .errors import WhisperctlError
@@ -53,8 +52,9 @@ class RunContext:
     progress: ProgressFn | None = None
     # the initial prompt's tokens of one input (the server's requests each have their own); None: the options'
     prompt_for: Callable[["AudioInput"], list[int] | None] | None = None
-    # held around every batch's decode: runners that share one model take turns (the server's option groups)
-    turn: Callable[[], ContextManager[Any]] = contextlib.nullcontext
+    # runs each batch's decode (a callable) and returns its result: here, by default; the server has every
+    # decode run by the one thread that owns the model (see whisperctl.serve.batcher.ModelThread)
+    call: Callable[[Callable[[], Any]], Any] = lambda work: work()
 
 
 class Cancelled(WhisperctlError):

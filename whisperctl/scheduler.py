@@ -45,7 +45,7 @@ class BatchedScheduler:
     def __init__(self, context: RunContext):
         self.decoder, self.options, self.progress = context.decoder, context.options, context.progress
         self._finish, self._new_builder = context.finish, context.new_builder
-        self._prompt_for, self._turn = context.prompt_for, context.turn
+        self._prompt_for, self._call = context.prompt_for, context.call
         options = self.options
         lm = self.decoder.loaded
         self.loaded = lm
@@ -116,13 +116,16 @@ class BatchedScheduler:
 
     def _run_batch(self, items: list[Item]) -> list[Item]:
         """Decode ``items`` together; returns the gap windows their results call for."""
-        with self._turn():
+        def work() -> tuple[list, float]:
             t0 = time.perf_counter()
-            results = self.decoder.decode(
+            found = self.decoder.decode(
                 [w.samples for _, _, w in items], [f.builder.language for f, _, _ in items],
                 [self._prompt_of(f.source) for f, _, _ in items], [id(f) for f, _, _ in items],
             )
-        decode_share = (time.perf_counter() - t0 - sum(r.align_s for r in results)) / len(items)
+            return found, time.perf_counter() - t0
+
+        results, seconds = self._call(work)
+        decode_share = (seconds - sum(r.align_s for r in results)) / len(items)
         for (f, key, window), result in zip(items, results):
             f.builder.window_decoded(key, result, decode_share)
             timed = window_tokens(self.loaded, key, result.tokens, window.start, window.duration, result.token_times)

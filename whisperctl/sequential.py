@@ -145,7 +145,7 @@ class SequentialRunner:
                  checkpoints: bool = False):
         self.decoder, self.options, self.progress = context.decoder, context.options, context.progress
         self._finish, self._new_builder = context.finish, context.new_builder
-        self._prompt_for, self._turn = context.prompt_for, context.turn
+        self._prompt_for, self._call = context.prompt_for, context.call
         self._resume, self._checkpoints = resume, checkpoints  # resume points per input; Checkpoint events
         self.loaded = self.decoder.loaded
         options = self.options
@@ -230,16 +230,19 @@ class SequentialRunner:
                 resume=at))
 
     def _decode(self, batch: list[tuple[Lane, np.ndarray]], book: LaneBook) -> None:
+        def work() -> tuple[list[WindowResult], float]:
+            t0 = time.perf_counter()  # the decode's own time, not a wait for the model's thread
+            found = self.decoder.decode([w for _, w in batch], [lane.owner.builder.language for lane, _ in batch],
+                                        [lane.seeker.conditioning for lane, _ in batch], [id(lane.owner) for lane, _ in batch])
+            return found, time.perf_counter() - t0
+
         try:
-            with self._turn():
-                t0 = time.perf_counter()  # the decode's own time, not the wait for the turn
-                results = self.decoder.decode([w for _, w in batch], [lane.owner.builder.language for lane, _ in batch],
-                                              [lane.seeker.conditioning for lane, _ in batch], [id(lane.owner) for lane, _ in batch])
+            results, seconds = self._call(work)
         except WhisperctlError as exc:  # the batch failed as a whole: each of its inputs fails with it
             for lane, _ in batch:
                 book.fail(lane.owner, exc)
             return
-        share = (time.perf_counter() - t0 - sum(r.align_s for r in results)) / len(batch)
+        share = (seconds - sum(r.align_s for r in results)) / len(batch)
         for (lane, window), result in zip(batch, results):
             if lane.owner.done:
                 continue

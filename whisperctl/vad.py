@@ -31,7 +31,7 @@ import hashlib
 import importlib.util
 import math
 import os
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -181,10 +181,13 @@ def _module():
 
 
 class SpeechProbabilities:
-    """Streams blocks of 16 kHz samples into per-frame speech probabilities, carrying the model's state."""
+    """Streams blocks of 16 kHz samples into per-frame speech probabilities, carrying the model's state. ``call``
+    runs each forward pass (the server hands them to the thread that runs its model, see
+    :class:`whisperctl.serve.batcher.ModelThread`)."""
 
-    def __init__(self):
+    def __init__(self, call: Callable[[Callable[[], Any]], Any] | None = None):
         self.model = load_model()
+        self._call = call
         self._state = None
         self._context = np.zeros(_CONTEXT, dtype=np.float32)
         self._rest = np.zeros(0, dtype=np.float32)
@@ -205,8 +208,13 @@ class SpeechProbabilities:
         idx = np.arange(n)[:, None] * FRAME + np.arange(FRAME + _CONTEXT)[None, :]
         frames = torch.from_numpy(with_context[idx])
         self._context = body[-_CONTEXT:].copy()
-        with torch.inference_mode():
-            probs, self._state = self.model(frames, self._state)
+        state = self._state
+
+        def forward() -> tuple[Any, Any]:
+            with torch.inference_mode():
+                return self.model(frames, state)
+
+        probs, self._state = self._call(forward) if self._call is not None else forward()
         return probs.numpy().astype(np.float32, copy=False)
 
 
@@ -275,8 +283,8 @@ class _Scan:
     A padded region is settled when no later region can join it: it ends more than a pad before where the next
     region could start (the detector's open region, or the current position)."""
 
-    def __init__(self, params: VadParams, probabilities=None):
-        self.probs = probabilities if probabilities is not None else SpeechProbabilities()  # (a fake, in tests)
+    def __init__(self, params: VadParams, probabilities=None, call: Callable[[Callable[[], Any]], Any] | None = None):
+        self.probs = probabilities if probabilities is not None else SpeechProbabilities(call)  # (a fake, in tests)
         self.detector = SpeechDetector(params)
         self.skip_only = params.skip_only
         self.leveller = Leveller() if params.skip_only else None
@@ -348,12 +356,13 @@ class SpeechWindows(RegionStream):
     """``--chunking vad``: the windows to decode, each the original audio of one or more speech regions, at most
     ``chunk_s`` long, cut only in pauses. Iterate once; then ``duration`` and ``record()`` describe the file."""
 
-    def __init__(self, blocks: Iterable[np.ndarray], chunk_s: float, params: VadParams):
+    def __init__(self, blocks: Iterable[np.ndarray], chunk_s: float, params: VadParams,
+                 call: Callable[[Callable[[], Any]], Any] | None = None):
         self._blocks = blocks
         self.max_samples = int(chunk_s * SAMPLE_RATE)
         pad_s = params.speech_pad_ms / 1000
         # the detector cuts a region before it and its pads outgrow a window
-        self._scan = _Scan(dataclasses.replace(params, max_speech_s=max(chunk_s - 2 * pad_s, chunk_s / 2)))
+        self._scan = _Scan(dataclasses.replace(params, max_speech_s=max(chunk_s - 2 * pad_s, chunk_s / 2)), call=call)
         self.time_map = RegionClamp(self._scan.found)  # window times are original times
 
     def __iter__(self) -> Iterator:
@@ -383,10 +392,11 @@ class SpeechWindows(RegionStream):
             yield Window(index, span.start / SAMPLE_RATE, tape.take(span.start, span.end))
 
 
-def speech_only(blocks: Iterable[np.ndarray], params: VadParams, probabilities=None) -> RegionsOnly:
+def speech_only(blocks: Iterable[np.ndarray], params: VadParams, probabilities=None,
+                call: Callable[[Callable[[], Any]], Any] | None = None) -> RegionsOnly:
     """``--vad silero`` with batched or sequential chunking: the speech regions' audio as one stream, with the
     time map back to the original audio. A region's audio is passed on once certain: the detector's cut at 30 s
     bounds how long that waits, so memory stays flat. ``probabilities``: the per-frame source (default: Silero).
     """
-    scan = _Scan(dataclasses.replace(params, max_speech_s=min(params.max_speech_s, 30.0)), probabilities)
+    scan = _Scan(dataclasses.replace(params, max_speech_s=min(params.max_speech_s, 30.0)), probabilities, call)
     return RegionsOnly(blocks, scan, snap=scan.pad + SAMPLE_RATE // 2)  # the padding and Whisper's slack

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any, Optional
 
@@ -53,19 +55,45 @@ def serve(
     config = EngineConfig.from_mapping({**preset, **engine_overrides(engine)})
 
     from ..engine import Transcriber
+    from ..errors import WhisperctlError
     from ..serve.app import Limits, Server, create_app
+    from ..serve.batcher import ModelThread
 
     transcriber = Transcriber(config)  # validates and plans: bad flags fail here, before the model loads
+    model_thread = ModelThread()
     server = Server(transcriber, config.model, Limits(int(max_upload_mb * 1024 * 1024), max_duration),
-                    transcriber.options.batch_size + max_queue, api_key)
+                    transcriber.options.batch_size + max_queue, api_key, model_thread)
     if not _loopback(host) and api_key is None:
         typer.echo(f"whisperctl: WARNING: listening on {host} without --api-key: anyone who reaches it can use it.",
                    err=True)
+    # The web server runs on a thread; this (main) thread loads the model and runs every decode (ModelThread says
+    # why). SIGTERM/Ctrl-C: stop accepting, let requests in flight finish, then exit.
+    web = uvicorn.Server(uvicorn.Config(create_app(server), host=host, port=port, lifespan="on",
+                                        log_level="info" if verbose else "warning", access_log=verbose,
+                                        timeout_graceful_shutdown=int(drain_timeout)))
+    http = threading.Thread(target=web.run, name="whisperctl-http", daemon=True)
+    stops: list[int] = []
+
+    def stop(signum, frame) -> None:  # noqa: ARG001
+        stops.append(signum)
+        web.should_exit = True
+        if len(stops) > 1:  # a second signal: do not wait for the requests in flight
+            web.force_exit = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+    http.start()
     typer.echo(f"whisperctl: serving {config.model} on http://{host}:{port}/v1 (batch {transcriber.options.batch_size}, "
-               f"pid {os.getpid()}); the model loads now, GET /health says when it is ready", err=True)
-    uvicorn.run(create_app(server), host=host, port=port, log_level="info" if verbose else "warning",
-                timeout_graceful_shutdown=int(drain_timeout), access_log=verbose, lifespan="on")
-    typer.echo("whisperctl: server stopped", err=True)
+               f"pid {os.getpid()}); loading the model, GET /health says when it is ready", err=True)
+    server.load()
+    if server.load_error:
+        web.should_exit = True
+        http.join(30)
+        raise WhisperctlError(server.load_error)
+    model_thread.run(until=lambda: not http.is_alive())
+    if not web.started:
+        raise WhisperctlError(f"could not listen on {host}:{port} (in use, or not an address of this machine).")
+    typer.echo("whisperctl: server stopped" + (" (requests in flight finished)" if stops else ""), err=True)
 
 
 def _loopback(host: str) -> bool:

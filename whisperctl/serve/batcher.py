@@ -7,8 +7,8 @@ they settle, then its ``FileDone``) through :attr:`Job.deliver`. The sequential 
 a long upload cut into sections takes every lane only while nobody else waits.
 
 Requests whose decoding options differ (word timestamps, translation, another temperature or beam size) cannot
-share one decoding pass; each set of options is a *group* with its own intake and thread, and the groups take
-turns batch by batch (:class:`FairTurn`, first come first served), so the model runs one batch at a time.
+share one decoding pass; each set of options is a *group* with its own intake and thread, and every group's
+batches are decoded by one :class:`ModelThread`, first come first served, so the model runs one batch at a time.
 Requests with the same options (the common case: every client on the defaults) share batches. A request's
 language and initial prompt are its own inside a group (per window and per lane).
 Batched chunking (``chunking=batched|vad``) batches within a request: such a group runs its requests one by one.
@@ -18,10 +18,11 @@ No HTTP here (:mod:`whisperctl.serve.app` is the web part): tests drive a Batche
 
 from __future__ import annotations
 
-import contextlib
+import concurrent.futures
 import dataclasses
 import itertools
 import logging
+import queue
 import threading
 import time
 from typing import Any, Callable, Iterator
@@ -48,26 +49,45 @@ class Busy(WhisperctlError):
         self.retry_after = retry_after
 
 
-class FairTurn:
-    """A first-come-first-served turn: groups hold it around each batch's decode, in the order they asked."""
+class ModelThread:
+    """The one thread that runs the model: the groups hand it each batch's decode (:meth:`call`, first come first
+    served) and :meth:`run` executes them, on the thread that calls it (``whisperctl serve``: the main thread, the
+    web server runs beside it).
+
+    Why one thread, and that one: PyTorch's CPU kernels run on OpenMP, and once the main thread has run an OpenMP
+    region, decoding on another thread was 1.5-1.9x slower here (a 13 s clip: 0.64 s on the main thread, 1.15-1.44 s
+    on a second one after the main thread ran one matrix product; libgomp gives each master thread its own team).
+    The server's first measurements (each request 1.7x its in-process time) came from this."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._next = self._serving = 0
+        self._work: queue.Queue = queue.Queue()
+        self._owner: int | None = None
 
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        with self._cond:
-            ticket = self._next
-            self._next += 1
-            while ticket != self._serving:
-                self._cond.wait()
+    def call(self, work: Callable[[], Any]) -> Any:
+        """``work()`` run on the model's thread; its result or its exception, here."""
+        if threading.get_ident() == self._owner:
+            return work()
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._work.put((work, future))
+        return future.result()
+
+    def run(self, until: Callable[[], bool], poll_s: float = 0.1) -> None:
+        """Execute what the groups hand over until ``until()`` is true (checked at least every ``poll_s``)."""
+        self._owner = threading.get_ident()
         try:
-            yield
+            while not until():
+                try:
+                    work, future = self._work.get(timeout=poll_s)
+                except queue.Empty:
+                    continue
+                if not future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    future.set_result(work())
+                except BaseException as exc:  # noqa: BLE001 - handed back to the group that asked
+                    future.set_exception(exc)
         finally:
-            with self._cond:
-                self._serving += 1
-                self._cond.notify_all()
+            self._owner = None
 
 
 @dataclasses.dataclass(eq=False)
@@ -89,11 +109,14 @@ class Batcher:
     """Requests in, events out, one model. ``max_in_flight``: requests admitted at once (decoding or waiting);
     :meth:`reserve` refuses more with :class:`Busy`. ``on_batch(windows)``: told each batch's size (metrics)."""
 
-    def __init__(self, transcriber: Any, max_in_flight: int, on_batch: Callable[[int], None] | None = None):
+    def __init__(self, transcriber: Any, max_in_flight: int, on_batch: Callable[[int], None] | None = None,
+                 model_thread: ModelThread | None = None):
         self.transcriber = transcriber
         self.max_in_flight = max(1, max_in_flight)
         self._on_batch = on_batch
-        self._turn = FairTurn()
+        # None: each group decodes on its own thread, one batch at a time through a lock
+        self.model_thread = model_thread
+        self._lock_model = threading.Lock()
         self._lock = threading.Lock()
         self._groups: dict[DecodeOptions, _Group] = {}
         self._jobs: dict[AudioInput, Job] = {}
@@ -200,6 +223,12 @@ class Batcher:
         for old in closing:
             old.intake.close()
 
+    def _decode_call(self, work: Callable[[], Any]) -> Any:
+        if self.model_thread is not None:
+            return self.model_thread.call(work)
+        with self._lock_model:
+            return work()
+
     def _fail_group(self, group: "_Group", exc: WhisperctlError) -> None:
         """The group's run stopped on an error: each of its jobs ends with it (the server goes on)."""
         with self._lock:
@@ -226,7 +255,7 @@ class _Group:
         on_batch = self.batcher._on_batch
         return self.batcher.transcriber.events(
             inputs, self.options, on_batch=(lambda stats: on_batch(stats.size)) if on_batch else None,
-            prompts=self._prompt, turn=self.batcher._turn.hold)
+            prompts=self._prompt, call=self.batcher._decode_call)
 
     def _run(self) -> None:
         while not self.intake.exhausted:
@@ -246,4 +275,4 @@ class _Group:
                 self.batcher._fail_group(self, WhisperctlError(f"internal error: {type(exc).__name__}: {exc}"))
 
 
-__all__ = ["Batcher", "Busy", "Cancelled", "FairTurn", "Job"]
+__all__ = ["Batcher", "Busy", "Cancelled", "Job", "ModelThread"]
