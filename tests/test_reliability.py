@@ -157,6 +157,7 @@ def test_output_names_cannot_escape_the_output_dir(tmp_path, capsys):
     assert len(written) == 1 and written[0].parent == out and not written[0].name.startswith(".")
 
 
+@pytest.mark.slow  # 20 s of real processes; SIGTERM is also tested in test_serve and the round 3/4 files
 def test_sigint_and_sigterm_keep_finished_outputs_and_resume(tmp_path):
     """A real process: interrupt after the first output appears, check it, resume with --skip-existing."""
     inputs = tmp_path / "in"

@@ -277,7 +277,7 @@ def test_cli_server_flag_writes_what_a_local_run_writes(server, tmp_path, capsys
     """`transcribe --server URL`: the files go to the server; stdout and -o get what a local run writes."""
     from conftest import run_cli
 
-    files = [SHORT, LONG]
+    files = [SHORT]
     env = {**os.environ, "WHISPERCTL_API_KEY": KEY}
     cli = [sys.executable, "-c", "from whisperctl.cli import main; main()", "transcribe"]
     remote = subprocess.run([*cli, *map(str, files), "-f", "srt", "--server", server.url], env=env, capture_output=True,
