@@ -26,6 +26,7 @@ def _spec(model, **kw):
     return runner.BenchSpec(base=base, **defaults)
 
 
+@pytest.mark.slow  # make test stays under 10 minutes on 2 cores; `pytest -m slow` runs it
 def test_matrix_rows_skip_reasons_and_schema(tiny_random_model):
     result = runner.run(_spec(tiny_random_model), _inputs(), probe())
     rows = result["rows"]
@@ -69,6 +70,7 @@ def _oom_over_one(monkeypatch, sizes=None):
     monkeypatch.setattr(LoadedModel, "features", features)
 
 
+@pytest.mark.slow  # make test stays under 10 minutes on 2 cores; `pytest -m slow` runs it
 def test_simulated_oom_is_a_row_and_the_run_continues(tiny_random_model, monkeypatch):
     _oom_over_one(monkeypatch)
     result = runner.run(_spec(tiny_random_model, attentions=(Attention.SDPA,), batch_sizes=(1, 2, 4)), _inputs(), probe())
@@ -154,6 +156,7 @@ def test_cli_bench_on_cpu_skips_fa2_with_reason(tmp_path, capsys):
     assert data["rows"][0]["samples"][0]["batches"]
 
 
+@pytest.mark.slow  # make test stays under 10 minutes on 2 cores; `pytest -m slow` runs it
 def test_cli_bench_manifest_adds_wer(tmp_path, capsys, speech):
     manifest = tmp_path / "m.tsv"
     rows = [line for line in (speech / "MANIFEST.tsv").read_text().splitlines() if line.startswith(("file", "pocketsphinx/cards"))]

@@ -51,6 +51,7 @@ def pair(request):
     return _pair(quantization=request.param, attention="eager")
 
 
+@pytest.mark.slow  # make test stays under 10 minutes on 2 cores; `pytest -m slow` runs it
 def test_same_tokens_as_generate_on_real_speech(pair, speech):
     samples = audio_mod.load(str(speech / LJ))
     # 6 full windows and a 9 s tail in one batch: rows finish at different steps

@@ -107,6 +107,7 @@ def test_the_vad_stream_offers_the_middle_of_each_pause(tmp_path):
         assert start - 3.0 <= stream.time_map(cut / SR) <= start + 0.05
 
 
+@pytest.mark.slow  # make test stays under 10 minutes on 2 cores; `pytest -m slow` runs it
 def test_a_file_cut_into_sections_reads_as_the_file_decoded_whole(tmp_path):
     """Three sections (one per sentence) in one batch: the text in order, times rising and inside each copy.
     (``--vad silero``: its regions end at the 3 s pauses; the default's skip only at pauses of 4 s or more.)"""

@@ -117,7 +117,7 @@ def test_segments_carry_their_window_quality(sdpa, speech):
         assert 0 < seg["compression_ratio"] < 2.4 and seg["temperature"] == 0.0
 
 
-@pytest.mark.parametrize("chunking", ["batched", "sequential"])
+@pytest.mark.parametrize("chunking", [pytest.param("batched", marks=pytest.mark.slow), "sequential"])  # (time)
 def test_one_fallback_policy_in_both_chunking_modes(speech, chunking):
     """A decode the compression-ratio rule rejects is decoded again hotter, in either mode. A threshold of 1.0
     rejects every real text (the usual 2.4 rejects repetition loops), so the JFK window (one window) runs the whole

@@ -236,6 +236,7 @@ def test_a_file_whisper_cpp_cannot_load_is_an_error_not_a_crash(tiny_ggml, tmp_p
         engines.registry()["whisper.cpp"].load(_request(language="en"))
 
 
+@pytest.mark.slow  # make test stays under 10 minutes on 2 cores; `pytest -m slow` runs it
 def test_bench_engines_whisperctl_and_whisper_cpp_end_to_end(speech, tmp_path, capsys):
     _whisper_cpp()
     manifest = tmp_path / "MANIFEST.tsv"
