@@ -335,3 +335,77 @@ def test_translation_with_the_multilingual_model(tmp_path):
     assert any(w in english.split() for w in ("the", "of", "my", "to")), english
     assert any(w in spanish_text.split() for w in ("de", "la", "el", "mi")), spanish_text
     assert english != spanish_text
+
+
+def test_a_client_that_goes_away_mid_upload_is_counted_without_a_traceback(server):
+    """Half a body, then the connection closes: counted as cancelled, the slot freed, no traceback in the log
+    (the module fixture checks the log at the end)."""
+
+    def cancelled() -> int:
+        line = next((l for l in server.metrics().splitlines() if 'outcome="cancelled"' in l), None)
+        return int(float(line.split()[-1])) if line else 0
+
+    before = cancelled()
+    body = (b'--BB\r\nContent-Disposition: form-data; name="file"; filename="long.flac"\r\n\r\n' + LONG.read_bytes()
+            + b"\r\n--BB--\r\n")
+    head = (f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+            f"Content-Type: multipart/form-data; boundary=BB\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(head + body[: len(body) // 2])
+        time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while cancelled() == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert cancelled() == before + 1
+    assert "whisperctl_in_flight 0" in server.metrics()
+
+
+def test_a_prompt_longer_than_the_cli_allows_is_refused(server):
+    from whisperctl.config import MAX_PROMPT_CHARS
+
+    r = httpx.post(server.url + "/v1/audio/transcriptions", headers={"Authorization": f"Bearer {KEY}"},
+                   files={"file": ("short.wav", SHORT.read_bytes())}, data={"prompt": "hello " * MAX_PROMPT_CHARS},
+                   timeout=30)
+    assert r.status_code == 400 and "prompt" in r.json()["error"]["message"]
+
+
+def test_server_flag_bad_urls_and_a_server_that_dies_mid_answer():
+    """Usage errors for addresses that cannot be parsed; a server that closes mid-answer fails that file with an
+    error naming the server (not an internal error)."""
+    from whisperctl.errors import UsageError, WhisperctlError
+    from whisperctl.serve.client import RemoteTranscriber
+
+    for url in ("http://[::1", "http://127.0.0.1:abc"):
+        with pytest.raises(UsageError):
+            RemoteTranscriber(url, {})
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def serve_badly() -> None:
+        for _ in range(2):
+            conn, _ = listener.accept()
+            with conn:
+                request = conn.recv(65536)
+                if b"/health" in request:
+                    body = b'{"ready": true, "model": "tiny.en"}'
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+                    continue
+                conn.settimeout(1)
+                try:
+                    while conn.recv(65536):
+                        pass
+                except OSError:
+                    pass
+                conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 5000\r\nContent-Type: application/json\r\n\r\n{"te')
+
+    thread = threading.Thread(target=serve_badly, daemon=True)
+    thread.start()
+    try:
+        remote = RemoteTranscriber(f"http://127.0.0.1:{listener.getsockname()[1]}", {}, timeout=30)
+        done = list(remote.events([str(SHORT)]))
+    finally:
+        thread.join(30)
+        listener.close()
+    assert len(done) == 1 and isinstance(done[0].result, WhisperctlError)
+    assert "failed to answer" in str(done[0].result)

@@ -27,7 +27,7 @@ import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -186,6 +186,9 @@ class Server:
         except _Failure as failure:
             self.metrics.request(endpoint, str(failure.status), time.monotonic() - started)
             return JSONResponse(failure.body, failure.status, headers=failure.headers)
+        except ClientDisconnect:  # the client went away mid-upload: nobody to answer, no traceback in the log
+            self.metrics.request(endpoint, "cancelled", time.monotonic() - started)
+            return Response(status_code=499)
         finally:
             if release is not None and not streaming:
                 release()

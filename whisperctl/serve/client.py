@@ -9,6 +9,7 @@ decoding options given on the command line as the server's extra fields. Several
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import sys
@@ -34,8 +35,12 @@ class RemoteTranscriber:
     by name, as :func:`fields_for` makes them)."""
 
     def __init__(self, url: str, fields: dict[str, str], api_key: str | None = None, timeout: float = 3600.0):
-        parsed = urllib.parse.urlparse(url if "://" in url else "http://" + url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        try:
+            parsed = urllib.parse.urlparse(url if "://" in url else "http://" + url)
+            parsed.port  # noqa: B018 - a port that is no number raises here
+        except ValueError:
+            parsed = None
+        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise UsageError(f"--server {url}: give the server's address, e.g. http://127.0.0.1:8000.")
         base = parsed._replace(path=parsed.path.rstrip("/").removesuffix("/v1"), query="", fragment="").geturl()
         self.url, self.fields, self.api_key, self.timeout = base, dict(fields), api_key, timeout
@@ -49,7 +54,7 @@ class RemoteTranscriber:
                 health = json.load(r)
         except urllib.error.HTTPError as exc:  # 503 while the model loads: say so, do not wait forever
             raise WhisperctlError(f"--server {self.url}: not ready (HTTP {exc.code}); retry when GET /health says ready.") from None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", None) or exc
             raise WhisperctlError(f"--server {self.url}: cannot reach it ({reason}). Start one with `whisperctl serve`.") from None
         self.model = health.get("model")
@@ -94,7 +99,7 @@ class RemoteTranscriber:
                 payload = json.load(r)
         except urllib.error.HTTPError as exc:
             raise _server_error(name, filename, exc) from None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # also a server that died mid-answer
             raise WhisperctlError(f"{name}: the server at {self.url} failed to answer: {getattr(exc, 'reason', exc)}") from None
         payload["source"] = name
         return transcript_from_dict(payload)

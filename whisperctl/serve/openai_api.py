@@ -7,7 +7,7 @@ import dataclasses
 import json
 from typing import Any, Mapping
 
-from ..config import DEFAULT_TEMPERATURES, DecodeOptions, Task, Timestamps
+from ..config import DEFAULT_TEMPERATURES, MAX_PROMPT_CHARS, DecodeOptions, Task, Timestamps
 from ..errors import UsageError
 from ..results import Transcript
 
@@ -74,6 +74,9 @@ def parse_request(fields: Mapping[str, Any], granularities: list[str], base: Dec
     except UsageError as exc:
         raise UsageError(f"{exc} (form fields are named as in a preset: {', '.join(sorted(EXTRA_FIELDS))})") from None
     prompt = fields.get("prompt")
+    if prompt and len(str(prompt)) > MAX_PROMPT_CHARS:  # what the CLI's --initial-prompt allows
+        raise UsageError(f"prompt: {len(str(prompt))} characters; at most {MAX_PROMPT_CHARS} "
+                         "(Whisper keeps only the last 223 tokens of a prompt).")
     stream = str(fields.get("stream", "false")).strip().lower() in ("true", "1", "yes")
     return Request(options, str(prompt) if prompt else None, response_format, stream, words)
 
