@@ -49,8 +49,9 @@ def serve(
             raise UsageError(f"{flag} {value:g}: must be above 0.")
     if max_queue < 0:
         raise UsageError(f"--max-queue {max_queue}: must be 0 or more.")
-    if api_key is not None and not api_key.strip():
-        raise UsageError("--api-key: empty; give a key or leave the option out.")
+    if api_key is not None and (not api_key.strip() or api_key != api_key.strip() or not api_key.isascii()):
+        raise UsageError("--api-key: give a non-empty key of ASCII characters without leading or trailing spaces "
+                         "(clients send it in an HTTP header), or leave the option out.")
     preset: dict[str, Any] = load_config_file(config_file)["engine"] if config_file is not None else {}
     config = EngineConfig.from_mapping({**preset, **engine_overrides(engine)})
 

@@ -160,6 +160,8 @@ class Server:
             events: asyncio.Queue = asyncio.Queue()
 
             def deliver(event: Any) -> None:
+                if parsed.stream and isinstance(event, FileDone):
+                    release()  # (also when the stream was dropped before it started: the slot goes with the job)
                 try:
                     loop.call_soon_threadsafe(events.put_nowait, event)
                 except RuntimeError:  # the event loop is gone (shutdown): nobody is waiting
