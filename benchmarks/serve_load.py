@@ -48,10 +48,9 @@ class _Rss:
     def _run(self) -> None:
         import psutil
 
-        proc = psutil.Process(self.pid)
         while not self._stop.is_set():
             try:
-                rss = proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
+                rss = _rss_now(self.pid)
             except psutil.Error:
                 break
             self.peak = max(self.peak, rss)

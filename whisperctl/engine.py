@@ -15,6 +15,7 @@ Load-time options (model, device, dtype, quantization, attention, threads, weigh
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
@@ -187,8 +188,9 @@ class Transcriber:
             text = prompts(inp) if prompts is not None else None
             return None if text is None else (lm.text_tokens(text) if text else [])
 
-        context = RunContext(decoder, opts, new_builder, finish, progress, prompt_for if prompts is not None else None,
-                             *([call] if call is not None else []))
+        context = RunContext(decoder, opts, new_builder, finish, progress, prompt_for if prompts is not None else None)
+        if call is not None:
+            context = dataclasses.replace(context, call=call)
         runner = runner_for(context, resume, checkpoints)
         try:
             yield from runner.run(intake)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .outputs import Claim, settings_id
-from .results import Segment, Word
+from .results import Segment
 from .transcript import Resume, ResumePoint
 
 VERSION = 1
@@ -71,7 +71,7 @@ class Journal:
             try:
                 entry = json.loads(line)
                 if "segment" in entry:
-                    pending.append(_segment(entry["segment"]))
+                    pending.append(Segment.from_dict(entry["segment"]))
                 elif "checkpoint" in entry:
                     point = ResumePoint.from_dict(entry["checkpoint"])
                     segments += pending
@@ -121,9 +121,3 @@ def _line(entry: Mapping[str, Any]) -> bytes:
     return json.dumps(entry, separators=(",", ":")).encode() + b"\n"
 
 
-def _segment(data: Mapping[str, Any]) -> Segment:
-    words = data.get("words")
-    fields = {f.name for f in dataclasses.fields(Segment)}
-    seg = Segment(**{k: v for k, v in data.items() if k in fields and k != "words"})
-    seg.words = [Word(**w) for w in words] if words is not None else None
-    return seg

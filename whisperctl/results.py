@@ -33,6 +33,14 @@ class Segment:
     # share of the segment's words in a phrase of 1-4 words repeated 3+ times in a row (0: none; a loop: near 1)
     repetition: float | None = None
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Segment":
+        """A segment as ``dataclasses.asdict`` wrote it (a journal line, the CLI's JSON); unknown keys ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        words = data.get("words")
+        return cls(**{k: v for k, v in data.items() if k in known and k != "words"},
+                   words=[Word(**w) for w in words] if words is not None else None)
+
 
 @dataclasses.dataclass
 class Transcript:
@@ -58,3 +66,10 @@ class Transcript:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Transcript":
+        """The inverse of :meth:`to_dict` (what ``writers.to_json`` writes); unknown keys ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known and k != "segments"},
+                   segments=[Segment.from_dict(s) for s in data.get("segments", [])])

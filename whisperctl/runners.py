@@ -54,7 +54,7 @@ class RunContext:
     prompt_for: Callable[["AudioInput"], list[int] | None] | None = None
     # runs each batch's decode (a callable) and returns its result: here, by default; the server has every
     # decode run by the one thread that owns the model (see whisperctl.serve.batcher.ModelThread)
-    call: Callable[[Callable[[], Any]], Any] = lambda work: work()
+    call: Callable[[Callable[[], Any]], Any] = lambda work: work()  # noqa: E731
 
 
 class Cancelled(WhisperctlError):
@@ -69,14 +69,13 @@ class Intake:
     runner waits on it only when it has nothing else to do. :meth:`cancel` takes an input back: one still
     waiting is dropped, one running is failed by the runner at its next batch (its lanes are freed)."""
 
-    def __init__(self, items: Iterable[Any] = (), live: bool = False,
-                 prepare: Callable[[Any], tuple["AudioInput", "SpeechStream"]] | None = None):
+    def __init__(self, items: Iterable[Any] = (), live: bool = False):
         self.live = live
         self._items: collections.deque[Any] = collections.deque(items)
         self._closed = not live
         self._cancelled: set[Any] = set()
         self._cond = threading.Condition()
-        self._prepare = prepare
+        self._prepare: Callable[[Any], tuple["AudioInput", "SpeechStream"]] | None = None
 
     def prepared(self, prepare: Callable[[Any], tuple["AudioInput", "SpeechStream"]]) -> "Intake":
         """This intake, its items made ready by ``prepare`` when taken (the engine opens each speech stream)."""

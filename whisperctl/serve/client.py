@@ -23,7 +23,7 @@ from typing import Any, Iterable, Iterator
 from ..config import DecodeOptions, Task, Timestamps
 from ..errors import AudioError, UsageError, WhisperctlError
 from ..inputs import AudioInput
-from ..results import Segment, Transcript, Word
+from ..results import Transcript
 from ..transcript import Event, FileDone, SegmentReady
 
 ENV = "WHISPERCTL_SERVER"
@@ -102,7 +102,7 @@ class RemoteTranscriber:
         except (OSError, ValueError, http.client.HTTPException) as exc:  # also a server that died mid-answer
             raise WhisperctlError(f"{name}: the server at {self.url} failed to answer: {getattr(exc, 'reason', exc)}") from None
         payload["source"] = name
-        return transcript_from_dict(payload)
+        return Transcript.from_dict(payload)
 
 
 def _server_error(name: str, filename: str, exc: urllib.error.HTTPError) -> WhisperctlError:
@@ -129,15 +129,6 @@ def _multipart(fields: dict[str, str], filename: str, data: bytes) -> tuple[byte
     return b"".join(parts), boundary
 
 
-def transcript_from_dict(d: dict[str, Any]) -> Transcript:
-    """The CLI's JSON back into a :class:`Transcript` (what ``writers.to_json`` wrote)."""
-    segments = []
-    for s in d.get("segments", []):
-        words = [Word(**w) for w in s["words"]] if s.get("words") is not None else None
-        segments.append(Segment(**{**s, "words": words}))
-    return Transcript(**{**d, "segments": segments})
-
-
 def fields_for(overrides: dict[str, Any]) -> dict[str, Any]:
     """The form fields for the decoding options given on the command line; load-time options belong to the
     server (a usage error here)."""
@@ -158,7 +149,7 @@ def fields_for(overrides: dict[str, Any]) -> dict[str, Any]:
         elif key in ("temperature", "clip_timestamps") and isinstance(value, (tuple, list)):
             fields[key] = ",".join(str(v) for v in value)
         else:
-            fields[key] = str(getattr(value, "value", value)).lower() if isinstance(value, bool) else str(getattr(value, "value", value))
+            fields[key] = str(value).lower() if isinstance(value, bool) else str(getattr(value, "value", value))
     return fields
 
 
