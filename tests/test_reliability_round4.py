@@ -242,20 +242,21 @@ def test_a_looping_window_is_stopped_and_flagged(decoded_tokens, options, max_to
     assert warning["start"] < 1 and warning["end"] > 10 and warning["message"]
 
 
-def test_the_cli_names_the_flagged_input_and_strict_fails_it(tmp_path, capsys):
+def test_the_cli_names_the_flagged_input_and_strict_fails_it(tmp_path, capsys, speech):
     import soundfile as sf
 
     loop = tmp_path / "loop.wav"
     sf.write(str(loop), _repeated_word(), SR)
     out, failures = tmp_path / "out", tmp_path / "failures.tsv"
-    # (--temperature 0: one pass per window; the fallback's passes are the library test's)
-    args = ["transcribe", loop, "examples/short.wav", "-o", out, "-f", "json", "--failures", failures, "--temperature", "0"]
+    # (--temperature 0: one pass per window; the fallback's passes are the library test's). The clean input is real
+    # speech: the espeak example's single pass at T=0 fell under the log-probability threshold with AVX2 kernels
+    args = ["transcribe", loop, speech / "whisper/jfk.flac", "-o", out, "-f", "json", "--failures", failures, "--temperature", "0"]
     code, _, err = run_cli(args, capsys)
     assert code == 0, err
     lines = [line for line in err.splitlines() if "warning" in line]
     assert len(lines) == 2 and lines[0].startswith(f"whisperctl: warning: {loop}: ") and "0:00.0-0:12.0" in lines[0]
     assert "2 transcribed (1 with warnings), 0 failed" in lines[1]
-    assert json.loads((out / "short.json").read_text())["warnings"] == []  # clean speech: no warning
+    assert json.loads((out / "jfk.json").read_text())["warnings"] == []  # clean speech: no warning
     assert json.loads((out / "loop.json").read_text())["warnings"][0]["code"] in ("repetition_loop", "repetitive_text")
     assert failures.read_text() == "input\treason\n"
 
