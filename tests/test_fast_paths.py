@@ -355,6 +355,74 @@ def test_int8_vocabulary_projection_packed_in_pieces_equals_one_piece():
         assert pieced(x).shape == (2, 5, proj.out_features)
 
 
+def test_int8_store_packs_the_integers_it_holds(tmp_path, caplog):
+    """A load packs the int8 integers quantized once into the cache (start-up): the same numbers as quantizing the
+    weights again; the integers are really read from the file; a file that does not fit the model is ignored."""
+    import copy
+    import warnings
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from whisperctl import int8
+
+    fp32 = Transcriber(EngineConfig(quantization="none")).loaded
+    layer = fp32.model.model.decoder.layers[0]
+    base = torch.nn.Sequential(copy.deepcopy(layer.fc1), torch.nn.GELU(), copy.deepcopy(layer.fc2))
+    store = tmp_path / "int8.safetensors"
+    assert int8.write_store(base, store) == 2
+    x = torch.randn(3, base[0].in_features, generator=torch.Generator().manual_seed(2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantized, from_store = copy.deepcopy(base), copy.deepcopy(base)
+        int8.quantize_linears(quantized)
+        assert int8.quantize_linears(from_store, store) == 2
+        with torch.inference_mode():
+            assert torch.equal(from_store(x), quantized(x))
+            # integers changed in the file change the output: they are what is packed
+            tensors = load_file(str(store))
+            tensors["2.int8"] = torch.flip(tensors["2.int8"], dims=[1]).contiguous()
+            save_file(tensors, str(tmp_path / "changed.safetensors"))
+            changed = copy.deepcopy(base)
+            int8.quantize_linears(changed, tmp_path / "changed.safetensors")
+            assert not torch.equal(changed(x), quantized(x))
+            # another model's store (other shapes): a warning, and the weights quantized again
+            other = tmp_path / "other.safetensors"
+            int8.write_store(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.GELU(), torch.nn.Linear(4, 2)), other)
+            again = copy.deepcopy(base)
+            with caplog.at_level("WARNING", logger="whisperctl"):
+                int8.quantize_linears(again, other)
+            assert "do not fit this model" in caplog.text
+            assert torch.equal(again(x), quantized(x))
+
+
+def test_int8_load_quantizes_once_into_the_cache(tmp_path, monkeypatch):
+    """The default (int8) load writes the model's integers into the cache once, verified like a conversion; a
+    second load packs them (no quantizing); a damaged store is written again."""
+    from whisperctl import cache, int8
+
+    lm = Transcriber(EngineConfig()).loaded
+    entries = cache.entries(cache.int8_root())
+    assert entries, "the int8 store is written on load"
+    marker = cache.read_marker(entries[0])
+    assert marker["format_version"] == int8.STORE_VERSION and marker["linears"] > 0
+    assert not cache.verify_entry(entries[0], full=True)
+    calls = []
+    monkeypatch.setattr(int8, "_quantized", lambda rows: calls.append(rows) or int8.torch.quantize_per_channel(
+        rows.float(), (rows.float().abs().amax(dim=1) / 127.0).clamp(min=1e-12).double(),
+        int8.torch.zeros(rows.shape[0], dtype=int8.torch.long), 0, int8.torch.qint8))
+    from whisperctl.loading import int8_store
+
+    fp32 = Transcriber(EngineConfig(quantization="none")).loaded
+    location = marker["source"]
+    assert int8_store(fp32.model, location) == entries[0] / "int8.safetensors"
+    assert calls == []  # found, not quantized again
+    (entries[0] / "int8.safetensors").write_bytes(b"damaged")
+    assert int8_store(fp32.model, location) == entries[0] / "int8.safetensors"
+    assert calls and not cache.verify_entry(entries[0], full=True)  # rebuilt
+    assert lm.model is not None
+
+
 def test_int8_stacked_projections_equal_the_separate_ones():
     """The lean loop runs a decoder layer's query, key and value projections as one stacked int8 Linear: the
     same numbers as the three (the key projection has no bias), in one call."""

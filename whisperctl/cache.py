@@ -347,6 +347,11 @@ def ggml_root() -> Path:
     return cache_root() / "ggml"
 
 
+def int8_root() -> Path:
+    """The int8 integers and scales of whisperctl's models, quantized once (:func:`whisperctl.loading.int8_store`)."""
+    return cache_root() / "int8"
+
+
 def entries(root: Path | None = None) -> list[Path]:
     """The cache entries (directories not hidden: temporary and discarded ones are)."""
     root = root or converted_root()

@@ -165,7 +165,7 @@ def gather(verify_cache: bool = False) -> HostFacts:
     if bundled is not None:
         bundled_ok = cache.sha256_file(bundled / "model.bin") == models.BUNDLED_SHA256
     damage = []
-    for entry in cache.entries() + cache.entries(cache.assembled_root()) + cache.entries(cache.ggml_root()):
+    for entry in cache.entries() + cache.entries(cache.assembled_root()) + cache.entries(cache.ggml_root()) + cache.entries(cache.int8_root()):
         problems = cache.verify_entry(entry, full=verify_cache)
         if problems:
             damage.append(f"{entry}: {'; '.join(problems[:3])}")

@@ -155,7 +155,7 @@ class LeanDecoder:
             if choice.done:
                 break
             if choice.rows is not None:
-                cache.select(choice.rows)
+                cache.select(choice.rows, pos)
                 if search.drops_rows:
                     cross = select_rows(cross, choice.rows)
                 if state is not None:

@@ -88,8 +88,8 @@ class DecoderStep:
             else:
                 q, k, v = att.q_proj(x), att.k_proj(x), att.v_proj(x)
             q = self.split(q * att.scaling)
-            k_cache[:, :, pos : pos + n] = self.split(k)
-            v_cache[:, :, pos : pos + n] = self.split(v)
+            k_cache[:, :, pos : pos + n] = k.view(rows, n, self.heads, self.head_dim).transpose(1, 2)  # copied in
+            v_cache[:, :, pos : pos + n] = v.view(rows, n, self.heads, self.head_dim).transpose(1, 2)
             o = self.attend(q, k_cache[:, :, : pos + n], v_cache[:, :, : pos + n], causal=n > 1)
             hidden = hidden + att.out_proj(o.transpose(1, 2).reshape(rows, n, -1))
             att = layer.encoder_attn
@@ -127,9 +127,11 @@ class SelfCache:
             self.keys = [_grown(c, self.capacity) for c in self.keys]
             self.values = [_grown(c, self.capacity) for c in self.values]
 
-    def select(self, index) -> None:
-        self.keys = [c.index_select(0, index) for c in self.keys]
-        self.values = [c.index_select(0, index) for c in self.values]
+    def select(self, index, filled: int) -> None:
+        """Keep the rows ``index`` (in that order); only their first ``filled`` positions hold anything, and only
+        those are copied (a beam search reorders its rows at every step)."""
+        self.keys = [_selected(c, index, filled) for c in self.keys]
+        self.values = [_selected(c, index, filled) for c in self.values]
 
 
 def select_rows(cross: Sequence[tuple[Any, Any]], index) -> list[tuple[Any, Any]]:
@@ -145,6 +147,15 @@ def _stacked(projections) -> Any:
     if not all(type(p) is DynamicInt8Linear for p in projections):
         return None
     return DynamicInt8Linear.stacked(list(projections))
+
+
+def _selected(cache: Any, index, filled: int) -> Any:
+    """Rows ``index`` of ``cache`` (batch, heads, capacity, dim), positions ``:filled`` copied, the rest left empty."""
+    import torch
+
+    out = cache.new_empty((index.shape[0], *cache.shape[1:]))
+    torch.index_select(cache[:, :, :filled], 0, index, out=out[:, :, :filled])
+    return out
 
 
 def _grown(cache: Any, capacity: int) -> Any:
