@@ -236,6 +236,26 @@ def test_each_real_engine_on_one_short_clip(name, speech, references):
     assert row["peak_rss_bytes"] > 50 * 2**20
 
 
+def test_whisperctl_engine_runs_the_inputs_together(speech, references):
+    """whisperctl's engine runs the inputs in one call, as `whisperctl transcribe a b c` runs a folder (their windows
+    share batches); each text is its own input's, in input order, and the row says so."""
+    from whisperctl.eligibility import probe
+    from whisperctl.wer import wer
+
+    names = ["whisper/jfk.flac", "pocketsphinx/cards_002.wav", "TTS/LJ001-0002.wav"]
+    names = [n for n in names if n in references]
+    bench = compare.plan("whisperctl", {"threads": 1}, probe(), warmup=0, repeats=1)
+    inputs = runner.load_inputs(manifest=None, audio=[str(speech / n) for n in names])
+    for item, name in zip(inputs, names):
+        item.reference = references[name]
+    row = compare.run(bench, inputs, probe())["rows"][0]
+    assert row["status"] == "ok", row["status"]
+    assert row["ran"]["inputs"] == "together" and "inputs together" in row["ran_summary"]
+    assert len(row["texts"]) == len(names) and len(row["samples"][0]["per_file_s"]) == len(names)
+    for text, name in zip(row["texts"], names):  # each text is its own input's
+        assert wer([references[name]], [text]) < min(wer([references[other]], [text]) for other in names if other != name)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", ["whisperctl", "transformers", "faster-whisper", "openai-whisper"])
 def test_each_real_engine_on_cuda(name, speech, references):

@@ -163,6 +163,8 @@ def describe(ran: dict[str, Any]) -> str:
     """What an engine ran, in one cell: compute type, attention, batch, chunking, VAD, beam."""
     parts = [ran.get("compute"), ran.get("attention"), f"batch {ran.get('batch')}", ran.get("chunking"),
              f"VAD {ran.get('vad')}", f"beam {ran.get('beam')}"]
+    if ran.get("inputs") == "together":
+        parts.append("inputs together")
     if not ran.get("fallback"):
         parts.append("no fallback")
     return ", ".join(str(p) for p in parts if p is not None)

@@ -17,7 +17,7 @@ import difflib
 import importlib
 import importlib.metadata
 import os
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 
@@ -50,7 +50,11 @@ class EngineRequest:
 
 
 class Session(Protocol):
-    """A loaded engine: ``ran`` says what it runs; ``transcribe`` returns one input's text, every segment decoded."""
+    """A loaded engine: ``ran`` says what it runs; ``transcribe`` returns one input's text, every segment decoded.
+
+    An engine that runs many inputs in one call, as its users run a folder, also has ``transcribe_all(inputs)``: the
+    texts of an iterable of inputs (read as it needs them), in order; ``ran["inputs"]`` then says ``"together"``
+    (the child times that call; the others are called once per input, ``"one by one"``)."""
 
     ran: dict[str, Any]
 
@@ -160,11 +164,20 @@ class _WhisperctlSession:
             "attention": info["attention"], "batch": options.batch_size, "beam": options.beam_size,
             "chunking": f"{options.chunking.value} {options.chunk_length_s:g} s",
             "vad": options.vad_in_effect.value, "decoder": info["decoder"], "fallback": len(options.temperature) > 1,
-            "config": config.to_dict(),
+            "inputs": "together", "config": config.to_dict(),
         }
 
     def transcribe(self, samples: np.ndarray) -> str:
         return self.transcriber.transcribe(samples, name="bench").text
+
+    def transcribe_all(self, inputs: Iterable[np.ndarray]) -> Iterator[str]:
+        """Every input in one run, as ``whisperctl transcribe a.wav b.wav …`` runs a folder: windows of different
+        inputs share the decoder's batches."""
+        pairs = ((f"input-{i}", samples) for i, samples in enumerate(inputs))
+        for _, result in self.transcriber.transcribe_many(pairs):
+            if isinstance(result, Exception):
+                raise result
+            yield result.text
 
 
 register(Engine(
