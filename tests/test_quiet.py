@@ -243,3 +243,37 @@ def test_same_text_column_gives_the_wer_against_the_baseline():
     assert changed["same_text"] == "8.3 % vs base" and changed["text_wer_vs_baseline"] == pytest.approx(1 / 12)
     assert rows(base, ["the cat sat on the mat", "A dog barked twice at night!"])["same_text"] == "same words"
     assert rows(["", ""], ["words", ""])["same_text"] == "differs (baseline empty)"
+
+
+def test_the_command_exits_at_once_and_loses_nothing(tmp_path):
+    """The console script (`whisperctl.cli:run`) ends without tearing torch down object by object (start-up), after
+    the exit handlers: outputs complete, exit codes kept, and a thread still working is waited for."""
+    import subprocess
+    import sys
+
+    run = [sys.executable, "-c", "from whisperctl.cli import run; run()"]
+    main = [sys.executable, "-c", "from whisperctl.cli import main; main()"]
+    clip = str(EXAMPLES / "short.wav")
+    fast = subprocess.run([*run, "transcribe", clip, "-o", str(tmp_path / "fast"), "-f", "all"],
+                          capture_output=True, text=True, timeout=300)
+    slow = subprocess.run([*main, "transcribe", clip, "-o", str(tmp_path / "slow"), "-f", "all"],
+                          capture_output=True, text=True, timeout=300)
+    assert fast.returncode == slow.returncode == 0, fast.stderr
+    printed = [subprocess.run([*exe, "transcribe", clip, "-f", "srt"], capture_output=True, text=True, timeout=300)
+               for exe in (run, main)]
+    assert printed[0].returncode == 0 and printed[0].stdout == printed[1].stdout and "-->" in printed[0].stdout
+    for ext in ("txt", "srt"):
+        assert (tmp_path / "fast" / f"short.{ext}").read_text() == (tmp_path / "slow" / f"short.{ext}").read_text()
+    assert json.loads((tmp_path / "fast" / "short.json").read_text())["segments"]
+    usage = subprocess.run([*run, "transcribe", "--bogus"], capture_output=True, text=True, timeout=120)
+    assert usage.returncode == 2 and usage.stderr.startswith("whisperctl: error: No such option: --bogus")
+    failed = subprocess.run([*run, "transcribe", str(tmp_path / "missing.wav")], capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 1 and "no such file" in failed.stderr
+    # a (non-daemon) thread still working when the command ends: the normal exit, which waits for it
+    marker = tmp_path / "thread-finished"
+    script = ("import threading, time\nfrom whisperctl.cli import run\n"
+              f"threading.Thread(target=lambda: (time.sleep(1.0), open({str(marker)!r}, 'w').write('done'))).start()\n"
+              "run()\n")
+    waited = subprocess.run([sys.executable, "-c", script, "--version"], capture_output=True, text=True, timeout=120)
+    assert waited.returncode == 0 and waited.stdout.startswith("whisperctl ")
+    assert marker.read_text() == "done"
