@@ -59,7 +59,7 @@ setup() {
     rm -rf "$SITE"; "${pip[@]}" "$WHEELS"/*.whl || return 1
     export PYTHONPATH=$SITE:$PWD
     W=$WORK/whisperctl
-    printf '#!/bin/sh\nexec %s -c "from whisperctl.cli import main; main()" "$@"\n' "$PY" > "$W"; chmod +x "$W"
+    printf '#!/bin/sh\nexec %s -c "from whisperctl.cli import run; run()" "$@"\n' "$PY" > "$W"; chmod +x "$W"
   fi
   export W
   rm -rf build whisperctl.egg-info   # what the install left in the tree

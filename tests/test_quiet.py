@@ -254,17 +254,13 @@ def test_the_command_exits_at_once_and_loses_nothing(tmp_path):
     run = [sys.executable, "-c", "from whisperctl.cli import run; run()"]
     main = [sys.executable, "-c", "from whisperctl.cli import main; main()"]
     clip = str(EXAMPLES / "short.wav")
-    fast = subprocess.run([*run, "transcribe", clip, "-o", str(tmp_path / "fast"), "-f", "all"],
-                          capture_output=True, text=True, timeout=300)
-    slow = subprocess.run([*main, "transcribe", clip, "-o", str(tmp_path / "slow"), "-f", "all"],
-                          capture_output=True, text=True, timeout=300)
+    fast = subprocess.run([*run, "transcribe", clip, "-o", str(tmp_path), "-f", "srt"], capture_output=True, text=True,
+                          timeout=300)
+    slow = subprocess.run([*main, "transcribe", clip, "-f", "srt"], capture_output=True, text=True, timeout=300)
     assert fast.returncode == slow.returncode == 0, fast.stderr
-    printed = [subprocess.run([*exe, "transcribe", clip, "-f", "srt"], capture_output=True, text=True, timeout=300)
-               for exe in (run, main)]
-    assert printed[0].returncode == 0 and printed[0].stdout == printed[1].stdout and "-->" in printed[0].stdout
-    for ext in ("txt", "srt"):
-        assert (tmp_path / "fast" / f"short.{ext}").read_text() == (tmp_path / "slow" / f"short.{ext}").read_text()
-    assert json.loads((tmp_path / "fast" / "short.json").read_text())["segments"]
+    assert (tmp_path / "short.srt").read_text() == slow.stdout and "-->" in slow.stdout  # the file whole
+    helps = [subprocess.run([*exe, "transcribe", "--help"], capture_output=True, text=True, timeout=120) for exe in (run, main)]
+    assert helps[0].returncode == 0 and helps[0].stdout == helps[1].stdout and len(helps[0].stdout) > 2000  # stdout whole
     usage = subprocess.run([*run, "transcribe", "--bogus"], capture_output=True, text=True, timeout=120)
     assert usage.returncode == 2 and usage.stderr.startswith("whisperctl: error: No such option: --bogus")
     failed = subprocess.run([*run, "transcribe", str(tmp_path / "missing.wav")], capture_output=True, text=True, timeout=120)
