@@ -426,6 +426,33 @@ def test_int8_load_quantizes_once_into_the_cache(tmp_path, monkeypatch):
     assert lm.model is not None
 
 
+def test_int8_store_that_cannot_be_written_leaves_the_run_going(tmp_path, monkeypatch, caplog):
+    """A full disk (safetensors raises its own error type, not OSError) or an unwritable cache: one warning, the
+    integers quantized in memory, no entry left behind."""
+    import torch
+
+    from whisperctl import cache, int8
+    from whisperctl.loading import int8_store
+
+    class SafetensorLikeError(Exception):
+        pass
+
+    def full_disk(model, path):
+        raise SafetensorLikeError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setenv("WHISPERCTL_CACHE", str(tmp_path / "cache"))
+    checkpoint = tmp_path / "ck"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}")
+    monkeypatch.setattr(int8, "write_store", full_disk)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8))
+    with caplog.at_level("WARNING", logger="whisperctl"):
+        assert int8_store(model, str(checkpoint)) is None
+    assert "No space left on device" in caplog.text and "Quantizing in memory" in caplog.text
+    assert cache.entries(cache.int8_root()) == []
+    assert int8.quantize_linears(model, None) == 1  # the load goes on
+
+
 def test_int8_stacked_projections_equal_the_separate_ones():
     """The lean loop runs a decoder layer's query, key and value projections as one stacked int8 Linear: the
     same numbers as the three (the key projection has no bias), in one call."""

@@ -198,5 +198,7 @@ def _read_store(path: Any, targets: list[tuple[str, torch.nn.Linear]]) -> dict[s
             out[name] = ints, scales
         return out
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own types for a damaged file
-        logging.getLogger("whisperctl").warning("int8 weights %s do not fit this model (%s); quantizing again", path, exc)
+        logging.getLogger("whisperctl").warning(
+            "int8 weights %s do not fit this model (%s); quantizing again (`whisperctl doctor --verify-cache` finds a "
+            "damaged cache entry; delete it to have it written again)", path, exc)
         return None

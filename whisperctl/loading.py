@@ -129,7 +129,8 @@ def int8_store(model: Any, location: str) -> Path | None:
     (``<cache>/int8/<checkpoint>-<key>/``, keyed by the checkpoint's path, its weights' sizes and modification
     times, torch's version and the store's format; verified like a conversion) so that a later load only packs
     them: 0.26 -> 0.12 s of tiny.en's load on 2 cores. None (quantize in memory) for a checkpoint that is not a
-    local directory, or when the cache cannot be written (said in one warning line)."""
+    local directory, or when the cache cannot be written (a full disk, a read-only cache: said in one warning line;
+    the run goes on)."""
     import torch
 
     from . import int8
@@ -139,11 +140,18 @@ def int8_store(model: Any, location: str) -> Path | None:
     checkpoint = Path(location).resolve() if location else None
     if checkpoint is None or not (checkpoint / "config.json").is_file():
         return None
-    key = checkpoint_key(checkpoint, str(int8.STORE_VERSION), torch.__version__, files=("*.safetensors", "config.json"))
+    key = checkpoint_key(checkpoint, str(int8.STORE_VERSION), torch.__version__,
+                         files=("*.safetensors", "*.bin", "*.pt", "*.pth", "config.json"))
 
     def build(directory: Path) -> dict[str, Any]:
+        try:
+            linears = int8.write_store(model, directory / INT8_FILE)
+        except OSError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - safetensors reports a full disk or a size limit as its own error
+            raise OSError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
         return {"source": str(checkpoint), "format_version": int8.STORE_VERSION, "torch": torch.__version__,
-                "linears": int8.write_store(model, directory / INT8_FILE)}
+                "linears": linears}
 
     try:
         entry, _ = build_entry(int8_root(), f"{checkpoint.name}-{key}", build, "int8 weights")
