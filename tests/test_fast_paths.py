@@ -453,6 +453,32 @@ def test_int8_store_that_cannot_be_written_leaves_the_run_going(tmp_path, monkey
     assert int8.quantize_linears(model, None) == 1  # the load goes on
 
 
+def test_fp16_token_embedding_gives_the_same_numbers():
+    """The int8 CPU load keeps the token embedding in fp16 when its weights are fp16 values (the bundled model's:
+    half its memory); the decoder's rows come out the same, bit for bit, as with the fp32 table."""
+    import torch
+
+    from whisperctl.leanloop import LeanDecoder
+
+    lm = Transcriber(EngineConfig()).loaded
+    embedding = lm.model.get_decoder().embed_tokens
+    assert embedding.weight.dtype == torch.float16
+    loop = LeanDecoder(lm.model, "eager")
+    encoder = torch.randn(2, 1500, embedding.weight.shape[1], generator=torch.Generator().manual_seed(3))
+    tokens = torch.tensor([[lm.sot_id, 50362], [lm.sot_id, 50362]])
+    with torch.inference_mode():
+        keys, values = loop.step.buffers(2, 2, encoder)
+        half = loop.step.forward(tokens, 0, keys, values, loop.step.cross_cache(encoder))
+        fp16 = embedding.weight
+        embedding.weight = torch.nn.Parameter(fp16.float(), requires_grad=False)
+        try:
+            keys, values = loop.step.buffers(2, 2, encoder)
+            full = loop.step.forward(tokens, 0, keys, values, loop.step.cross_cache(encoder))
+        finally:
+            embedding.weight = fp16
+    assert half.dtype == torch.float32 and torch.equal(half, full)
+
+
 def test_int8_stacked_projections_equal_the_separate_ones():
     """The lean loop runs a decoder layer's query, key and value projections as one stacked int8 Linear: the
     same numbers as the three (the key projection has no bias), in one call."""

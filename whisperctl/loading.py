@@ -117,6 +117,10 @@ def load_model(config: EngineConfig, plan: Plan, source: models.ModelSource, nat
         from .int8 import quantize_linears
 
         quantize_linears(model, int8_store(model, location))
+        if native_path:
+            from .native import half_embedding
+
+            half_embedding(model)
     model.eval()
     if plan.device == "cpu":
         encode_in_slices(model, 1)
