@@ -411,9 +411,8 @@ def test_int8_load_quantizes_once_into_the_cache(tmp_path, monkeypatch):
     assert marker["format_version"] == int8.STORE_VERSION and marker["linears"] > 0
     assert not cache.verify_entry(entries[0], full=True)
     calls = []
-    monkeypatch.setattr(int8, "_quantized", lambda rows: calls.append(rows) or int8.torch.quantize_per_channel(
-        rows.float(), (rows.float().abs().amax(dim=1) / 127.0).clamp(min=1e-12).double(),
-        int8.torch.zeros(rows.shape[0], dtype=int8.torch.long), 0, int8.torch.qint8))
+    quantized = int8._quantized
+    monkeypatch.setattr(int8, "_quantized", lambda rows: calls.append(rows) or quantized(rows))
     from whisperctl.loading import int8_store
 
     fp32 = Transcriber(EngineConfig(quantization="none")).loaded
@@ -430,15 +429,14 @@ def test_int8_store_that_cannot_be_written_leaves_the_run_going(tmp_path, monkey
     """A full disk (safetensors raises its own error type, not OSError) or an unwritable cache: one warning, the
     integers quantized in memory, no entry left behind."""
     import torch
+    from safetensors import SafetensorError
 
     from whisperctl import cache, int8
     from whisperctl.loading import int8_store
 
-    class SafetensorLikeError(Exception):
-        pass
-
     def full_disk(model, path):
-        raise SafetensorLikeError("Error while serializing: I/O error: No space left on device (os error 28)")
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                              'message: "No space left on device" })')
 
     monkeypatch.setenv("WHISPERCTL_CACHE", str(tmp_path / "cache"))
     checkpoint = tmp_path / "ck"

@@ -159,7 +159,7 @@ def prepare(ct2_dir: str | Path, expected_sha256: str | None = None, full_check:
     except Exception as exc:
         if type(exc).__name__ != "SafetensorError":  # a malformed source (ConversionError) and the unexpected
             raise
-        raise ConversionError(_write_failed("converted model", root, _io_reason(exc))) from None
+        raise ConversionError(_write_failed("converted model", root, io_reason(exc))) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final, True
@@ -252,7 +252,7 @@ def _write_failed(what: str, root: Path, reason: str) -> str:
             "writable directory with room.")
 
 
-def _io_reason(exc: Exception) -> str:
+def io_reason(exc: Exception) -> str:
     """The OS's words in safetensors' error ("Error while serializing: IoError(Os { code: 28, kind: StorageFull,
     message: \"No space left on device\" })"), or its first line."""
     import re

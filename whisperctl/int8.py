@@ -91,9 +91,8 @@ class DynamicInt8Linear(torch.nn.Module):
                 scales.append(qweight.q_per_channel_scales())
             biases.append(linear.bias if linear.bias is not None else torch.zeros(linear.out_features))
         weight, scale = torch.cat(weights), torch.cat(scales)
-        qweight = torch._make_per_channel_quantized_tensor(weight, scale, torch.zeros(len(scale), dtype=torch.long), 0)
         shell = torch.nn.Linear(linears[0].in_features, weight.shape[0], bias=False, device="meta")
-        out = cls(shell, [torch.ops.quantized.linear_prepack(qweight, None)])
+        out = cls(shell, [_packed_from(weight, scale)])
         out.bias = torch.cat(biases)
         return out
 
@@ -113,7 +112,7 @@ def _quantized(rows: torch.Tensor) -> torch.Tensor:
 
 
 def _packed_from(ints: torch.Tensor, scales: torch.Tensor):
-    """Stored int8 rows and their scales, packed for fbgemm (the integers :func:`_quantized` made)."""
+    """int8 rows and their scales (stored, or unpacked from other Linears), packed for fbgemm."""
     qweight = torch._make_per_channel_quantized_tensor(ints, scales, torch.zeros(len(scales), dtype=torch.long), 0)
     return torch.ops.quantized.linear_prepack(qweight, None)
 

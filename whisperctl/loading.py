@@ -138,7 +138,7 @@ def int8_store(model: Any, location: str) -> Path | None:
     import torch
 
     from . import int8
-    from .cache import build_entry, int8_root
+    from .cache import build_entry, int8_root, io_reason
     from .openai_format import checkpoint_key
 
     checkpoint = Path(location).resolve() if location else None
@@ -150,10 +150,10 @@ def int8_store(model: Any, location: str) -> Path | None:
     def build(directory: Path) -> dict[str, Any]:
         try:
             linears = int8.write_store(model, directory / INT8_FILE)
-        except OSError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - safetensors reports a full disk or a size limit as its own error
-            raise OSError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        except Exception as exc:
+            if type(exc).__name__ != "SafetensorError":  # safetensors' own error for a full disk or a size limit
+                raise
+            raise OSError(io_reason(exc)) from None  # a write that failed, as build_entry reports one
         return {"source": str(checkpoint), "format_version": int8.STORE_VERSION, "torch": torch.__version__,
                 "linears": linears}
 

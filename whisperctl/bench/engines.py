@@ -53,9 +53,9 @@ class Session(Protocol):
     """A loaded engine: ``ran`` says what it runs; ``transcribe`` returns one input's text, every segment decoded.
 
     An engine that runs many inputs in one call, as its users run a folder, also has ``transcribe_all(inputs)``: the
-    texts of an iterable of inputs, in order; ``ran["inputs"]`` then says ``"together"`` (the child times that call;
-    the others are called once per input). whisperctl's reads every input's array before the first window (they
-    count in its memory: 21 MB for the 327 s folder)."""
+    texts of an iterable of inputs, in order; the child then times that one call and marks the row's ``ran`` with
+    ``"inputs": "together"`` (the others are called once per input). whisperctl's reads every input's array before
+    the first window (they count in its memory: 21 MB for the 327 s folder)."""
 
     ran: dict[str, Any]
 
@@ -165,7 +165,7 @@ class _WhisperctlSession:
             "attention": info["attention"], "batch": options.batch_size, "beam": options.beam_size,
             "chunking": f"{options.chunking.value} {options.chunk_length_s:g} s",
             "vad": options.vad_in_effect.value, "decoder": info["decoder"], "fallback": len(options.temperature) > 1,
-            "inputs": "together", "config": config.to_dict(),
+            "config": config.to_dict(),
         }
 
     def transcribe(self, samples: np.ndarray) -> str:
